@@ -1,0 +1,116 @@
+package fwdproxy
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/httpx"
+)
+
+var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
+
+// serveConnect opens a tunnel (RFC 9110 §9.3.6): it dials the target and
+// answers 200 only once the upstream connection is up, then relays bytes
+// both ways until either side is done.
+func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
+	target := r.Host
+	if _, _, err := httpx.ParseTarget(target); err != nil {
+		p.fail(w, r, newError(ErrMalformed, target, "bad CONNECT target "+strconv.Quote(target)+": "+err.Error(), err))
+		return
+	}
+	if p.isClosing() {
+		p.fail(w, r, newError(ErrUnavailable, target, "proxy is shutting down", nil))
+		return
+	}
+	ctx := r.Context()
+	if err := p.runConnectHooks(ctx, target, r); err != nil {
+		p.fail(w, r, asError(target, err))
+		return
+	}
+	upstream, err := p.dial(ctx, "tcp", target)
+	if err != nil {
+		if ctx.Err() != nil {
+			p.logClientGone(r, err)
+			return
+		}
+		p.fail(w, r, asError(target, err))
+		return
+	}
+	if r.ProtoMajor >= 2 {
+		// HTTP/2 (RFC 9113 §8.5): the stream itself is the tunnel.
+		w.WriteHeader(http.StatusOK)
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			upstream.Close()
+			return
+		}
+		p.runTunnel(r, &streamConn{body: r.Body, w: w}, nil, upstream)
+		return
+	}
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		upstream.Close()
+		p.fail(w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
+		return
+	}
+	// The server's read and write deadlines no longer apply: the tunnel
+	// watches idleness itself.
+	_ = client.SetDeadline(time.Time{})
+	if _, err := client.Write(connectEstablished); err != nil {
+		client.Close()
+		upstream.Close()
+		return
+	}
+	p.runTunnel(r, client, readAhead(brw), upstream)
+}
+
+// readAhead returns the bytes the server had already read from a hijacked
+// client connection (a TLS ClientHello sent right behind the CONNECT, say).
+func readAhead(brw *bufio.ReadWriter) []byte {
+	n := brw.Reader.Buffered()
+	if n == 0 {
+		return nil
+	}
+	b, _ := brw.Reader.Peek(n)
+	return append([]byte(nil), b...)
+}
+
+// runTunnel relays between client and upstream, tracked so that Shutdown
+// can close it, and logs it when done.
+func (p *Proxy) runTunnel(r *http.Request, client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser) {
+	t := newTunnel(client, early, upstream, p.cfg.tunnelIdleTimeout)
+	if !p.track(t) {
+		client.Close()
+		upstream.Close()
+		return
+	}
+	start := time.Now()
+	up, down := t.run()
+	p.untrack(t)
+	p.log.LogAttrs(r.Context(), slog.LevelDebug, "tunnel closed",
+		slog.String("target", r.Host), slog.String("client", r.RemoteAddr),
+		slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
+		slog.Duration("duration", time.Since(start)))
+}
+
+// streamConn adapts an HTTP/2 CONNECT stream (request body in, response
+// body out) to the tunnel's ReadWriteCloser.
+type streamConn struct {
+	body io.ReadCloser
+	w    http.ResponseWriter
+}
+
+func (s *streamConn) Read(p []byte) (int, error) { return s.body.Read(p) }
+
+func (s *streamConn) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err == nil {
+		err = http.NewResponseController(s.w).Flush()
+	}
+	return n, err
+}
+
+func (s *streamConn) Close() error { return s.body.Close() }

@@ -1,0 +1,136 @@
+package fwdproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+)
+
+// Kinds of failure. Every error the proxy reports to a client is an *Error
+// whose Kind is one of these, so callers can test with errors.Is:
+//
+//	errors.Is(err, fwdproxy.ErrUpstreamTimeout)
+//
+// The status each kind maps to is fixed in one place (see Error.Status).
+var (
+	ErrMalformed       = errors.New("malformed request")             // 400
+	ErrAuthRequired    = errors.New("proxy authentication required") // 407
+	ErrForbidden       = errors.New("forbidden")                     // 403
+	ErrUnavailable     = errors.New("proxy unavailable")             // 503 (shutting down, limits)
+	ErrUpstream        = errors.New("upstream failed")               // 502
+	ErrUpstreamTimeout = errors.New("upstream timed out")            // 504
+	ErrLoop            = errors.New("request loop")                  // 508
+)
+
+// Error describes why the proxy could not serve a request. Its Reason is
+// the short plain-text line sent to the client.
+type Error struct {
+	Kind   error  // one of the Err… kinds above
+	Status int    // HTTP status sent to the client
+	Target string // the requested host:port, when known
+	Reason string // short plain-text reason, safe to show the client
+	Err    error  // underlying cause, if any
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	s := "fwdproxy: " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the kind and the cause, so errors.Is matches both.
+func (e *Error) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}
+
+// statusOf is the one place that maps a kind to an HTTP status.
+func statusOf(kind error) int {
+	switch kind {
+	case ErrMalformed:
+		return http.StatusBadRequest
+	case ErrAuthRequired:
+		return http.StatusProxyAuthRequired
+	case ErrForbidden:
+		return http.StatusForbidden
+	case ErrUnavailable:
+		return http.StatusServiceUnavailable
+	case ErrUpstreamTimeout:
+		return http.StatusGatewayTimeout
+	case ErrLoop:
+		return http.StatusLoopDetected
+	default:
+		return http.StatusBadGateway
+	}
+}
+
+func newError(kind error, target, reason string, cause error) *Error {
+	return &Error{Kind: kind, Status: statusOf(kind), Target: target, Reason: reason, Err: cause}
+}
+
+// Deny returns an error for a hook to refuse a request with the given status
+// (403 when status is not a 4xx or 5xx code) and a short plain-text reason.
+func Deny(status int, reason string) error {
+	if status < 400 || status > 599 {
+		status = http.StatusForbidden
+	}
+	if reason == "" {
+		reason = http.StatusText(status)
+	}
+	return &Error{Kind: ErrForbidden, Status: status, Reason: reason}
+}
+
+// asError converts any failure on the way to target into an *Error with the
+// right kind. Hooks' plain errors become 403s; *Error values pass through.
+func asError(target string, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Target == "" {
+			e.Target = target
+		}
+		return e
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		what := dnsErr.Err
+		switch {
+		case dnsErr.IsNotFound:
+			what = "no such host"
+		case dnsErr.IsTimeout:
+			what = "DNS timeout"
+		}
+		return newError(ErrUpstream, target, "DNS lookup of "+dnsErr.Name+" failed: "+what, err)
+	}
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
+		return newError(ErrUpstream, target, "TLS certificate of "+target+" failed verification", err)
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+		return newError(ErrUpstreamTimeout, target, "upstream "+target+" timed out", err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return newError(ErrUpstream, target, "upstream "+target+" refused the connection", err)
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return newError(ErrUpstream, target, "upstream "+target+" reset the connection", err)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return newError(ErrUpstream, target, "upstream "+target+" is unreachable", err)
+	}
+	return newError(ErrUpstream, target, "upstream "+target+" failed", err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

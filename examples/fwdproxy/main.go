@@ -1,0 +1,124 @@
+// Command fwdproxy runs the fwdproxy forward proxy.
+//
+//	go run ./examples/fwdproxy -listen 127.0.0.1:8080
+//
+// Every flag can also be set through the environment: FWDPROXY_ followed by
+// the flag name in upper case with dashes as underscores (FWDPROXY_LISTEN,
+// FWDPROXY_ALLOW_PRIVATE). A flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fwdproxy/fwdproxy"
+)
+
+// shutdownGrace is how long in-flight requests and tunnels get after
+// SIGINT or SIGTERM before they are closed.
+const shutdownGrace = 8 * time.Second
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "fwdproxy:", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	listen       string
+	allowPrivate bool
+	logLevel     string
+}
+
+func parseFlags(args []string, stderr *os.File) (*flags, error) {
+	fs := flag.NewFlagSet("fwdproxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &flags{}
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
+	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
+		fs.PrintDefaults()
+	}
+	if err := envDefaults(fs); err != nil {
+		return nil, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return f, nil
+}
+
+// envDefaults sets each flag from FWDPROXY_<NAME> when that variable is set.
+func envDefaults(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(fl *flag.Flag) {
+		name := "FWDPROXY_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && err == nil {
+			if e := fs.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", name, e)
+			}
+		}
+	})
+	return err
+}
+
+func run(args []string, stderr *os.File) error {
+	f, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	p, err := fwdproxy.New(fwdproxy.WithLogger(logger))
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	logger.Info("fwdproxy listening", "addr", l.Addr().String(), "allow_private", f.allowPrivate)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := p.Shutdown(sctx); err != nil {
+		logger.Warn("shutdown forced open connections closed", "error", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package fwdproxy
+
+import (
+	"context"
+	"net/http"
+)
+
+// ConnectHook decides on a CONNECT request before the proxy dials target
+// ("host:port"). Return nil to allow the tunnel. Return an error to refuse
+// it: an error made by Deny sets the status and reason, any other error is
+// answered with 403 and the error's text.
+type ConnectHook func(ctx context.Context, target string, r *http.Request) error
+
+// RequestHook sees each outgoing request just before it is sent upstream:
+// hop-by-hop headers are already removed and Via added. It may change the
+// request in place (URL, headers, body). Returning a non-nil response
+// answers the client with it instead of going upstream; the proxy closes
+// its Body. Returning an error refuses the request: an error made by Deny
+// sets the status, any other error is answered with 403.
+type RequestHook func(ctx context.Context, out *http.Request) (*http.Response, error)
+
+// ResponseHook sees each response before its headers reach the client
+// (hop-by-hop headers are already removed and Via added; resp.Request is the
+// outgoing request). It may change the status, headers and body; a hook
+// that replaces resp.Body should set resp.ContentLength to match (or -1).
+// Returning an error discards the response: the client gets 502, or the
+// status of an error made by Deny.
+type ResponseHook func(ctx context.Context, resp *http.Response) error
+
+func (p *Proxy) runConnectHooks(ctx context.Context, target string, r *http.Request) error {
+	for _, h := range p.cfg.connectHooks {
+		if err := h(ctx, target, r); err != nil {
+			return hookError(target, err, ErrForbidden)
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) runRequestHooks(ctx context.Context, target string, out *http.Request) (*http.Response, error) {
+	for _, h := range p.cfg.requestHooks {
+		resp, err := h(ctx, out)
+		if err != nil {
+			if resp != nil && resp.Body != nil {
+				resp.Body.Close()
+			}
+			return nil, hookError(target, err, ErrForbidden)
+		}
+		if resp != nil {
+			return resp, nil
+		}
+	}
+	return nil, nil
+}
+
+func (p *Proxy) runResponseHooks(ctx context.Context, target string, resp *http.Response) error {
+	for _, h := range p.cfg.responseHooks {
+		if err := h(ctx, resp); err != nil {
+			return hookError(target, err, ErrUpstream)
+		}
+	}
+	return nil
+}
+
+// hookError turns a hook's error into an *Error: Deny's errors keep their
+// status, others get the given kind with the error's text as reason.
+func hookError(target string, err error, kind error) *Error {
+	if e, ok := err.(*Error); ok {
+		if e.Target == "" {
+			e.Target = target
+		}
+		return e
+	}
+	return newError(kind, target, err.Error(), err)
+}

@@ -1,0 +1,211 @@
+// Package httpx holds the HTTP intermediary rules that the proxy applies to
+// every message: the hop-by-hop header table (RFC 9110 §7.6.1), Connection
+// token handling, and the parsing of CONNECT targets and absolute-form URLs.
+package httpx
+
+import (
+	"errors"
+	"net/netip"
+	"net/url"
+	"strings"
+)
+
+// IsHopByHop reports whether the canonical header name k is a hop-by-hop
+// field that an intermediary must not forward. Proxy-Connection is the
+// pre-standard spelling some clients still send; Proxy-Authorization and
+// Proxy-Authenticate belong to the client–proxy hop.
+func IsHopByHop(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// Tokens calls fn for every comma-separated token in the values of a
+// list-valued header such as Connection, trimmed of optional whitespace.
+// It stops early when fn returns false. It does not allocate.
+func Tokens(values []string, fn func(tok string) bool) {
+	for _, v := range values {
+		for v != "" {
+			var tok string
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				tok, v = v[:i], v[i+1:]
+			} else {
+				tok, v = v, ""
+			}
+			tok = strings.Trim(tok, " \t")
+			if tok == "" {
+				continue
+			}
+			if !fn(tok) {
+				return
+			}
+		}
+	}
+}
+
+// HasToken reports whether the list-valued header values contain token,
+// compared case-insensitively.
+func HasToken(values []string, token string) bool {
+	found := false
+	Tokens(values, func(t string) bool {
+		found = strings.EqualFold(t, token)
+		return !found
+	})
+	return found
+}
+
+// Errors returned by ParseTarget and CheckURL. They are meant to be shown to
+// the client after the target, e.g. "bad CONNECT target \"x\": missing port".
+var (
+	ErrMissingPort = errors.New("missing port")
+	ErrBadPort     = errors.New("port must be a number from 1 to 65535")
+	ErrBadHost     = errors.New("invalid host")
+	ErrScheme      = errors.New("only http and https URLs can be proxied")
+	ErrUserinfo    = errors.New("URL must not carry user credentials")
+)
+
+// ParseTarget splits a CONNECT request target (authority-form, RFC 9112
+// §3.2.3) into host and port. IPv6 literals must be bracketed
+// ("[::1]:443"); the returned host has no brackets. The host must be a valid
+// IP literal or a DNS name made of letters, digits, '-', '_' and '.'.
+func ParseTarget(authority string) (host string, port uint16, err error) {
+	return parseAuthority(authority, 0)
+}
+
+// parseAuthority parses host[:port]; when def is 0 the port is required,
+// otherwise an absent or empty port means def (RFC 3986 §6.2.3).
+func parseAuthority(authority string, def uint16) (host string, port uint16, err error) {
+	if authority == "" {
+		return "", 0, ErrBadHost
+	}
+	var portStr string
+	hasPort := false
+	if authority[0] == '[' {
+		end := strings.IndexByte(authority, ']')
+		if end < 0 {
+			return "", 0, ErrBadHost
+		}
+		var rest string
+		host, rest = authority[1:end], authority[end+1:]
+		if a, perr := netip.ParseAddr(host); perr != nil || !a.Is6() || a.Zone() != "" {
+			return "", 0, ErrBadHost
+		}
+		if rest != "" {
+			if rest[0] != ':' {
+				return "", 0, ErrBadHost
+			}
+			portStr, hasPort = rest[1:], true
+		}
+	} else {
+		host = authority
+		if i := strings.LastIndexByte(authority, ':'); i >= 0 {
+			host, portStr, hasPort = authority[:i], authority[i+1:], true
+		}
+		if strings.IndexByte(host, ':') >= 0 {
+			// An unbracketed IPv6 literal is ambiguous.
+			return "", 0, ErrBadHost
+		}
+		if !ValidHostname(host) {
+			return "", 0, ErrBadHost
+		}
+	}
+	if !hasPort || portStr == "" {
+		if def == 0 {
+			return "", 0, ErrMissingPort
+		}
+		return host, def, nil
+	}
+	port, err = parsePort(portStr)
+	if err != nil {
+		return "", 0, err
+	}
+	return host, port, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	if s == "" {
+		return 0, ErrMissingPort
+	}
+	if len(s) > 5 {
+		return 0, ErrBadPort
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, ErrBadPort
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n < 1 || n > 65535 {
+		return 0, ErrBadPort
+	}
+	return uint16(n), nil
+}
+
+// ValidHostname reports whether h is an acceptable host name or IPv4 literal:
+// 1 to 253 bytes of letters, digits, '-', '_' and '.', with no empty label
+// except a single trailing dot.
+func ValidHostname(h string) bool {
+	if len(h) == 0 || len(h) > 254 || h == "." {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+			label++
+			if label > 63 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// CheckURL validates an absolute-form request target for forwarding and
+// returns its host and port (the scheme's default when absent). The scheme
+// must be http or https.
+func CheckURL(u *url.URL) (host string, port uint16, err error) {
+	var def uint16
+	switch u.Scheme {
+	case "http":
+		def = 80
+	case "https":
+		def = 443
+	default:
+		return "", 0, ErrScheme
+	}
+	if u.User != nil {
+		return "", 0, ErrUserinfo
+	}
+	return parseAuthority(u.Host, def)
+}
+
+// ValidToken reports whether s is a non-empty RFC 9110 token (tchar*).
+func ValidToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,182 @@
+package fwdproxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// copyBody streams src to w in pooled buffers, never holding more than one
+// buffer of the body. With flush set, every chunk is flushed to the client
+// as soon as it is written, for responses that stream. It reports the bytes
+// written and which side failed: readErr for the source, writeErr for the
+// client.
+func copyBody(w io.Writer, src io.Reader, flush bool) (written int64, readErr, writeErr error) {
+	var f http.Flusher
+	if flush {
+		f, _ = w.(http.Flusher)
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	for {
+		n, rerr := src.Read(buf[:])
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, nil, werr
+			}
+			if f != nil {
+				f.Flush()
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				rerr = nil
+			}
+			return written, rerr, nil
+		}
+	}
+}
+
+// A tunnel relays bytes both ways between a client and an upstream
+// connection: CONNECT tunnels and upgraded (101) connections. Between two
+// TCP connections on Linux io.Copy uses splice(2), so the bytes never enter
+// user space; other pairs are copied through pooled buffers.
+//
+// Idleness is watched by a timer, not by read deadlines, so that splice is
+// never interrupted: every tick the tunnel compares a signature of its
+// activity (the bytes counted by buffered copies plus the kernel's byte
+// counters of its TCP sockets) with the previous one, and closes both ends
+// once nothing has moved for the idle timeout.
+type tunnel struct {
+	client, upstream io.ReadWriteCloser
+	early            []byte // client bytes read ahead by the server, sent first
+	idle             time.Duration
+
+	up, down atomic.Int64 // bytes client→upstream and upstream→client
+
+	timer      *time.Timer
+	ended      atomic.Bool // set when run returns; the timer must not re-arm
+	lastSig    int64
+	lastActive time.Time
+
+	closeOnce sync.Once
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+func newTunnel(client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser, idle time.Duration) *tunnel {
+	return &tunnel{client: client, early: early, upstream: upstream, idle: idle}
+}
+
+// run relays until both directions have ended or the tunnel is closed, then
+// closes both ends. It returns when every goroutine it started has ended.
+func (t *tunnel) run() (up, down int64) {
+	t.lastActive = time.Now()
+	t.lastSig = t.signature()
+	t.timer = time.AfterFunc(t.tick(), t.check)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if len(t.early) > 0 {
+			n, err := t.upstream.Write(t.early)
+			t.up.Add(int64(n))
+			if err != nil {
+				t.close()
+				return
+			}
+		}
+		t.pump(t.upstream, t.client, &t.up)
+	}()
+	t.pump(t.client, t.upstream, &t.down)
+	<-done
+	t.ended.Store(true)
+	t.timer.Stop()
+	t.close()
+	return t.up.Load(), t.down.Load()
+}
+
+// close closes both ends; the pumps then return. Safe to call many times and
+// from any goroutine.
+func (t *tunnel) close() {
+	t.closeOnce.Do(func() {
+		t.client.Close()
+		t.upstream.Close()
+	})
+}
+
+func (t *tunnel) tick() time.Duration {
+	return max(t.idle/4, 10*time.Millisecond)
+}
+
+// check runs on the timer. It is never run concurrently with itself: the
+// timer is re-armed only at its end.
+func (t *tunnel) check() {
+	if t.ended.Load() {
+		return
+	}
+	now := time.Now()
+	if sig := t.signature(); sig != t.lastSig {
+		t.lastSig, t.lastActive = sig, now
+	} else if now.Sub(t.lastActive) >= t.idle {
+		t.close()
+		return
+	}
+	t.timer.Reset(t.tick())
+}
+
+func (t *tunnel) signature() int64 {
+	return t.up.Load() + t.down.Load() + tcpActivity(t.client) + tcpActivity(t.upstream)
+}
+
+// pump copies src to dst until src ends, then half-closes dst when it can;
+// on any error, or when dst cannot be half-closed, it closes the tunnel.
+func (t *tunnel) pump(dst, src io.ReadWriteCloser, total *atomic.Int64) {
+	var err error
+	if d, s, ok := spliceable(dst, src); ok {
+		var n int64
+		n, err = io.Copy(d, s)
+		total.Add(n)
+	} else {
+		err = copyCounting(dst, src, total)
+	}
+	if err == nil {
+		if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
+			return
+		}
+	}
+	t.close()
+}
+
+// copyCounting copies src to dst through a pooled buffer, adding to total
+// as it goes so the idle watch sees progress. A clean EOF returns nil.
+func copyCounting(dst io.Writer, src io.Reader, total *atomic.Int64) error {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	for {
+		n, rerr := src.Read(buf[:])
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			total.Add(int64(m))
+			if werr != nil {
+				return werr
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// tcpOf returns c as a *net.TCPConn, if it is one.
+func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
+	tc, _ := c.(*net.TCPConn)
+	return tc
+}

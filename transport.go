@@ -1,0 +1,117 @@
+package fwdproxy
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"github.com/fwdproxy/fwdproxy/internal/httpx"
+)
+
+// Buffer sizes for the upstream connections. Larger buffers than Go's 4 KiB
+// default cut the number of read and write system calls on large bodies.
+const (
+	upstreamReadBufferSize  = 32 << 10
+	upstreamWriteBufferSize = 32 << 10
+)
+
+// newTransport builds the one upstream transport a Proxy shares across all
+// requests. Every connection it opens goes through p.dial, so the resolver,
+// the address guard and loop detection apply to all of them.
+func (p *Proxy) newTransport() *http.Transport {
+	c := &p.cfg
+	t := &http.Transport{
+		DialContext:           p.dial,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          c.maxIdleConns,
+		MaxIdleConnsPerHost:   c.maxIdleConnsPerHost,
+		IdleConnTimeout:       c.idleConnTimeout,
+		TLSHandshakeTimeout:   c.tlsHandshakeTimeout,
+		ResponseHeaderTimeout: c.responseHeaderTimeout,
+		ExpectContinueTimeout: c.expectContinueTimeout,
+		DisableCompression:    true, // a proxy passes bodies through untouched
+		ReadBufferSize:        upstreamReadBufferSize,
+		WriteBufferSize:       upstreamWriteBufferSize,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	if c.proxyFromEnvironment {
+		t.Proxy = http.ProxyFromEnvironment
+	}
+	return t
+}
+
+// viaValues holds the Via field values a Proxy adds, prebuilt per protocol
+// version so the request path does not format them.
+type viaValues struct {
+	v10, v11, v2 string
+}
+
+func newViaValues(pseudonym string) viaValues {
+	return viaValues{v10: "1.0 " + pseudonym, v11: "1.1 " + pseudonym, v2: "2 " + pseudonym}
+}
+
+func (v *viaValues) forProto(major, minor int) string {
+	switch {
+	case major == 2:
+		return v.v2
+	case major == 1 && minor == 0:
+		return v.v10
+	}
+	return v.v11
+}
+
+// filterHeader copies the end-to-end fields of src into dst, dropping the
+// hop-by-hop fields and every field named in src's Connection header, then
+// appends via to the Via field. Values are shared with src, not copied;
+// field order within a name is kept.
+func filterHeader(dst, src http.Header, via string) {
+	conn := src["Connection"]
+	for k, vv := range src {
+		if httpx.IsHopByHop(k) {
+			continue
+		}
+		dst[k] = vv
+	}
+	if len(conn) > 0 {
+		httpx.Tokens(conn, func(tok string) bool {
+			if !strings.EqualFold(tok, "close") && !strings.EqualFold(tok, "keep-alive") {
+				delete(dst, textproto.CanonicalMIMEHeaderKey(tok))
+			}
+			return true
+		})
+	}
+	if prior := src["Via"]; len(prior) > 0 {
+		vv := make([]string, len(prior)+1)
+		copy(vv, prior)
+		vv[len(prior)] = via
+		dst["Via"] = vv
+	} else {
+		dst["Via"] = []string{via}
+	}
+}
+
+// upgradeType returns the protocol a request asks to switch to, or "".
+func upgradeType(h http.Header) string {
+	if !httpx.HasToken(h["Connection"], "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// outboundHeader builds the header of the request sent upstream from the
+// client's header (RFC 9110 §7.6).
+func (p *Proxy) outboundHeader(r *http.Request) http.Header {
+	h := make(http.Header, len(r.Header)+1)
+	filterHeader(h, r.Header, p.via.forProto(r.ProtoMajor, r.ProtoMinor))
+	if up := upgradeType(r.Header); up != "" {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = []string{up}
+	}
+	// TE is hop-by-hop, but "trailers" is a promise the proxy can keep, and
+	// gRPC-style origins refuse requests without it.
+	if httpx.HasToken(r.Header["Te"], "trailers") {
+		h["Te"] = []string{"trailers"}
+	}
+	return h
+}
