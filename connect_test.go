@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // tcpOrigin runs a raw TCP server on 127.0.0.1 calling handle per connection.
@@ -230,12 +228,12 @@ func TestConnectOverHTTP2(t *testing.T) {
 		srv.Close()
 		_ = p.Shutdown(context.Background())
 	})
-	tr := &http2.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
+	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
 	pr, pw := io.Pipe()
 	u, _ := url.Parse(srv.URL)
 	req := &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "https", Host: u.Host}, Host: addr, Header: http.Header{}, Body: pr}
-	req.URL.Opaque = addr
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package fwdproxy
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,7 @@ type config struct {
 	maxIdleConnsPerHost   int
 	idleConnTimeout       time.Duration
 	proxyFromEnvironment  bool
+	upstreamRoots         *x509.CertPool
 
 	readHeaderTimeout time.Duration
 	clientIdleTimeout time.Duration
@@ -126,6 +128,19 @@ func WithMaxIdleConns(perHost, total int) Option {
 // variables are ignored, so that a proxy never chains by surprise.
 func WithProxyFromEnvironment() Option {
 	return func(c *config) error { c.proxyFromEnvironment = true; return nil }
+}
+
+// WithUpstreamRootCAs adds trusted roots for verifying https upstreams: a
+// certificate is accepted when it verifies against the system roots or
+// against pool. Verification itself is never turned off.
+func WithUpstreamRootCAs(pool *x509.CertPool) Option {
+	return func(c *config) error {
+		if pool == nil {
+			return errors.New("WithUpstreamRootCAs: nil pool")
+		}
+		c.upstreamRoots = pool
+		return nil
+	}
 }
 
 // WithReadHeaderTimeout bounds how long a client may take to send request

@@ -2,6 +2,8 @@ package fwdproxy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -33,12 +35,46 @@ func (p *Proxy) newTransport() *http.Transport {
 		DisableCompression:    true, // a proxy passes bodies through untouched
 		ReadBufferSize:        upstreamReadBufferSize,
 		WriteBufferSize:       upstreamWriteBufferSize,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       upstreamTLSConfig(c.upstreamRoots),
 	}
 	if c.proxyFromEnvironment {
 		t.Proxy = http.ProxyFromEnvironment
 	}
 	return t
+}
+
+// upstreamTLSConfig verifies upstream certificates against the system roots
+// and, when given, the extra roots: crypto/tls checks one pool only, so the
+// extra pool is tried in VerifyConnection when the system roots fail.
+func upstreamTLSConfig(extra *x509.CertPool) *tls.Config {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if extra == nil {
+		return conf
+	}
+	// Verification moves from the handshake's built-in check into
+	// VerifyConnection, which fails the handshake unless a pool accepts the
+	// chain for the server name; it is not skipped.
+	conf.InsecureSkipVerify = true
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("upstream sent no certificate")
+		}
+		opts := x509.VerifyOptions{DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		leaf := cs.PeerCertificates[0]
+		_, sysErr := leaf.Verify(opts) // nil Roots: the system pool
+		if sysErr == nil {
+			return nil
+		}
+		opts.Roots = extra
+		if _, err := leaf.Verify(opts); err != nil {
+			return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+		}
+		return nil
+	}
+	return conf
 }
 
 // viaValues holds the Via field values a Proxy adds, prebuilt per protocol
