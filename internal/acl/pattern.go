@@ -1,0 +1,134 @@
+// Package acl holds the proxy's access-control pieces: host patterns and the
+// Rules that combine them with CIDR and port rules, Proxy-Authorization
+// Basic credentials, and a per-client rate limiter.
+package acl
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/fwdproxy/fwdproxy/internal/netguard"
+)
+
+// maxName is the longest host name, without a trailing dot, that a pattern
+// can be or match (RFC 1035 §2.3.4).
+const maxName = 253
+
+// Pattern is a parsed host pattern. The grammar has two forms, both ASCII,
+// case-insensitive and indifferent to one trailing dot:
+//
+//	example.com     exactly the host example.com
+//	*.example.com   any host below example.com at any depth (a.example.com,
+//	                a.b.example.com), but not example.com itself
+//
+// A name is 1 to 253 bytes of dot-separated labels of 1 to 63 letters,
+// digits, '-' and '_'. '*' may only be the whole first label. IP addresses
+// are not patterns: rule them with CIDRs, which also catch the numeric
+// spellings of an address (see netguard.ParseHost).
+type Pattern struct {
+	name     string // lower case, no trailing dot, no "*." prefix
+	wildcard bool
+}
+
+// ParsePattern parses a host pattern (see Pattern).
+func ParsePattern(s string) (Pattern, error) {
+	name, wildcard := strings.CutPrefix(s, "*.")
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if err := checkName(name); err != nil {
+		return Pattern{}, fmt.Errorf("acl: invalid host pattern %q: %w", s, err)
+	}
+	if _, isIP := netguard.ParseHost(name); isIP && !wildcard {
+		return Pattern{}, fmt.Errorf("acl: invalid host pattern %q: an IP address; use a CIDR rule", s)
+	}
+	return Pattern{name: name, wildcard: wildcard}, nil
+}
+
+func checkName(name string) error {
+	if name == "" {
+		return errors.New("empty name")
+	}
+	if len(name) > maxName {
+		return errors.New("name longer than 253 bytes")
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		switch {
+		case label == "":
+			return errors.New("empty label")
+		case len(label) > 63:
+			return errors.New("label longer than 63 bytes")
+		case label == "*":
+			return errors.New("'*' is allowed only as the whole first label, followed by a dot")
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("invalid character %q", c)
+			}
+		}
+	}
+	return nil
+}
+
+// String returns the pattern in canonical form: lower case, no trailing dot.
+func (p Pattern) String() string {
+	if p.wildcard {
+		return "*." + p.name
+	}
+	return p.name
+}
+
+// hostSet matches a host against many patterns with one map look-up per
+// label and no allocation.
+type hostSet struct {
+	exact, suffix map[string]string // name → the pattern's String
+}
+
+func newHostSet(patterns []string) (hostSet, error) {
+	s := hostSet{exact: map[string]string{}, suffix: map[string]string{}}
+	for _, text := range patterns {
+		p, err := ParsePattern(text)
+		if err != nil {
+			return hostSet{}, err
+		}
+		if p.wildcard {
+			s.suffix[p.name] = p.String()
+		} else {
+			s.exact[p.name] = p.String()
+		}
+	}
+	return s, nil
+}
+
+func (s hostSet) len() int { return len(s.exact) + len(s.suffix) }
+
+// match returns the pattern that host matches, compared ASCII
+// case-insensitively and without one trailing dot. A host longer than a DNS
+// name can be matches nothing. host is expected to be a validated host name;
+// if it is not, a wildcard still matches whenever host ends in "."+suffix.
+func (s hostSet) match(host string) (pattern string, ok bool) {
+	host = strings.TrimSuffix(host, ".")
+	if s.len() == 0 || host == "" || len(host) > maxName {
+		return "", false
+	}
+	var buf [maxName]byte
+	name := buf[:len(host)]
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		name[i] = c
+	}
+	if p, ok := s.exact[string(name)]; ok {
+		return p, true
+	}
+	for i, c := range name {
+		if c == '.' {
+			if p, ok := s.suffix[string(name[i+1:])]; ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
