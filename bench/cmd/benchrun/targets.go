@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// A target is one way of getting a request from the load generator to the
+// origin: directly, or through one proxy started fresh for every run.
+type target struct {
+	name       string
+	program    string // external program it needs ("" when built by the harness)
+	intercepts bool   // can intercept TLS (the mitm scenario)
+	// launch returns the command that runs the proxy on 127.0.0.1:port with
+	// dir as scratch space, and in intercept mode the CA clients must trust.
+	launch func(h *harness, port int, dir string, intercept bool) (argv []string, ca string, err error)
+}
+
+var targets = []target{
+	{name: "direct"},
+	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
+	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
+	{name: "goproxy-tuned", intercepts: true, launch: launchGopeer("goproxy-tuned")},
+	{name: "naive", launch: launchGopeer("naive")},
+	{name: "tinyproxy", program: "tinyproxy", launch: launchConfigured("tinyproxy", "-d", "-c")},
+	{name: "squid", program: "squid", launch: launchConfigured("squid", "-N", "-f")},
+	{name: "privoxy", program: "privoxy", launch: launchConfigured("privoxy", "--no-daemon")},
+}
+
+func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, string, error) {
+	argv := []string{h.fwdproxy, "-listen", addr(port), "-allow-private"}
+	if !intercept {
+		return argv, "", nil
+	}
+	// One CA directory for all runs: the first run creates the CA, later ones load it.
+	dir := filepath.Join(h.tmp, "fwdproxy-ca")
+	return append(argv, "-mitm-ca-dir", dir), filepath.Join(dir, "ca.pem"), nil
+}
+
+func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, string, error) {
+	return func(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
+		argv := []string{filepath.Join(h.tmp, "gopeer"), "-kind", kind, "-listen", addr(port)}
+		if !intercept {
+			return argv, "", nil
+		}
+		ca := filepath.Join(dir, "goproxy-ca.pem")
+		return append(argv, "-mitm-ca", ca), ca, nil
+	}
+}
+
+// launchConfigured runs a Debian-packaged proxy with its configuration from
+// bench/config/NAME.* rendered into dir; the config file comes last in argv.
+func launchConfigured(name string, args ...string) func(*harness, int, string, bool) ([]string, string, error) {
+	return func(h *harness, port int, dir string, _ bool) ([]string, string, error) {
+		files, err := filepath.Glob(filepath.Join(h.benchDir, "config", name+".*"))
+		if err != nil || len(files) == 0 {
+			return nil, "", fmt.Errorf("no configuration bench/config/%s.*", name)
+		}
+		data := struct {
+			Port int
+			Dir  string
+		}{port, dir}
+		for _, f := range files {
+			t, err := template.ParseFiles(f)
+			if err != nil {
+				return nil, "", err
+			}
+			var b bytes.Buffer
+			if err := t.Execute(&b, data); err != nil {
+				return nil, "", err
+			}
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b.Bytes(), 0o644); err != nil {
+				return nil, "", err
+			}
+		}
+		argv := append([]string{h.programs[name]}, args...)
+		return append(argv, filepath.Join(dir, name+".conf")), "", nil
+	}
+}
+
+// lookProgram finds an installed program, also in the sbin directories
+// that are not always on a non-root PATH.
+func lookProgram(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if p := filepath.Join(d, name); isExecutable(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// skip says why target t cannot run scenario s, or "" when it can.
+func (h *harness) skip(t target, s scenario) string {
+	switch {
+	case s.tool == "wrk" && h.wrk == "":
+		return "wrk is not installed (apt-get install wrk)"
+	case t.program != "" && h.programs[t.program] == "":
+		return fmt.Sprintf("%s is not installed (apt-get install %s)", t.program, t.program)
+	case t.name == "fwdproxy" && h.fwdproxy == "":
+		return "fwdproxy did not build: " + h.fwdproxyErr
+	case s.intercept && !t.intercepts && t.name != "direct":
+		return "cannot intercept TLS"
+	case s.intercept && t.name == "fwdproxy" && !h.fwdproxyMITM:
+		return "this fwdproxy build has no -mitm-ca-dir flag yet"
+	}
+	return ""
+}
+
+// fwdproxySupportsMITM reports whether the example server's -h output
+// lists the interception flag.
+func fwdproxySupportsMITM(bin string) bool {
+	out, _ := exec.Command(bin, "-h").CombinedOutput()
+	return strings.Contains(string(out), "-mitm-ca-dir")
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
