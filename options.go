@@ -27,6 +27,8 @@ type config struct {
 	idleConnTimeout       time.Duration
 	proxyFromEnvironment  bool
 	upstreamRoots         *x509.CertPool
+	resolver              *Resolver
+	dnsServers            []string
 
 	readHeaderTimeout time.Duration
 	clientIdleTimeout time.Duration
@@ -247,6 +249,45 @@ func WithResponseHook(h ResponseHook) Option {
 			return errors.New("WithResponseHook: nil hook")
 		}
 		c.responseHooks = append(c.responseHooks, h)
+		return nil
+	}
+}
+
+// WithResolver makes the Proxy resolve every upstream name with r, which
+// the caller owns: Shutdown does not close it, so one Resolver and its cache
+// can serve several Proxies. Without it a Proxy creates its own Resolver,
+// reading /etc/resolv.conf (or using WithDNSServers), and closes it on
+// Shutdown. It cannot be combined with WithDNSServers.
+func WithResolver(r *Resolver) Option {
+	return func(c *config) error {
+		if r == nil {
+			return errors.New("WithResolver: nil Resolver")
+		}
+		if len(c.dnsServers) > 0 {
+			return errors.New("WithResolver: cannot be combined with WithDNSServers")
+		}
+		c.resolver = r
+		return nil
+	}
+}
+
+// WithDNSServers makes the Proxy's own Resolver query addrs ("host:port", or
+// an IP address for port 53), in order with failover, instead of the servers
+// in /etc/resolv.conf. It cannot be combined with WithResolver.
+func WithDNSServers(addrs ...string) Option {
+	return func(c *config) error {
+		if len(addrs) == 0 {
+			return errors.New("WithDNSServers: no server given")
+		}
+		if c.resolver != nil {
+			return errors.New("WithDNSServers: cannot be combined with WithResolver")
+		}
+		for _, a := range addrs {
+			if _, err := parseServerAddr(a, "53"); err != nil {
+				return fmt.Errorf("WithDNSServers: %w", err)
+			}
+		}
+		c.dnsServers = append([]string(nil), addrs...)
 		return nil
 	}
 }

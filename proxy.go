@@ -25,11 +25,13 @@ import (
 // requests go to the fallback handler, if any. Create one with New; it is
 // safe for concurrent use.
 type Proxy struct {
-	cfg       config
-	transport *http.Transport
-	dialer    net.Dialer
-	via       viaValues
-	log       *slog.Logger
+	cfg          config
+	transport    *http.Transport
+	dialer       net.Dialer
+	resolver     *Resolver
+	ownsResolver bool
+	via          viaValues
+	log          *slog.Logger
 
 	mu       sync.Mutex
 	closing  bool
@@ -65,6 +67,17 @@ func New(opts ...Option) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	p.via = newViaValues(p.cfg.pseudonym)
+	if p.resolver = p.cfg.resolver; p.resolver == nil {
+		var ropts []ResolverOption
+		if len(p.cfg.dnsServers) > 0 {
+			ropts = append(ropts, DNSServers(p.cfg.dnsServers...))
+		}
+		r, err := NewResolver(ropts...)
+		if err != nil {
+			return nil, fmt.Errorf("fwdproxy.New: %w", err)
+		}
+		p.resolver, p.ownsResolver = r, true
+	}
 	p.dialer = net.Dialer{Timeout: p.cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	p.transport = p.newTransport()
 	p.servers = make(map[*http.Server]struct{})
@@ -359,34 +372,17 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	if err != nil {
 		return nil, newError(ErrMalformed, addr, "bad upstream address "+strconv.Quote(addr)+": "+err.Error(), err)
 	}
-	var ips []netip.Addr
-	if ip, perr := netip.ParseAddr(host); perr == nil {
-		ips = []netip.Addr{ip.WithZone("")}
-	} else {
-		ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			return nil, err
-		}
+	ips, err := p.resolver.LookupNetIP(ctx, host)
+	if err != nil {
+		return nil, err
 	}
 	local, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
-	var firstErr error
 	for _, ip := range ips {
-		ip = ip.Unmap()
-		if isSelf(local, ip, port) {
+		if isSelf(local, ip.Unmap(), port) {
 			return nil, newError(ErrLoop, addr, "request loop: "+addr+" is this proxy's own address", nil)
 		}
-		c, err := p.dialer.DialContext(ctx, network, netip.AddrPortFrom(ip, port).String())
-		if err == nil {
-			return c, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
 	}
-	return nil, firstErr
+	return p.resolver.dialAddrs(ctx, &p.dialer, network, ips, port)
 }
 
 // isSelf reports whether dialing ip:port would reach the listener that

@@ -48,7 +48,8 @@ func (p *Proxy) ListenAndServe(addr string) error {
 // Shutdown stops the proxy gracefully: its servers stop accepting
 // connections, requests in flight run to completion, and tunnels stay open
 // until they end by themselves or ctx is done, when those still open are
-// closed. New tunnels are refused from the start. Shutdown returns once
+// closed. New tunnels are refused from the start, and the Proxy's own
+// Resolver (not one given with WithResolver) is closed at the end. Shutdown returns once
 // every tunnel has ended, with ctx's error if it had to force them.
 //
 // A Proxy mounted on a server of your own should be shut down after that
@@ -91,6 +92,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	p.transport.CloseIdleConnections()
+	if p.ownsResolver {
+		p.resolver.Close()
+	}
 	return err
 }
 

@@ -39,6 +39,23 @@ type flags struct {
 	listen       string
 	allowPrivate bool
 	logLevel     string
+	dnsServers   listFlag
+}
+
+// listFlag is a flag that may be repeated; each value may also hold several
+// items separated by commas (so one environment variable can set several).
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			return errors.New("empty item")
+		}
+		*l = append(*l, item)
+	}
+	return nil
 }
 
 func parseFlags(args []string, stderr *os.File) (*flags, error) {
@@ -48,6 +65,7 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Var(&f.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
@@ -92,7 +110,11 @@ func run(args []string, stderr *os.File) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	p, err := fwdproxy.New(fwdproxy.WithLogger(logger))
+	opts := []fwdproxy.Option{fwdproxy.WithLogger(logger)}
+	if len(f.dnsServers) > 0 {
+		opts = append(opts, fwdproxy.WithDNSServers(f.dnsServers...))
+	}
+	p, err := fwdproxy.New(opts...)
 	if err != nil {
 		return err
 	}

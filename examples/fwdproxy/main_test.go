@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/dnstest"
 )
 
 // build compiles the example server once per test binary.
@@ -39,29 +42,8 @@ func TestServerRunsAndShutsDown(t *testing.T) {
 	}))
 	defer o.Close()
 
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-allow-private")
-	cmd.Env = append(os.Environ(), "FWDPROXY_LOG_LEVEL=debug")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(stderr)
-	var addr string
-	for sc.Scan() {
-		if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-			addr = m[1]
-			break
-		}
-	}
-	if addr == "" {
-		t.Fatal("no startup line saying where the server listens")
-	}
-	go func() { _, _ = io.Copy(io.Discard, stderr) }()
-
-	tr := &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: addr})}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(o.URL)
+	cmd, addr := startServer(t, bin, "-allow-private")
+	resp, err := proxyClient(t, addr).Get(o.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +68,66 @@ func TestServerRunsAndShutsDown(t *testing.T) {
 	t.Logf("stopped %v after SIGTERM", time.Since(start))
 }
 
+// startServer runs the binary with args on a free loopback port and returns
+// the process and its address. It is killed when the test ends.
+func startServer(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "FWDPROXY_LOG_LEVEL=debug")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(stderr)
+	var addr string
+	for sc.Scan() {
+		if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
+			addr = m[1]
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatal("no startup line saying where the server listens")
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	return cmd, addr
+}
+
+// proxyClient returns a client that sends its requests through the proxy
+// at addr.
+func proxyClient(t *testing.T, addr string) *http.Client {
+	tr := &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: addr})}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// TestDNSServerFlag: -dns-server points the resolver at a test DNS server
+// that alone knows the origin's name.
+func TestDNSServerFlag(t *testing.T) {
+	bin := build(t)
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello "+r.Host)
+	}))
+	defer o.Close()
+	ds := dnstest.NewServer(t)
+	ds.Add("origin.fwdproxy-test. 60 IN A 127.0.0.1")
+	_, addr := startServer(t, bin, "-allow-private", "-dns-server", "127.0.0.1:1,"+ds.Addr())
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	resp, err := proxyClient(t, addr).Get("http://origin.fwdproxy-test:" + port + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "hello origin.fwdproxy-test:"+port {
+		t.Fatalf("got %d %q", resp.StatusCode, b)
+	}
+}
+
 func TestFlags(t *testing.T) {
 	bin := build(t)
 	for _, tc := range []struct {
@@ -100,6 +142,8 @@ func TestFlags(t *testing.T) {
 		{"stray argument", []string{"extra"}, "", 1, "unexpected arguments"},
 		{"bad env value", nil, "FWDPROXY_ALLOW_PRIVATE=maybe", 1, "FWDPROXY_ALLOW_PRIVATE"},
 		{"bad listen address", []string{"-listen", "256.0.0.1:99999"}, "", 1, "listen"},
+		{"bad dns server", []string{"-dns-server", "no such:port"}, "", 1, "DNSServers"},
+		{"empty dns server", []string{"-dns-server", "1.1.1.1,"}, "", 1, "empty item"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
