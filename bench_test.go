@@ -3,6 +3,7 @@ package fwdproxy
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -52,6 +53,49 @@ func BenchmarkSmallGET(b *testing.B) {
 					get()
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkAccessControl measures the request path with the access checks
+// open (guard lifted, no rules, no auth) and with the guard, a dozen rules
+// and Basic authentication all on, in one run. The loopback origin is let
+// through the guard by WithAllowedCIDRs, so every address is still
+// classified.
+func BenchmarkAccessControl(b *testing.B) {
+	o := origin(b, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("x", 100))
+	})
+	open := startProxy(b)
+	guarded := startGuardedProxy(b,
+		WithAllowedCIDRs("127.0.0.0/8"),
+		WithDenyHosts("*.ads.example", "tracker.example", "10.0.0.0/8", "192.168.0.0/16", "*.internal", "metadata.google.internal"),
+		WithAllowHosts("127.0.0.1", "*.example.com", "*.example.org", "172.16.0.0/12", "*.corp.example", "api.example.net"),
+		WithBasicAuth(StaticCredentials(map[string]string{"alice": "s3cret", "bob": "hunter2", "carol": "pw"})),
+	)
+	for _, bc := range []struct {
+		name string
+		tp   *testProxy
+		user *url.Userinfo
+	}{{"open", open, nil}, {"guard+rules+auth", guarded, url.UserPassword("bob", "hunter2")}} {
+		u := *bc.tp.URL
+		u.User = bc.user
+		tr := &http.Transport{Proxy: http.ProxyURL(&u), MaxIdleConnsPerHost: 64, DisableCompression: true}
+		b.Cleanup(tr.CloseIdleConnections)
+		c := &http.Client{Transport: tr}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := c.Get(o.URL + "/small")
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatal(resp.Status)
+				}
+			}
 		})
 	}
 }

@@ -18,7 +18,8 @@ var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
 // both ways until either side is done.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	target := r.Host
-	if _, _, err := httpx.ParseTarget(target); err != nil {
+	host, port, err := httpx.ParseTarget(target)
+	if err != nil {
 		p.fail(w, r, newError(ErrMalformed, target, "bad CONNECT target "+strconv.Quote(target)+": "+err.Error(), err))
 		return
 	}
@@ -26,7 +27,15 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, newError(ErrUnavailable, target, "proxy is shutting down", nil))
 		return
 	}
-	ctx := r.Context()
+	ctx, ok := p.admit(w, r, target, host, port, true)
+	if !ok {
+		return
+	}
+	if !p.tunnelSem.TryAcquire(1) {
+		p.fail(w, r, newError(ErrUnavailable, target, "too many open tunnels", nil))
+		return
+	}
+	defer p.tunnelSem.Release(1)
 	if err := p.runConnectHooks(ctx, target, r); err != nil {
 		p.fail(w, r, asError(target, err))
 		return

@@ -217,7 +217,7 @@ func TestConnectHook(t *testing.T) {
 // the Proxy is mounted on a TLS server with HTTP/2.
 func TestConnectOverHTTP2(t *testing.T) {
 	addr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
-	p, err := New(WithLogger(testLogger(t)))
+	p, err := New(WithLogger(testLogger(t)), WithAllowPrivate(), allowAnyConnectPort())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestShutdown(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		_, _ = io.WriteString(w, "finished")
 	})
-	p, err := New(WithLogger(testLogger(t)))
+	p, err := New(WithLogger(testLogger(t)), WithAllowPrivate(), allowAnyConnectPort())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,8 @@ var (
 	ErrAuthRequired    = errors.New("proxy authentication required") // 407
 	ErrForbidden       = errors.New("forbidden")                     // 403
 	ErrUnavailable     = errors.New("proxy unavailable")             // 503 (shutting down, limits)
+	ErrRateLimited     = errors.New("too many requests")             // 429
+	ErrTooLarge        = errors.New("request body too large")        // 413
 	ErrUpstream        = errors.New("upstream failed")               // 502
 	ErrUpstreamTimeout = errors.New("upstream timed out")            // 504
 	ErrLoop            = errors.New("request loop")                  // 508
@@ -65,6 +67,10 @@ func statusOf(kind error) int {
 		return http.StatusForbidden
 	case ErrUnavailable:
 		return http.StatusServiceUnavailable
+	case ErrRateLimited:
+		return http.StatusTooManyRequests
+	case ErrTooLarge:
+		return http.StatusRequestEntityTooLarge
 	case ErrUpstreamTimeout:
 		return http.StatusGatewayTimeout
 	case ErrLoop:

@@ -19,7 +19,8 @@ func Example() {
 	}))
 	defer origin.Close()
 
-	p, err := fwdproxy.New(fwdproxy.WithVia("example-proxy"))
+	// The origin listens on loopback, which the proxy refuses by default.
+	p, err := fwdproxy.New(fwdproxy.WithVia("example-proxy"), fwdproxy.WithAllowPrivate())
 	if err != nil {
 		panic(err)
 	}
@@ -61,4 +62,18 @@ func ExampleWithRequestHook() {
 	p.ServeHTTP(rec, httptest.NewRequest("GET", "http://example.com/admin", nil))
 	fmt.Println(rec.Code, rec.Body.String())
 	// Output: 403 no admin pages through this proxy
+}
+
+// Proxy authentication: requests without valid credentials get 407 and a
+// challenge; clients send them in Proxy-Authorization (Go's client does so
+// for a proxy URL with user info, curl with -U).
+func ExampleWithBasicAuth() {
+	p, err := fwdproxy.New(fwdproxy.WithBasicAuth(fwdproxy.StaticCredentials(map[string]string{"alice": "s3cret"})))
+	if err != nil {
+		panic(err)
+	}
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest("GET", "http://example.com/", nil))
+	fmt.Println(rec.Code, rec.Header().Get("Proxy-Authenticate"))
+	// Output: 407 Basic realm="fwdproxy", charset="UTF-8"
 }

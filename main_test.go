@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"go.uber.org/goleak"
 )
 
@@ -31,8 +32,24 @@ type testProxy struct {
 }
 
 // startProxy starts a Proxy with opts on 127.0.0.1 and shuts it down when
-// the test ends. Logs go to the test log.
+// the test ends. Logs go to the test log. Since test origins listen on
+// loopback, the private-address guard is lifted; startGuardedProxy keeps it.
 func startProxy(t testing.TB, opts ...Option) *testProxy {
+	t.Helper()
+	return startGuardedProxy(t, append([]Option{WithAllowPrivate(), allowAnyConnectPort()}, opts...)...)
+}
+
+// allowAnyConnectPort opens CONNECT to every port, as test origins listen
+// on random ones.
+func allowAnyConnectPort() Option {
+	return func(c *config) error {
+		c.rules.ConnectPorts = []acl.PortRange{{Lo: 1, Hi: 65535}}
+		return nil
+	}
+}
+
+// startGuardedProxy is startProxy with the default private-address guard.
+func startGuardedProxy(t testing.TB, opts ...Option) *testProxy {
 	t.Helper()
 	opts = append([]Option{WithLogger(testLogger(t))}, opts...)
 	p, err := New(opts...)

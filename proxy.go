@@ -14,9 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/netguard"
+	"golang.org/x/sync/semaphore"
 )
 
 // Proxy is a forward proxy. It implements http.Handler: absolute-form
@@ -30,6 +34,11 @@ type Proxy struct {
 	dialer       net.Dialer
 	resolver     *Resolver
 	ownsResolver bool
+	guard        *netguard.PrefixSet // ranges WithAllowedCIDRs opens
+	rules        *acl.Rules
+	limiter      *acl.RateLimiter // nil without WithRateLimit
+	tunnelSem    *semaphore.Weighted
+	conns        atomic.Int64 // client connections open in Serve
 	via          viaValues
 	log          *slog.Logger
 
@@ -78,6 +87,19 @@ func New(opts ...Option) (*Proxy, error) {
 		}
 		p.resolver, p.ownsResolver = r, true
 	}
+	var err error
+	if p.guard, err = netguard.NewPrefixSet(p.cfg.allowedCIDRs...); err != nil {
+		return nil, fmt.Errorf("fwdproxy.New: WithAllowedCIDRs: %w", err)
+	}
+	if p.rules, err = acl.NewRules(p.cfg.rules); err != nil {
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	if p.cfg.rate > 0 {
+		if p.limiter, err = acl.NewRateLimiter(p.cfg.rate, p.cfg.burst, rateLimitClients); err != nil {
+			return nil, fmt.Errorf("fwdproxy.New: WithRateLimit: %w", err)
+		}
+	}
+	p.tunnelSem = semaphore.NewWeighted(int64(p.cfg.maxTunnels))
 	p.dialer = net.Dialer{Timeout: p.cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	p.transport = p.newTransport()
 	p.servers = make(map[*http.Server]struct{})
@@ -88,6 +110,11 @@ func New(opts ...Option) (*Proxy, error) {
 // ServeHTTP dispatches a request: CONNECT to a tunnel, absolute-form
 // requests upstream, anything else to the fallback handler (or 400).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Context().Value(ctxKeyOverLimit{}) != nil {
+		w.Header()["Connection"] = []string{"close"}
+		p.fail(w, r, newError(ErrUnavailable, r.Host, "too many client connections", nil))
+		return
+	}
 	switch {
 	case r.Method == http.MethodConnect:
 		p.serveConnect(w, r)
@@ -105,8 +132,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // interception) decrypted HTTPS requests, all pass through it.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	target := r.URL.Host
-	if _, _, err := httpx.CheckURL(r.URL); err != nil {
+	host, port, err := httpx.CheckURL(r.URL)
+	if err != nil {
 		p.fail(w, r, newError(ErrMalformed, target, "bad request target "+strconv.Quote(r.URL.String())+": "+err.Error(), err))
+		return
+	}
+	ctx, ok := p.admit(w, r, target, host, port, false)
+	if !ok {
 		return
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
@@ -121,13 +153,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, newError(ErrLoop, target, "request loop: the request already passed through this proxy", nil))
 		return
 	}
-	out := p.outboundRequest(r)
+	out := p.outboundRequest(ctx, r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
 		if answered := p.maxForwards(w, r, out); answered {
 			return
 		}
 	}
-	ctx := r.Context()
 	resp, err := p.runRequestHooks(ctx, target, out)
 	if err != nil {
 		p.fail(w, r, asError(target, err))
@@ -141,6 +172,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		}
 		resp, err = p.transport.RoundTrip(out)
 		if err != nil {
+			if lb, ok := out.Body.(*limitedBody); ok && lb.over.Load() {
+				p.fail(w, r, newError(ErrTooLarge, target, "request body is over the limit of "+
+					strconv.FormatInt(p.cfg.maxBodyBytes, 10)+" bytes", nil))
+				return
+			}
 			if ctx.Err() != nil {
 				p.logClientGone(r, err)
 				return
@@ -173,14 +209,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 // outboundRequest derives the request sent upstream from the client's. The
 // copy is shallow: the body, trailer map and context are shared, so the
 // upstream request is cancelled when the client goes away.
-func (p *Proxy) outboundRequest(r *http.Request) *http.Request {
-	out := new(http.Request)
-	*out = *r
+func (p *Proxy) outboundRequest(ctx context.Context, r *http.Request) *http.Request {
+	out := r.WithContext(ctx)
 	out.RequestURI = ""
 	out.Close = false
 	out.Header = p.outboundHeader(r)
 	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		out.Body = http.NoBody
+	} else if p.cfg.maxBodyBytes > 0 && r.ContentLength < 0 {
+		out.Body = &limitedBody{ReadCloser: r.Body, left: p.cfg.maxBodyBytes}
 	}
 	return out
 }
@@ -308,6 +345,11 @@ func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.R
 		p.fail(w, r, newError(ErrUpstream, target, "upstream "+target+" switched protocols on a connection that cannot be relayed", nil))
 		return
 	}
+	if !p.tunnelSem.TryAcquire(1) {
+		p.fail(w, r, newError(ErrUnavailable, target, "too many open tunnels", nil))
+		return
+	}
+	defer p.tunnelSem.Release(1)
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		p.fail(w, r, newError(ErrMalformed, target, "protocol upgrade needs an HTTP/1.1 client connection", err))
@@ -372,8 +414,13 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	if err != nil {
 		return nil, newError(ErrMalformed, addr, "bad upstream address "+strconv.Quote(addr)+": "+err.Error(), err)
 	}
-	ips, err := p.resolver.LookupNetIP(ctx, host)
-	if err != nil {
+	var ips []netip.Addr
+	if ip, isIP := netguard.ParseHost(host); isIP {
+		ips = []netip.Addr{ip.WithZone("")}
+	} else if ips, err = p.resolver.LookupNetIP(ctx, host); err != nil {
+		return nil, err
+	}
+	if ips, err = p.vet(ctx, addr, host, port, ips); err != nil {
 		return nil, err
 	}
 	local, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)

@@ -501,7 +501,11 @@ func TestSmugglingDefences(t *testing.T) {
 	if _, err := http.ReadResponse(br, nil); err == nil {
 		t.Error("a second response arrived on the connection")
 	}
-	<-hits
+	select {
+	case <-hits:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the origin never saw the request (status %d)", resp.StatusCode)
+	}
 	time.Sleep(50 * time.Millisecond)
 	if len(paths) != 1 || paths[0] != "/first" || bodies[0] != "hello" {
 		t.Errorf("origin saw %q with bodies %q, want only /first with \"hello\"", paths, bodies)

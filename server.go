@@ -20,6 +20,8 @@ func (p *Proxy) Serve(l net.Listener) error {
 		IdleTimeout:       p.cfg.clientIdleTimeout,
 		MaxHeaderBytes:    p.cfg.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ConnContext:       p.countConn,
+		ConnState:         p.connState,
 	}
 	p.mu.Lock()
 	if p.closing {
@@ -34,6 +36,26 @@ func (p *Proxy) Serve(l net.Listener) error {
 	delete(p.servers, srv)
 	p.mu.Unlock()
 	return err
+}
+
+// ctxKeyOverLimit marks a client connection accepted past WithMaxConns.
+type ctxKeyOverLimit struct{}
+
+// countConn counts a new client connection; one past the limit is marked
+// so that ServeHTTP answers its request with 503 and closes it.
+func (p *Proxy) countConn(ctx context.Context, _ net.Conn) context.Context {
+	if p.conns.Add(1) > int64(p.cfg.maxConns) {
+		return context.WithValue(ctx, ctxKeyOverLimit{}, true)
+	}
+	return ctx
+}
+
+// connState uncounts connections that close or are hijacked (tunnels are
+// limited by WithMaxTunnels instead).
+func (p *Proxy) connState(_ net.Conn, s http.ConnState) {
+	if s == http.StateClosed || s == http.StateHijacked {
+		p.conns.Add(-1)
+	}
 }
 
 // ListenAndServe listens on the TCP address addr and calls Serve.

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,10 @@ type flags struct {
 	allowPrivate bool
 	logLevel     string
 	dnsServers   listFlag
+	auth         listFlag
+	denyHosts    listFlag
+	allowHosts   listFlag
+	allowPorts   listFlag
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several
@@ -65,6 +70,10 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Var(&f.auth, "auth", "require proxy authentication (Basic) with `USER:PASS` (repeatable for several users)")
+	fs.Var(&f.denyHosts, "deny-host", "refuse destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
+	fs.Var(&f.allowHosts, "allow-host", "allow only destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
+	fs.Var(&f.allowPorts, "allow-port", "also allow CONNECT to port `N` (443 is always allowed; repeatable or comma-separated)")
 	fs.Var(&f.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
@@ -96,6 +105,46 @@ func envDefaults(fs *flag.FlagSet) error {
 	return err
 }
 
+// options translates the flags into Proxy options.
+func (f *flags) options() ([]fwdproxy.Option, error) {
+	var opts []fwdproxy.Option
+	if f.allowPrivate {
+		opts = append(opts, fwdproxy.WithAllowPrivate())
+	}
+	if len(f.dnsServers) > 0 {
+		opts = append(opts, fwdproxy.WithDNSServers(f.dnsServers...))
+	}
+	if len(f.auth) > 0 {
+		users := make(map[string]string, len(f.auth))
+		for _, a := range f.auth {
+			user, pass, ok := strings.Cut(a, ":")
+			if !ok || user == "" {
+				return nil, errors.New("-auth: want USER:PASS")
+			}
+			users[user] = pass
+		}
+		opts = append(opts, fwdproxy.WithBasicAuth(fwdproxy.StaticCredentials(users)))
+	}
+	if len(f.denyHosts) > 0 {
+		opts = append(opts, fwdproxy.WithDenyHosts(f.denyHosts...))
+	}
+	if len(f.allowHosts) > 0 {
+		opts = append(opts, fwdproxy.WithAllowHosts(f.allowHosts...))
+	}
+	if len(f.allowPorts) > 0 {
+		ports := make([]uint16, 0, len(f.allowPorts))
+		for _, s := range f.allowPorts {
+			n, err := strconv.ParseUint(s, 10, 16)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("-allow-port: %q is not a port number", s)
+			}
+			ports = append(ports, uint16(n))
+		}
+		opts = append(opts, fwdproxy.WithAllowPorts(ports...))
+	}
+	return opts, nil
+}
+
 func run(args []string, stderr *os.File) error {
 	f, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -110,10 +159,11 @@ func run(args []string, stderr *os.File) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	opts := []fwdproxy.Option{fwdproxy.WithLogger(logger)}
-	if len(f.dnsServers) > 0 {
-		opts = append(opts, fwdproxy.WithDNSServers(f.dnsServers...))
+	opts, err := f.options()
+	if err != nil {
+		return err
 	}
+	opts = append(opts, fwdproxy.WithLogger(logger))
 	p, err := fwdproxy.New(opts...)
 	if err != nil {
 		return err

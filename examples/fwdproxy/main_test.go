@@ -128,6 +128,80 @@ func TestDNSServerFlag(t *testing.T) {
 	}
 }
 
+// TestAccessFlags: the access-control flags of the example server, through
+// Go's client and curl.
+func TestAccessFlags(t *testing.T) {
+	bin := build(t)
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "origin "+r.Header.Get("Proxy-Authorization"))
+	}))
+	defer o.Close()
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	ds := dnstest.NewServer(t)
+	ds.Add("ok.fwdproxy-test. 60 IN A 127.0.0.1", "denied.fwdproxy-test. 60 IN A 127.0.0.1")
+
+	// Safe by default: loopback is refused without -allow-private.
+	_, plain := startServer(t, bin)
+	resp, err := proxyClient(t, plain).Get(o.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("loopback origin without -allow-private: %d, want 403", resp.StatusCode)
+	}
+
+	_, addr := startServer(t, bin, "-allow-private", "-dns-server", ds.Addr(), "-auth", "alice:pa:ss",
+		"-deny-host", "denied.fwdproxy-test", "-allow-port", port)
+	authed := func(user string) *http.Client {
+		u := &url.URL{Scheme: "http", Host: addr}
+		if user != "" {
+			u.User = url.UserPassword(user, "pa:ss")
+		}
+		tr := &http.Transport{Proxy: http.ProxyURL(u)}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
+	for _, tc := range []struct {
+		name, user, host string
+		status           int
+	}{
+		{"no credentials", "", "ok.fwdproxy-test", 407},
+		{"wrong user", "bob", "ok.fwdproxy-test", 407},
+		{"allowed", "alice", "ok.fwdproxy-test", 200},
+		{"denied host", "alice", "denied.fwdproxy-test", 403},
+	} {
+		resp, err := authed(tc.user).Get("http://" + tc.host + ":" + port + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || strings.Contains(string(b), "Basic") {
+			t.Errorf("%s: %d %q, want %d (and no credentials at the origin)", tc.name, resp.StatusCode, b, tc.status)
+		}
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Log("curl not installed; skipping the curl part")
+		return
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"curl -U", []string{"-U", "alice:pa:ss", "http://ok.fwdproxy-test:" + port + "/"}, "200"},
+		{"curl without -U", []string{"http://ok.fwdproxy-test:" + port + "/"}, "407"},
+		{"curl CONNECT to an allowed port", []string{"-p", "-U", "alice:pa:ss", "http://ok.fwdproxy-test:" + port + "/"}, "200"},
+	} {
+		args := append([]string{"-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://" + addr}, tc.args...)
+		out, _ := exec.Command("curl", args...).Output()
+		if got := string(out); got != tc.want && !(tc.want == "407" && got == "407000") {
+			t.Errorf("%s: curl printed %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestFlags(t *testing.T) {
 	bin := build(t)
 	for _, tc := range []struct {
@@ -144,6 +218,10 @@ func TestFlags(t *testing.T) {
 		{"bad listen address", []string{"-listen", "256.0.0.1:99999"}, "", 1, "listen"},
 		{"bad dns server", []string{"-dns-server", "no such:port"}, "", 1, "DNSServers"},
 		{"empty dns server", []string{"-dns-server", "1.1.1.1,"}, "", 1, "empty item"},
+		{"auth without colon", []string{"-auth", "alice"}, "", 1, "USER:PASS"},
+		{"bad port", []string{"-allow-port", "0"}, "", 1, "-allow-port"},
+		{"bad host pattern", []string{"-deny-host", "bad pattern!"}, "", 1, "WithDenyHosts"},
+		{"bad env pattern", nil, "FWDPROXY_ALLOW_HOST=*.", 1, "WithAllowHosts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,0 +1,258 @@
+package fwdproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/fwdproxy/fwdproxy/internal/acl"
+	"github.com/fwdproxy/fwdproxy/internal/netguard"
+)
+
+// Access control. Every request and tunnel passes these checks, in this
+// order; the first that refuses answers the client and nothing is dialed:
+//
+//  1. rate limit per client IP (WithRateLimit): 429;
+//  2. proxy authentication (WithBasicAuth, WithAuthenticator): 407;
+//  3. request body size (WithMaxRequestBodyBytes), when the length is known: 413;
+//  4. rules on the host name and port (WithDenyHosts, WithAllowHosts,
+//     WithAllowPorts): 403;
+//  5. the access hook (WithAccessHook): 403 or the status of Deny;
+//  6. for CONNECT, the tunnel limit (WithMaxTunnels): 503;
+//  7. after DNS resolution, every address is checked by the private-address
+//     guard (WithAllowPrivate, WithAllowedCIDRs) and the CIDR rules; only
+//     addresses that pass are dialed, so a second lookup cannot change the
+//     outcome (DNS rebinding). When none pass: 403.
+//
+// In report-only mode (WithReportOnly) steps 4, 5 and the CIDR rules of step 7
+// log what they would refuse and let the request through; authentication,
+// limits and the private-address guard are always enforced.
+
+// Authenticator checks the proxy credentials of a request or CONNECT,
+// usually carried in its Proxy-Authorization header. Implementations must
+// be safe for concurrent use.
+type Authenticator interface {
+	// Authenticate returns the name of the authenticated user and true, or
+	// false when the credentials are missing or wrong.
+	Authenticate(ctx context.Context, r *http.Request) (user string, ok bool)
+	// Challenge returns the Proxy-Authenticate header value sent with a
+	// 407 answer, such as `Basic realm="fwdproxy"`.
+	Challenge() string
+}
+
+// basicAuth is the Authenticator of WithBasicAuth.
+type basicAuth struct {
+	check func(ctx context.Context, user, pass string) bool
+}
+
+func (b basicAuth) Authenticate(ctx context.Context, r *http.Request) (string, bool) {
+	v := r.Header["Proxy-Authorization"]
+	if len(v) != 1 {
+		return "", false
+	}
+	user, pass, ok := acl.ParseBasic(v[0])
+	if !ok || !b.check(ctx, user, pass) {
+		return "", false
+	}
+	return user, true
+}
+
+func (basicAuth) Challenge() string { return `Basic realm="fwdproxy", charset="UTF-8"` }
+
+// StaticCredentials returns a check for WithBasicAuth that accepts the
+// user names and passwords of users (user → password). Comparisons run in
+// constant time over every entry, so timing reveals neither which user
+// exists nor how much of a password matched. The map is copied.
+func StaticCredentials(users map[string]string) func(ctx context.Context, user, pass string) bool {
+	type digest struct{ user, pass [sha256.Size]byte }
+	want := make([]digest, 0, len(users))
+	for u, p := range users {
+		want = append(want, digest{sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))})
+	}
+	return func(_ context.Context, user, pass string) bool {
+		u, p := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(pass))
+		match := 0
+		for i := range want {
+			match |= subtle.ConstantTimeCompare(u[:], want[i].user[:]) & subtle.ConstantTimeCompare(p[:], want[i].pass[:])
+		}
+		return match == 1
+	}
+}
+
+// Access describes a request or tunnel for an AccessHook.
+type Access struct {
+	User    string // the authenticated user; "" without authentication
+	Client  string // the client's address, "ip:port"
+	Method  string // the request method; "CONNECT" for tunnels
+	Host    string // the target host: a name or an IP address, without brackets
+	Port    uint16 // the target port
+	Connect bool   // a CONNECT tunnel rather than a forwarded request
+}
+
+// AccessHook decides on each request and tunnel that the rules let through,
+// before anything is dialed. Return nil to allow it. Return an error to
+// refuse it: an error made by Deny sets the status and reason, any other
+// error is answered with 403 and the error's text.
+type AccessHook func(ctx context.Context, a Access) error
+
+// dialPolicy is what p.dial needs to know about the request it dials for.
+type dialPolicy struct {
+	connect bool
+	client  string
+}
+
+type ctxKeyDialPolicy struct{}
+
+// admit runs the access checks that precede dialing (steps 1 to 5 above)
+// for a request to host:port. It answers the client and returns false when
+// the request is refused; otherwise it returns the context to continue with,
+// carrying the authenticated user and what p.dial needs.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host string, port uint16, connect bool) (context.Context, bool) {
+	ctx := r.Context()
+	if p.limiter != nil && !p.limiter.Allow(clientIP(r.RemoteAddr)) {
+		w.Header()["Retry-After"] = []string{"1"}
+		p.fail(w, r, newError(ErrRateLimited, target, "too many requests from this client", nil))
+		return ctx, false
+	}
+	if p.cfg.auth != nil && authUser(ctx) == "" {
+		user, ok := p.cfg.auth.Authenticate(ctx, r)
+		if !ok {
+			w.Header()["Proxy-Authenticate"] = []string{p.cfg.auth.Challenge()}
+			reason := "proxy authentication required"
+			if r.Header["Proxy-Authorization"] != nil {
+				reason = "proxy credentials rejected"
+			}
+			p.fail(w, r, newError(ErrAuthRequired, target, reason, nil))
+			return ctx, false
+		}
+		ctx = withAuthUser(ctx, user)
+	}
+	if max := p.cfg.maxBodyBytes; max > 0 && r.ContentLength > max {
+		p.fail(w, r, newError(ErrTooLarge, target, "request body of "+strconv.FormatInt(r.ContentLength, 10)+
+			" bytes is over the limit of "+strconv.FormatInt(max, 10), nil))
+		return ctx, false
+	}
+	ip, _ := netguard.ParseHost(host)
+	if ok, reason := p.rules.Check(host, ip, port, connect); !ok {
+		if !p.reportOnly(r, target, reason) {
+			p.fail(w, r, newError(ErrForbidden, target, "access denied: "+reason, nil))
+			return ctx, false
+		}
+	}
+	if p.cfg.accessHook != nil {
+		a := Access{User: authUser(ctx), Client: r.RemoteAddr, Method: r.Method, Host: host, Port: port, Connect: connect}
+		if err := p.cfg.accessHook(ctx, a); err != nil {
+			e := hookError(target, err, ErrForbidden)
+			if !p.reportOnly(r, target, e.Reason) {
+				p.fail(w, r, e)
+				return ctx, false
+			}
+		}
+	}
+	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{connect: connect, client: r.RemoteAddr}), true
+}
+
+// reportOnly logs a denial that report-only mode lets through and reports
+// whether it does.
+func (p *Proxy) reportOnly(r *http.Request, target, reason string) bool {
+	if !p.cfg.reportOnly {
+		return false
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelWarn, "would deny (report-only)",
+		slog.String("method", r.Method), slog.String("target", target),
+		slog.String("reason", reason), slog.String("client", r.RemoteAddr))
+	return true
+}
+
+// vet filters the resolved addresses of host:port (step 7 above): it
+// returns those that may be dialed, or an *Error when none may. ips is
+// shared with the resolver's cache and is not modified.
+func (p *Proxy) vet(ctx context.Context, target, host string, port uint16, ips []netip.Addr) ([]netip.Addr, error) {
+	pol, _ := ctx.Value(ctxKeyDialPolicy{}).(dialPolicy)
+	var ok []netip.Addr
+	var denied *Error
+	for i, ip := range ips {
+		reason := ""
+		if !p.cfg.allowPrivate {
+			if c := p.guard.Classify(ip); c.Denied() {
+				reason = "destination " + ip.String() + " is " + c.String() + ": private addresses are not allowed"
+			}
+		}
+		if reason == "" {
+			if allowed, why := p.rules.Check(host, ip, port, pol.connect); !allowed {
+				if !p.cfg.reportOnly {
+					reason = "access denied: " + why
+				} else {
+					p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",
+						slog.String("target", target), slog.String("reason", why), slog.String("client", pol.client))
+				}
+			}
+		}
+		if reason != "" {
+			if denied == nil {
+				denied = newError(ErrForbidden, target, reason, nil)
+			}
+			if ok == nil {
+				ok = make([]netip.Addr, i, len(ips))
+				copy(ok, ips[:i])
+			}
+			continue
+		}
+		if ok != nil {
+			ok = append(ok, ip)
+		}
+	}
+	switch {
+	case denied == nil:
+		return ips, nil
+	case len(ok) == 0:
+		return nil, denied
+	default:
+		return ok, nil
+	}
+}
+
+// clientIP returns the IP part of a RemoteAddr, the rate limiter's key.
+func clientIP(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
+}
+
+// rateLimitClients bounds the client addresses the rate limiter tracks.
+const rateLimitClients = 65536
+
+// errBodyTooLarge ends a request body that passed WithMaxRequestBodyBytes.
+var errBodyTooLarge = errors.New("request body too large")
+
+// limitedBody fails a streamed request body once it passes left bytes.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+	over atomic.Bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		b.over.Store(true)
+		return 0, errBodyTooLarge
+	}
+	return n, err
+}
