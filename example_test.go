@@ -57,6 +57,7 @@ func ExampleWithRequestHook() {
 	if err != nil {
 		panic(err)
 	}
+	defer p.Shutdown(context.Background()) // stops the access log's goroutine
 	rec := httptest.NewRecorder()
 	p.ServeHTTP(rec, httptest.NewRequest("GET", "http://example.com/admin", nil))
 	fmt.Println(rec.Code, rec.Body.String())

@@ -38,6 +38,11 @@ type Proxy struct {
 	servers  map[*http.Server]struct{}
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
+
+	// Telemetry (telemetry.go, accesslog.go, stats.go).
+	tel   telemetry
+	stats proxyStats
+	logq  *lazyAsync
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
@@ -82,12 +87,16 @@ func New(opts ...Option) (*Proxy, error) {
 	p.transport = p.newTransport()
 	p.servers = make(map[*http.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
+	if err := p.initTelemetry(); err != nil { // telemetry.go
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
 	return p, nil
 }
 
 // ServeHTTP dispatches a request: CONNECT to a tunnel, absolute-form
 // requests upstream, anything else to the fallback handler (or 400).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer p.endRequest(p.beginRequest(&w, &r)) // telemetry.go: spans, metrics, access log, Stats
 	switch {
 	case r.Method == http.MethodConnect:
 		p.serveConnect(w, r)
@@ -139,7 +148,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.transport.RoundTrip(out)
+		resp, err = p.roundTrip(out) // telemetry.go: client span, then p.transport.RoundTrip
 		if err != nil {
 			if ctx.Err() != nil {
 				p.logClientGone(r, err)
@@ -330,6 +339,7 @@ func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.R
 
 // fail answers the client with e's status and reason and logs it.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *Error) {
+	p.noteFailure(r, e) // telemetry.go: Stats, span error type, denials
 	p.logError(r, e, "request refused")
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}

@@ -20,6 +20,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 		IdleTimeout:       p.cfg.clientIdleTimeout,
 		MaxHeaderBytes:    p.cfg.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ConnState:         p.connState, // stats.go
 	}
 	p.mu.Lock()
 	if p.closing {
@@ -94,6 +95,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.transport.CloseIdleConnections()
 	if p.ownsResolver {
 		p.resolver.Close()
+	}
+	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
+		err = cerr
 	}
 	return err
 }
