@@ -2,10 +2,12 @@ package fwdproxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -179,5 +181,30 @@ func TestAccessLogNeverBlocks(t *testing.T) {
 	// One record is with the blocked writer, two are queued: the rest drop.
 	if got := tp.Stats().LogDropped; got < n-3 {
 		t.Errorf("LogDropped = %d, want at least %d", got, n-3)
+	}
+}
+
+// TestAccessLogUser: the record names the user that authentication put in
+// the request context.
+func TestAccessLogUser(t *testing.T) {
+	var buf syncBuffer
+	answer := WithRequestHook(func(ctx context.Context, out *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 204, Body: http.NoBody, ProtoMajor: 1, ProtoMinor: 1}, nil
+	})
+	p, err := New(WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))), answer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	for _, user := range []string{"alice", ""} {
+		req := httptest.NewRequest("GET", "http://example.com/", nil)
+		if user != "" {
+			req = req.WithContext(withAuthUser(req.Context(), user))
+		}
+		p.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	recs := records(t, &buf, "request", 2)
+	if recs[0]["user"] != "alice" || recs[1]["user"] != "" || recs[0]["status"] != float64(204) {
+		t.Errorf("records %v", recs)
 	}
 }
