@@ -72,6 +72,23 @@ func WithPropagator(prop propagation.TextMapPropagator) Option {
 	}
 }
 
+// Measurement options with fixed attributes, made once rather than per
+// request (each attribute set is hashed when made).
+var (
+	methodOpts = func() map[string]metric.MeasurementOption {
+		m := make(map[string]metric.MeasurementOption)
+		for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+			http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace, "_OTHER"} {
+			m[method] = metric.WithAttributeSet(attribute.NewSet(semconv.HTTPRequestMethodKey.String(method)))
+		}
+		return m
+	}()
+	reusedOpt   = metric.WithAttributeSet(attribute.NewSet(attribute.Bool("fwdproxy.connection.reused", true)))
+	newConnOpt  = metric.WithAttributeSet(attribute.NewSet(attribute.Bool("fwdproxy.connection.reused", false)))
+	transmitOpt = metric.WithAttributeSet(attribute.NewSet(semconv.NetworkIODirectionKey.String("transmit")))
+	receiveOpt  = metric.WithAttributeSet(attribute.NewSet(semconv.NetworkIODirectionKey.String("receive")))
+)
+
 // telemetry holds the instruments of one Proxy.
 type telemetry struct {
 	tracer  trace.Tracer
@@ -229,7 +246,8 @@ type reqState struct {
 	rw       http.ResponseWriter
 	req      *http.Request // the request as passed on, with this state in its context
 	start    time.Time
-	span     trace.Span // nil unless tracing
+	span     trace.Span           // nil unless tracing
+	attrs    []attribute.KeyValue // the server span's request attributes, reused by the client span
 	metrics  bool
 	logging  bool
 	status   int
@@ -278,14 +296,15 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 	if tel.tracing {
 		ctx = tel.prop.Extract(ctx, propagation.HeaderCarrier(req.Header))
 		var span trace.Span
+		rs.attrs = requestAttrs(req, targetOf(req))
 		ctx, span = tel.tracer.Start(ctx, spanName(req.Method),
 			trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithTimestamp(t.start),
-			trace.WithAttributes(requestAttrs(req, targetOf(req))...))
+			trace.WithAttributes(rs.attrs...))
 		rs.span = span
 	}
 	if metrics {
-		tel.activeRequests.Add(ctx, 1, metric.WithAttributes(semconv.HTTPRequestMethodKey.String(methodAttr(req.Method))))
+		tel.activeRequests.Add(ctx, 1, methodOpts[methodAttr(req.Method)])
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
@@ -332,25 +351,28 @@ func (p *Proxy) endRequest(t requestTrack) {
 		errType = strconv.Itoa(status)
 	}
 	if rs.span != nil {
+		var end [4]attribute.KeyValue
+		attrs := end[:0]
 		if status > 0 {
-			rs.span.SetAttributes(semconv.HTTPResponseStatusCodeKey.Int(status))
+			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 		}
 		if errType != "" {
-			rs.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
-		}
-		if status >= 500 || (status == 0 && errType != "") {
-			rs.span.SetStatus(codes.Error, errType)
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
 		}
 		if rs.tunnel {
-			rs.span.SetAttributes(
+			attrs = append(attrs,
 				attribute.Int64("fwdproxy.tunnel.bytes_sent", rs.tunUp),
 				attribute.Int64("fwdproxy.tunnel.bytes_received", rs.tunDown))
+		}
+		rs.span.SetAttributes(attrs...)
+		if status >= 500 || (status == 0 && errType != "") {
+			rs.span.SetStatus(codes.Error, errType)
 		}
 		rs.span.End()
 	}
 	if rs.metrics {
 		method := semconv.HTTPRequestMethodKey.String(methodAttr(req.Method))
-		p.tel.activeRequests.Add(ctx, -1, metric.WithAttributes(method))
+		p.tel.activeRequests.Add(ctx, -1, methodOpts[methodAttr(req.Method)])
 		attrs := make([]attribute.KeyValue, 0, 4)
 		attrs = append(attrs, method, semconv.NetworkProtocolVersionKey.String(protoVersion(req)))
 		if status > 0 {
@@ -452,9 +474,13 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	target := out.URL.Host
 	var span trace.Span
 	if rs.span != nil {
+		attrs := rs.attrs
+		if len(p.cfg.requestHooks) > 0 {
+			attrs = requestAttrs(out, target) // a hook may have changed the request
+		}
 		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method),
 			trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(requestAttrs(out, target)...))
+			trace.WithAttributes(attrs...))
 		p.tel.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	}
 	if rs.metrics || rs.logging {
@@ -464,7 +490,11 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 					rs.upstream = info.Conn.RemoteAddr().String()
 				}
 				if rs.metrics {
-					p.tel.upstreamConns.Add(ctx, 1, metric.WithAttributes(attribute.Bool("fwdproxy.connection.reused", info.Reused)))
+					opt := newConnOpt
+					if info.Reused {
+						opt = reusedOpt
+					}
+					p.tel.upstreamConns.Add(ctx, 1, opt)
 				}
 			},
 		})
@@ -527,14 +557,17 @@ func (p *Proxy) tunnelEnded(r *http.Request, upstream any, up, down int64, d tim
 		return
 	}
 	rs.tunnel, rs.tunUp, rs.tunDown = true, up, down
+	if rs.status == 0 && r.Method != http.MethodConnect {
+		rs.status = http.StatusSwitchingProtocols // written on the hijacked connection
+	}
 	if c, ok := upstream.(net.Conn); ok && rs.upstream == "" {
 		rs.upstream = c.RemoteAddr().String()
 	}
 	if rs.metrics {
 		ctx := r.Context()
 		p.tel.activeTunnels.Add(ctx, -1)
-		p.tel.tunnelBytes.Add(ctx, up, metric.WithAttributes(semconv.NetworkIODirectionKey.String("transmit")))
-		p.tel.tunnelBytes.Add(ctx, down, metric.WithAttributes(semconv.NetworkIODirectionKey.String("receive")))
+		p.tel.tunnelBytes.Add(ctx, up, transmitOpt)
+		p.tel.tunnelBytes.Add(ctx, down, receiveOpt)
 		p.tel.tunnelDuration.Record(ctx, d.Seconds())
 	}
 }
