@@ -417,3 +417,43 @@ func TestNoopAllocations(t *testing.T) {
 		t.Errorf("SDK tracing allocates %v, off %v: the measurement sees nothing", sdk, off)
 	}
 }
+
+// TestUpgradeSpan: a request upgraded with 101 is one server span with
+// status 101, a client span, and the relayed bytes each way.
+func TestUpgradeSpan(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = brw.Flush()
+		_, _ = io.Copy(c, brw)
+	})
+	opt, rec := tracing(t)
+	tp := startProxy(t, opt)
+	c, br := tp.rawConn(t)
+	mustWrite(t, c, "GET "+o.URL+"/ws HTTP/1.1\r\nHost: "+o.Listener.Addr().String()+"\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	mustWrite(t, c, "hello")
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(br, b); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	quiesce(t, tp.Proxy)
+	servers, clients := endedSpans(t, rec, trace.SpanKindServer), endedSpans(t, rec, trace.SpanKindClient)
+	if len(servers) != 1 || len(clients) != 1 {
+		t.Fatalf("%d server, %d client spans", len(servers), len(clients))
+	}
+	a := attrMap(servers[0].Attributes())
+	for k, v := range map[string]string{"http.response.status_code": "101", "fwdproxy.tunnel.bytes_sent": "5", "fwdproxy.tunnel.bytes_received": "5"} {
+		if a[k] != v {
+			t.Errorf("%s = %q, want %q", k, a[k], v)
+		}
+	}
+}
