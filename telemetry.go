@@ -388,7 +388,7 @@ func (p *Proxy) endRequest(t requestTrack) {
 	}
 }
 
-// Header, Write, WriteHeader, Flush and Unwrap make reqState the
+// Header, Write, WriteHeader, Flush, FlushError and Unwrap make reqState the
 // ResponseWriter the handler uses; http.ResponseController reaches the
 // server's own through Unwrap (Hijack, EnableFullDuplex).
 
@@ -418,6 +418,9 @@ func (rs *reqState) Flush() {
 		f.Flush()
 	}
 }
+
+// FlushError lets http.ResponseController report a failed flush.
+func (rs *reqState) FlushError() error { return http.NewResponseController(rs.rw).Flush() }
 
 func (rs *reqState) Unwrap() http.ResponseWriter { return rs.rw }
 
