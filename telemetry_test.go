@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -452,6 +453,57 @@ func TestUpgradeSpan(t *testing.T) {
 	}
 	a := attrMap(servers[0].Attributes())
 	for k, v := range map[string]string{"http.response.status_code": "101", "fwdproxy.tunnel.bytes_sent": "5", "fwdproxy.tunnel.bytes_received": "5"} {
+		if a[k] != v {
+			t.Errorf("%s = %q, want %q", k, a[k], v)
+		}
+	}
+}
+
+// TestConnectOverHTTP2Span: an HTTP/2 CONNECT stream, relayed through the
+// instrumented ResponseWriter, is one span with status 200 and its bytes.
+func TestConnectOverHTTP2Span(t *testing.T) {
+	addr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
+	opt, rec := tracing(t)
+	p, err := New(WithLogger(testLogger(t)), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(p)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(func() {
+		srv.Close()
+		_ = p.Shutdown(context.Background())
+	})
+	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	pr, pw := io.Pipe()
+	u, _ := url.Parse(srv.URL)
+	req := &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "https", Host: u.Host}, Host: addr, Header: http.Header{}, Body: pr}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("CONNECT over h2: %s %d", resp.Proto, resp.StatusCode)
+	}
+	const msg = "over h2"
+	mustWrite(t, pw, msg)
+	b := make([]byte, len(msg))
+	if _, err := io.ReadFull(resp.Body, b); err != nil || string(b) != msg {
+		t.Fatalf("echo %q %v", b, err)
+	}
+	pw.Close()
+	resp.Body.Close()
+	quiesce(t, p)
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	a := attrMap(spans[0].Attributes())
+	for k, v := range map[string]string{"http.response.status_code": "200", "network.protocol.version": "2",
+		"fwdproxy.tunnel.bytes_sent": "7", "fwdproxy.tunnel.bytes_received": "7"} {
 		if a[k] != v {
 			t.Errorf("%s = %q, want %q", k, a[k], v)
 		}
