@@ -49,6 +49,8 @@ func BenchmarkTelemetry(b *testing.B) {
 			return []Option{WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider())}
 		}},
 		{"sdk", sdk},
+		{"sdk-trace-only", func(b *testing.B) []Option { return sdk(b)[:1] }},
+		{"sdk-metrics-only", func(b *testing.B) []Option { return sdk(b)[1:] }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			tp := startProxy(b, bc.opts(b)...)
