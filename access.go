@@ -119,7 +119,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host strin
 	ctx := r.Context()
 	if p.limiter != nil && !p.limiter.Allow(clientIP(r.RemoteAddr)) {
 		w.Header()["Retry-After"] = []string{"1"}
-		p.fail(w, r, newError(ErrRateLimited, target, "too many requests from this client", nil))
+		p.fail(w, r, denied(ErrRateLimited, "rate_limit", target, "too many requests from this client"))
 		return ctx, false
 	}
 	if p.cfg.auth != nil && authUser(ctx) == "" {
@@ -130,29 +130,33 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host strin
 			if r.Header["Proxy-Authorization"] != nil {
 				reason = "proxy credentials rejected"
 			}
-			p.fail(w, r, newError(ErrAuthRequired, target, reason, nil))
+			p.fail(w, r, denied(ErrAuthRequired, "auth", target, reason))
 			return ctx, false
 		}
 		ctx = withAuthUser(ctx, user)
+		if rs := reqStateFrom(ctx); rs != nil {
+			rs.user = user // for the access log
+		}
 	}
 	if max := p.cfg.maxBodyBytes; max > 0 && r.ContentLength > max {
-		p.fail(w, r, newError(ErrTooLarge, target, "request body of "+strconv.FormatInt(r.ContentLength, 10)+
-			" bytes is over the limit of "+strconv.FormatInt(max, 10), nil))
+		p.fail(w, r, denied(ErrTooLarge, "body_size", target, "request body of "+strconv.FormatInt(r.ContentLength, 10)+
+			" bytes is over the limit of "+strconv.FormatInt(max, 10)))
 		return ctx, false
 	}
 	ip, _ := netguard.ParseHost(host)
 	if ok, reason := p.rules.Check(host, ip, port, connect); !ok {
 		if !p.reportOnly(r, target, reason) {
-			p.fail(w, r, newError(ErrForbidden, target, "access denied: "+reason, nil))
+			p.fail(w, r, denied(ErrForbidden, "rule", target, "access denied: "+reason))
 			return ctx, false
 		}
 	}
 	if p.cfg.accessHook != nil {
 		a := Access{User: authUser(ctx), Client: r.RemoteAddr, Method: r.Method, Host: host, Port: port, Connect: connect}
 		if err := p.cfg.accessHook(ctx, a); err != nil {
-			e := hookError(target, err, ErrForbidden)
+			e := *hookError(target, err, ErrForbidden) // a copy: the hook may return a shared error
+			e.denial = "hook"
 			if !p.reportOnly(r, target, e.Reason) {
-				p.fail(w, r, e)
+				p.fail(w, r, &e)
 				return ctx, false
 			}
 		}
@@ -178,27 +182,28 @@ func (p *Proxy) reportOnly(r *http.Request, target, reason string) bool {
 func (p *Proxy) vet(ctx context.Context, target, host string, port uint16, ips []netip.Addr) ([]netip.Addr, error) {
 	pol, _ := ctx.Value(ctxKeyDialPolicy{}).(dialPolicy)
 	var ok []netip.Addr
-	var denied *Error
+	var refused *Error
 	for i, ip := range ips {
-		reason := ""
+		reason, why := "", "private_address"
 		if !p.cfg.allowPrivate {
 			if c := p.guard.Classify(ip); c.Denied() {
 				reason = "destination " + ip.String() + " is " + c.String() + ": private addresses are not allowed"
 			}
 		}
 		if reason == "" {
-			if allowed, why := p.rules.Check(host, ip, port, pol.connect); !allowed {
+			if allowed, rule := p.rules.Check(host, ip, port, pol.connect); !allowed {
+				why = "rule"
 				if !p.cfg.reportOnly {
-					reason = "access denied: " + why
+					reason = "access denied: " + rule
 				} else {
 					p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",
-						slog.String("target", target), slog.String("reason", why), slog.String("client", pol.client))
+						slog.String("target", target), slog.String("reason", rule), slog.String("client", pol.client))
 				}
 			}
 		}
 		if reason != "" {
-			if denied == nil {
-				denied = newError(ErrForbidden, target, reason, nil)
+			if refused == nil {
+				refused = denied(ErrForbidden, why, target, reason)
 			}
 			if ok == nil {
 				ok = make([]netip.Addr, i, len(ips))
@@ -211,10 +216,10 @@ func (p *Proxy) vet(ctx context.Context, target, host string, port uint16, ips [
 		}
 	}
 	switch {
-	case denied == nil:
+	case refused == nil:
 		return ips, nil
 	case len(ok) == 0:
-		return nil, denied
+		return nil, refused
 	default:
 		return ok, nil
 	}

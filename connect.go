@@ -97,7 +97,9 @@ func (p *Proxy) runTunnel(r *http.Request, client io.ReadWriteCloser, early []by
 		return
 	}
 	start := time.Now()
+	p.tunnelStarted(r) // telemetry.go
 	up, down := t.run()
+	p.tunnelEnded(r, upstream, up, down, time.Since(start)) // telemetry.go
 	p.untrack(t)
 	p.log.LogAttrs(r.Context(), slog.LevelDebug, "tunnel closed",
 		slog.String("target", r.Host), slog.String("client", r.RemoteAddr),

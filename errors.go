@@ -37,6 +37,8 @@ type Error struct {
 	Target string // the requested host:port, when known
 	Reason string // short plain-text reason, safe to show the client
 	Err    error  // underlying cause, if any
+
+	denial string // access-control reason for the denials metric, e.g. "rule"
 }
 
 // Error implements error.
@@ -139,4 +141,12 @@ func asError(target string, err error) *Error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// denied returns a refusal by access control, counted in the denials
+// metric under reason (a short, low-cardinality word).
+func denied(kind error, reason, target, text string) *Error {
+	e := newError(kind, target, text, nil)
+	e.denial = reason
+	return e
 }

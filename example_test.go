@@ -58,6 +58,7 @@ func ExampleWithRequestHook() {
 	if err != nil {
 		panic(err)
 	}
+	defer p.Shutdown(context.Background()) // stops the access log's goroutine
 	rec := httptest.NewRecorder()
 	p.ServeHTTP(rec, httptest.NewRequest("GET", "http://example.com/admin", nil))
 	fmt.Println(rec.Code, rec.Body.String())
@@ -72,6 +73,7 @@ func ExampleWithBasicAuth() {
 	if err != nil {
 		panic(err)
 	}
+	defer p.Shutdown(context.Background())
 	rec := httptest.NewRecorder()
 	p.ServeHTTP(rec, httptest.NewRequest("GET", "http://example.com/", nil))
 	fmt.Println(rec.Code, rec.Header().Get("Proxy-Authenticate"))

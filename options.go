@@ -13,6 +13,9 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // An Option configures a Proxy. Options are applied and validated once, by
@@ -58,6 +61,15 @@ type config struct {
 	connectHooks  []ConnectHook
 	requestHooks  []RequestHook
 	responseHooks []ResponseHook
+
+	// Telemetry (telemetry.go, accesslog.go, capture.go).
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	propagator     propagation.TextMapPropagator
+	capture        bool
+	captureBytes   int
+	logQueueSize   int
+	telemetryOff   bool // benchmark baseline only
 }
 
 // Defaults. They favour safety (every wait is bounded) and pool reuse under

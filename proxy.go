@@ -47,6 +47,11 @@ type Proxy struct {
 	servers  map[*http.Server]struct{}
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
+
+	// Telemetry (telemetry.go, accesslog.go, stats.go).
+	tel   telemetry
+	stats proxyStats
+	logq  *lazyAsync
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
@@ -104,12 +109,16 @@ func New(opts ...Option) (*Proxy, error) {
 	p.transport = p.newTransport()
 	p.servers = make(map[*http.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
+	if err := p.initTelemetry(); err != nil { // telemetry.go
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
 	return p, nil
 }
 
 // ServeHTTP dispatches a request: CONNECT to a tunnel, absolute-form
 // requests upstream, anything else to the fallback handler (or 400).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer p.endRequest(p.beginRequest(&w, &r)) // telemetry.go: spans, metrics, access log, Stats
 	if r.Context().Value(ctxKeyOverLimit{}) != nil {
 		w.Header()["Connection"] = []string{"close"}
 		p.fail(w, r, newError(ErrUnavailable, r.Host, "too many client connections", nil))
@@ -170,7 +179,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.transport.RoundTrip(out)
+		resp, err = p.roundTrip(out) // telemetry.go: client span, then p.transport.RoundTrip
 		if err != nil {
 			if lb, ok := out.Body.(*limitedBody); ok && lb.over.Load() {
 				p.fail(w, r, newError(ErrTooLarge, target, "request body is over the limit of "+
@@ -372,6 +381,7 @@ func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.R
 
 // fail answers the client with e's status and reason and logs it.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *Error) {
+	p.noteFailure(r, e) // telemetry.go: Stats, span error type, denials
 	p.logError(r, e, "request refused")
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}

@@ -117,6 +117,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if p.ownsResolver {
 		p.resolver.Close()
 	}
+	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
+		err = cerr
+	}
 	return err
 }
 

@@ -45,6 +45,11 @@ type flags struct {
 	denyHosts    listFlag
 	allowHosts   listFlag
 	allowPorts   listFlag
+
+	// telemetry.go
+	metricsListen string
+	logFormat     string
+	traceFile     string
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several
@@ -75,6 +80,9 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.Var(&f.allowHosts, "allow-host", "allow only destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
 	fs.Var(&f.allowPorts, "allow-port", "also allow CONNECT to port `N` (443 is always allowed; repeatable or comma-separated)")
 	fs.Var(&f.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `ADDR` (host:port)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
+	fs.StringVar(&f.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
@@ -157,12 +165,27 @@ func run(args []string, stderr *os.File) error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger, err := newLogger(f.logFormat, stderr, level) // telemetry.go
+	if err != nil {
+		return err
+	}
+	tel, err := setupTelemetry(f, logger) // telemetry.go
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := tel.close(ctx); err != nil {
+			logger.Warn("telemetry shutdown", "error", err)
+		}
+	}()
 
 	opts, err := f.options()
 	if err != nil {
 		return err
 	}
+	opts = append(opts, tel.opts...)
 	opts = append(opts, fwdproxy.WithLogger(logger))
 	p, err := fwdproxy.New(opts...)
 	if err != nil {

@@ -1,0 +1,80 @@
+package fwdproxy
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/fwdproxy/fwdproxy/internal/redact"
+)
+
+// WithCapture adds to each access-log record the request and response
+// headers and the first maxBodyBytes bytes of each body, for inspection.
+// The values of Authorization, Proxy-Authorization, Cookie and Set-Cookie
+// are replaced by "[REDACTED]". Captured bodies cost a copy of up to
+// maxBodyBytes per direction and request; 0 captures headers only. Off by
+// default. Bodies are captured as they pass, never read ahead: a body the
+// client or upstream did not send is not captured.
+func WithCapture(maxBodyBytes int) Option {
+	return func(c *config) error {
+		if maxBodyBytes < 0 {
+			return errors.New("WithCapture: negative maxBodyBytes")
+		}
+		c.capture = true
+		c.captureBytes = maxBodyBytes
+		return nil
+	}
+}
+
+// capture holds what WithCapture records of one request.
+type capture struct {
+	reqHeader         http.Header // redacted copy, taken when the request starts
+	request, response capBuf
+}
+
+func newCapture(limit int, h http.Header) *capture {
+	c := &capture{reqHeader: redact.Header(h)}
+	c.request.limit, c.response.limit = limit, limit
+	return c
+}
+
+// capBuf keeps the first limit bytes written to it. The request body is read
+// by the transport's goroutine, hence the lock.
+type capBuf struct {
+	mu    sync.Mutex
+	limit int
+	b     []byte
+	total int64
+}
+
+func (c *capBuf) add(p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total += int64(len(p))
+	if room := c.limit - len(c.b); room > 0 {
+		c.b = append(c.b, p[:min(room, len(p))]...)
+	}
+}
+
+func (c *capBuf) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(c.b)
+}
+
+// attrs returns the capture as log attributes; respHeader is the header
+// sent to the client.
+func (c *capture) attrs(respHeader http.Header) []slog.Attr {
+	attrs := []slog.Attr{
+		redact.HeaderAttr("request_headers", c.reqHeader),
+		redact.HeaderAttr("response_headers", respHeader),
+	}
+	if c.request.limit > 0 {
+		attrs = append(attrs, slog.String("request_body", c.request.String()))
+	}
+	if c.response.limit > 0 {
+		attrs = append(attrs, slog.String("response_body", c.response.String()))
+	}
+	return attrs
+}

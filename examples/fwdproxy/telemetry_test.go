@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// logLines runs the binary like startServer and keeps every line it writes
+// to stderr.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+func (l *logLines) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}
+
+// waitFor returns the first submatch of re in a line, waiting up to 10 s.
+func (l *logLines) waitFor(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range l.all() {
+			if m := re.FindStringSubmatch(line); m != nil {
+				return m[1]
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no line matching %s in:\n%s", re, strings.Join(l.all(), "\n"))
+	return ""
+}
+
+func startLogged(t *testing.T, bin string, args ...string) (*exec.Cmd, *logLines) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0", "-allow-private"}, args...)...)
+	cmd.Env = append(os.Environ(), "FWDPROXY_LOG_LEVEL=info")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l := &logLines{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.lines = append(l.lines, sc.Text())
+			l.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		<-l.done
+	})
+	return cmd, l
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func stop(t *testing.T, cmd *exec.Cmd, l *logLines) {
+	t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { <-l.done; done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not stopped 10 s after SIGTERM")
+	}
+}
+
+var (
+	textListen   = regexp.MustCompile(`fwdproxy listening.*addr=(\S+)`)
+	jsonListen   = regexp.MustCompile(`"msg":"fwdproxy listening".*"addr":"([^"]+)"`)
+	metricsAddrs = regexp.MustCompile(`metrics listening.*addr=(\S+)`)
+)
+
+func helloOrigin(t *testing.T) *httptest.Server {
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello")
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+func get(t *testing.T, c *http.Client, u string) string {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %q", u, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// TestMetricsListenFlag: /metrics serves the proxy's metrics in Prometheus
+// text after a request, and /debug/pprof/ answers on the same listener.
+func TestMetricsListenFlag(t *testing.T) {
+	bin := build(t)
+	o := helloOrigin(t)
+	_, logs := startLogged(t, bin, "-metrics-listen", "127.0.0.1:0")
+	addr := logs.waitFor(t, textListen)
+	maddr := logs.waitFor(t, metricsAddrs)
+	get(t, proxyClient(t, addr), o.URL)
+	plain := &http.Client{Timeout: 10 * time.Second}
+	metrics := get(t, plain, "http://"+maddr+"/metrics")
+	for _, want := range []string{"http_server_request_duration_seconds_bucket", "http_client_request_duration_seconds_count", `http_request_method="GET"`, "fwdproxy_dns_hits"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, metrics)
+		}
+	}
+	if body := get(t, plain, "http://"+maddr+"/debug/pprof/"); !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ = %.200q", body)
+	}
+	// The proxy's own listener does not serve them.
+	resp, err := plain.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Error("the proxy listener serves /metrics")
+	}
+}
+
+// TestTraceFileFlag: finished spans are written to the file as one JSON
+// object a line, flushed by the shutdown.
+func TestTraceFileFlag(t *testing.T) {
+	bin := build(t)
+	o := helloOrigin(t)
+	path := filepath.Join(t.TempDir(), "spans.jsonl")
+	cmd, logs := startLogged(t, bin, "-trace-file", path)
+	addr := logs.waitFor(t, textListen)
+	c := proxyClient(t, addr)
+	get(t, c, o.URL+"/a")
+	get(t, c, o.URL+"/b")
+	c.Transport.(*http.Transport).CloseIdleConnections()
+	stop(t, cmd, logs)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	kinds := map[float64]int{}
+	for _, line := range lines {
+		var span struct {
+			Name     string
+			SpanKind float64
+		}
+		if err := json.Unmarshal([]byte(line), &span); err != nil {
+			t.Fatalf("line is not one JSON span: %v: %.300q", err, line)
+		}
+		kinds[span.SpanKind]++
+	}
+	// Two requests: a server span (kind 2) and a client span (kind 3) each.
+	if len(lines) != 4 || kinds[2] != 2 || kinds[3] != 2 {
+		t.Errorf("%d span lines, kinds %v; want 4: 2 server, 2 client", len(lines), kinds)
+	}
+}
+
+// TestLogFormatJSON: with -log-format json every stderr line is a JSON
+// object, the access-log record included, and a bad format is refused.
+func TestLogFormatJSON(t *testing.T) {
+	bin := build(t)
+	o := helloOrigin(t)
+	cmd, logs := startLogged(t, bin, "-log-format", "json")
+	addr := logs.waitFor(t, jsonListen)
+	req, _ := http.NewRequest("GET", o.URL, nil)
+	req.Header.Set("Cookie", "c=very-secret")
+	c := proxyClient(t, addr)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c.Transport.(*http.Transport).CloseIdleConnections()
+	stop(t, cmd, logs)
+	sawAccess := false
+	for _, line := range logs.all() {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("not JSON: %q", line)
+			continue
+		}
+		if m["msg"] == "request" && m["status"] == float64(200) && m["method"] == "GET" {
+			sawAccess = true
+		}
+		if strings.Contains(line, "very-secret") {
+			t.Errorf("secret in log: %q", line)
+		}
+	}
+	if !sawAccess {
+		t.Errorf("no access-log record in:\n%s", strings.Join(logs.all(), "\n"))
+	}
+	out, err := exec.Command(bin, "-log-format", "xml").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-log-format") {
+		t.Errorf("-log-format xml: %v %s", err, out)
+	}
+}

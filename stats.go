@@ -1,0 +1,130 @@
+package fwdproxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/latency"
+)
+
+// Stats is a snapshot of a Proxy's counters, from Proxy.Stats. Counts are
+// cumulative since New; gauges (Active…) are as of the call.
+type Stats struct {
+	// Requests is the number of client requests completed, CONNECT
+	// requests (tunnels) included.
+	Requests uint64
+	// Errors counts the requests refused or failed, by kind.
+	Errors ErrorCounts
+	// Denials counts requests refused by access control (403 and 407;
+	// 429 and 413 are counted in Errors).
+	Denials uint64
+	// ActiveRequests is the number of requests being served, open
+	// tunnels included.
+	ActiveRequests int64
+	// ActiveConnections is the number of client connections open on the
+	// Proxy's own servers (Serve), not counting those taken over by
+	// tunnels.
+	ActiveConnections int64
+	// ActiveTunnels is the number of open CONNECT and upgraded tunnels.
+	ActiveTunnels int64
+	// Latency is the distribution of request durations, from the request
+	// headers to the end of the response, over the last minute. Tunnels
+	// (CONNECT) are left out: they last as long as the client wants.
+	Latency LatencyStats
+	// LogDropped is the number of log records dropped because the log
+	// queue was full (see WithLogQueueSize).
+	LogDropped uint64
+	// DNS are the counters of the Proxy's Resolver.
+	DNS ResolverStats
+}
+
+// ErrorCounts counts failed requests by the kind of their error.
+type ErrorCounts struct {
+	Malformed       uint64 // ErrMalformed, 400
+	AuthRequired    uint64 // ErrAuthRequired, 407
+	Forbidden       uint64 // ErrForbidden (and Deny from hooks)
+	Unavailable     uint64 // ErrUnavailable, 503
+	Upstream        uint64 // ErrUpstream, 502
+	UpstreamTimeout uint64 // ErrUpstreamTimeout, 504
+	Loop            uint64 // ErrLoop, 508
+	RateLimited     uint64 // ErrRateLimited, 429
+	TooLarge        uint64 // ErrTooLarge, 413
+}
+
+// LatencyStats summarises request durations over a sliding window.
+type LatencyStats struct {
+	Count         uint64        // requests in the window
+	P50, P95, P99 time.Duration // quantiles, within about 3%
+	Max           time.Duration // the longest request in the window
+}
+
+// latencyWindow and latencySlots shape Stats.Latency's window.
+const (
+	latencyWindow = time.Minute
+	latencySlots  = 12
+)
+
+func newLatencyWindow() *latency.Window { return latency.New(latencyWindow, latencySlots) }
+
+// proxyStats are the always-on counters behind Stats: atomics only, so
+// that they cost a request next to nothing.
+type proxyStats struct {
+	requests, denials atomic.Uint64
+	active            atomic.Int64
+	tunnels           atomic.Int64
+	errors            [9]atomic.Uint64 // indexed by errorIndex
+	latency           *latency.Window
+}
+
+func errorIndex(kind error) int {
+	switch kind {
+	case ErrMalformed:
+		return 0
+	case ErrAuthRequired:
+		return 1
+	case ErrForbidden:
+		return 2
+	case ErrUnavailable:
+		return 3
+	case ErrUpstreamTimeout:
+		return 5
+	case ErrLoop:
+		return 6
+	case ErrRateLimited:
+		return 7
+	case ErrTooLarge:
+		return 8
+	}
+	return 4 // ErrUpstream and anything else
+}
+
+func (s *proxyStats) countError(kind error) { s.errors[errorIndex(kind)].Add(1) }
+
+// Stats returns a snapshot of the Proxy's counters. It takes no lock that
+// requests take and does not allocate, so it can be called every second.
+func (p *Proxy) Stats() Stats {
+	s := &p.stats
+	q := s.latency.Snapshot()
+	e := &s.errors
+	return Stats{
+		Requests: s.requests.Load(),
+		Errors: ErrorCounts{
+			Malformed:       e[0].Load(),
+			AuthRequired:    e[1].Load(),
+			Forbidden:       e[2].Load(),
+			Unavailable:     e[3].Load(),
+			Upstream:        e[4].Load(),
+			UpstreamTimeout: e[5].Load(),
+			Loop:            e[6].Load(),
+			RateLimited:     e[7].Load(),
+			TooLarge:        e[8].Load(),
+		},
+		Denials:           s.denials.Load(),
+		ActiveRequests:    s.active.Load(),
+		ActiveConnections: p.conns.Load(),
+		ActiveTunnels:     s.tunnels.Load(),
+		Latency:           LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
+		LogDropped:        p.logDropped(),
+		DNS:               p.resolver.Stats(),
+	}
+}
