@@ -31,6 +31,10 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, asError(target, err))
 		return
 	}
+	if p.intercepting(ctx, target, r) { // TLS interception (intercept.go)
+		p.serveIntercept(w, r, target)
+		return
+	}
 	upstream, err := p.dial(ctx, "tcp", target)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -42,6 +42,8 @@ type config struct {
 	connectHooks  []ConnectHook
 	requestHooks  []RequestHook
 	responseHooks []ResponseHook
+
+	intercept *interceptor // TLS interception (intercept.go); nil: off
 }
 
 // Defaults. They favour safety (every wait is bounded) and pool reuse under

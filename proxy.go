@@ -82,6 +82,7 @@ func New(opts ...Option) (*Proxy, error) {
 	p.transport = p.newTransport()
 	p.servers = make(map[*http.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
+	p.initInterception() // TLS interception, if enabled (intercept.go)
 	return p, nil
 }
 
