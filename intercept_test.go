@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -306,3 +307,183 @@ func TestInterceptOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestInterceptHooksAndContext: hooks see and change intercepted requests
+// and responses; the CONNECT's context values reach them; the request goes
+// to the CONNECT target whatever the Host header says.
+func TestInterceptHooksAndContext(t *testing.T) {
+	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "host=%s hook=%s", r.Host, r.Header.Get("X-Hook"))
+	})
+	ca, caPool := newTestCA(t)
+	var mu sync.Mutex
+	var seen []string
+	tp := startProxy(t, WithInterception(ca), WithUpstreamRootCAs(originRoots),
+		WithConnectHook(func(ctx context.Context, target string, r *http.Request) error {
+			return nil
+		}),
+		WithRequestHook(func(ctx context.Context, out *http.Request) (*http.Response, error) {
+			mu.Lock()
+			seen = append(seen, out.URL.String()+" user="+authUser(ctx))
+			mu.Unlock()
+			out.Header.Set("X-Hook", "yes")
+			return nil, nil
+		}),
+		WithResponseHook(func(ctx context.Context, resp *http.Response) error {
+			resp.Header.Set("X-Seen", "1")
+			return nil
+		}))
+	// Stand-in for the access-control work: it will put the user in the
+	// CONNECT request's context; here a wrapping handler does.
+	inner := tp.Proxy
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(w, r.WithContext(withAuthUser(r.Context(), "alice")))
+	}))
+	t.Cleanup(srv.Close)
+	target := o.Listener.Addr().String()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(c, &tls.Config{RootCAs: caPool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	tbr := bufio.NewReader(tc)
+	// An absolute-form URL and Host header naming another host: the request
+	// still goes to the CONNECT target.
+	mustWrite(t, tc, "GET https://elsewhere.test/x HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n")
+	resp, err := http.ReadResponse(tbr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "host=elsewhere.test hook=yes" || resp.Header.Get("X-Seen") != "1" {
+		t.Errorf("got %q X-Seen=%q", b, resp.Header.Get("X-Seen"))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "https://" + target + "/x user=alice"; len(seen) != 1 || seen[0] != want {
+		t.Errorf("request hook saw %q, want [%q]", seen, want)
+	}
+	tc.Close()
+	// The wrapping server must be gone before the proxy's Shutdown.
+	srv.Close()
+}
+
+// TestInterceptShutdown: an intercepted connection in the middle of a
+// request counts as a tunnel: Shutdown waits for it until its deadline,
+// then closes it.
+func TestInterceptShutdown(t *testing.T) {
+	release := make(chan struct{})
+	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	ca, caPool := newTestCA(t)
+	p, err := New(WithLogger(testLogger(t)), WithInterception(ca), WithUpstreamRootCAs(originRoots))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+	tp := &testProxy{Proxy: p, URL: nil, Addr: l.Addr().String()}
+	target := o.Listener.Addr().String()
+	tc, br := connectTLS(t, tp, target, "127.0.0.1", caPool, "http/1.1")
+	mustWrite(t, tc, "GET /hang HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Errorf("Shutdown: %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("Shutdown took %v", d)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("body ended cleanly; want the connection cut")
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Errorf("Serve: %v", err)
+	}
+	// A CONNECT after Shutdown is refused (the proxy is closed).
+	if _, err := net.Dial("tcp", l.Addr().String()); err == nil {
+		t.Error("listener still open")
+	}
+}
+
+// TestInterceptOverHTTP2Connect: a CONNECT on an HTTP/2 stream is
+// intercepted with the stream as the client connection.
+func TestInterceptOverHTTP2Connect(t *testing.T) {
+	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "inner %s", r.URL.Path)
+	})
+	ca, caPool := newTestCA(t)
+	p, err := New(WithLogger(testLogger(t)), WithInterception(ca), WithUpstreamRootCAs(originRoots))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(p)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(func() {
+		srv.Close()
+		_ = p.Shutdown(context.Background())
+	})
+	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	pr, pw := io.Pipe()
+	target := o.Listener.Addr().String()
+	req := &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "https", Host: srv.Listener.Addr().String()}, Host: target, Header: http.Header{}, Body: pr}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	stream := &pipeConn{r: resp.Body, w: pw}
+	tc := tls.Client(stream, &tls.Config{RootCAs: caPool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	mustWrite(t, tc, "GET /in-h2 HTTP/1.1\r\nHost: "+target+"\r\nConnection: close\r\n\r\n")
+	r2, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r2.Body)
+	if string(b) != "inner /in-h2" {
+		t.Errorf("got %q", b)
+	}
+	pw.Close()
+}
+
+// pipeConn is a client-side HTTP/2 CONNECT stream as a net.Conn.
+type pipeConn struct {
+	r io.ReadCloser
+	w *io.PipeWriter
+}
+
+func (c *pipeConn) Read(b []byte) (int, error)       { return c.r.Read(b) }
+func (c *pipeConn) Write(b []byte) (int, error)      { return c.w.Write(b) }
+func (c *pipeConn) Close() error                     { c.w.Close(); return c.r.Close() }
+func (c *pipeConn) LocalAddr() net.Addr              { return stringAddr("client") }
+func (c *pipeConn) RemoteAddr() net.Addr             { return stringAddr("proxy") }
+func (c *pipeConn) SetDeadline(time.Time) error      { return nil }
+func (c *pipeConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *pipeConn) SetWriteDeadline(time.Time) error { return nil }
