@@ -40,6 +40,9 @@ type flags struct {
 	allowPrivate bool
 	logLevel     string
 	dnsServers   listFlag
+	mitmCADir    string   // TLS interception (see interceptOptions)
+	mitmBypass   listFlag // hosts tunnelled, not intercepted
+	upstreamCA   string   // extra PEM roots for upstream TLS
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several
@@ -66,6 +69,9 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Var(&f.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
+	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing)")
+	fs.Var(&f.mitmBypass, "mitm-bypass", "host `PATTERN` (example.com or *.example.com) to tunnel, not intercept (repeatable or comma-separated)")
+	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
@@ -114,6 +120,11 @@ func run(args []string, stderr *os.File) error {
 	if len(f.dnsServers) > 0 {
 		opts = append(opts, fwdproxy.WithDNSServers(f.dnsServers...))
 	}
+	tlsOpts, err := tlsOptions(f, logger)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, tlsOpts...)
 	p, err := fwdproxy.New(opts...)
 	if err != nil {
 		return err
