@@ -40,6 +40,10 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, asError(target, err))
 		return
 	}
+	if p.intercepting(ctx, target, r) { // TLS interception (intercept.go)
+		p.serveIntercept(w, r.WithContext(ctx), target) // ctx carries the authenticated user
+		return
+	}
 	upstream, err := p.dial(ctx, "tcp", target)
 	if err != nil {
 		if ctx.Err() != nil {

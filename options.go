@@ -70,6 +70,7 @@ type config struct {
 	captureBytes   int
 	logQueueSize   int
 	telemetryOff   bool // benchmark baseline only
+	intercept *interceptor // TLS interception (intercept.go); nil: off
 }
 
 // Defaults. They favour safety (every wait is bounded) and pool reuse under

@@ -112,6 +112,7 @@ func New(opts ...Option) (*Proxy, error) {
 	if err := p.initTelemetry(); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
+	p.initInterception() // TLS interception, if enabled (intercept.go)
 	return p, nil
 }
 

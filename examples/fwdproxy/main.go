@@ -50,6 +50,9 @@ type flags struct {
 	metricsListen string
 	logFormat     string
 	traceFile     string
+	mitmCADir    string   // TLS interception (see interceptOptions)
+	mitmBypass   listFlag // hosts tunnelled, not intercepted
+	upstreamCA   string   // extra PEM roots for upstream TLS
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several
@@ -83,6 +86,9 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `ADDR` (host:port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")
+	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing)")
+	fs.Var(&f.mitmBypass, "mitm-bypass", "host `PATTERN` (example.com or *.example.com) to tunnel, not intercept (repeatable or comma-separated)")
+	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
@@ -187,6 +193,11 @@ func run(args []string, stderr *os.File) error {
 	}
 	opts = append(opts, tel.opts...)
 	opts = append(opts, fwdproxy.WithLogger(logger))
+	tlsOpts, err := tlsOptions(f, logger)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, tlsOpts...)
 	p, err := fwdproxy.New(opts...)
 	if err != nil {
 		return err
