@@ -1,6 +1,10 @@
 package fwdproxy
 
-import "sync"
+import (
+	"net"
+	"sync"
+	"time"
+)
 
 // copyBufferSize is the size of the pooled buffers that body and tunnel
 // copies use: large enough that a big body moves in few system calls, small
@@ -13,3 +17,244 @@ var bufferPool = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
 
 func getBuffer() *[copyBufferSize]byte  { return bufferPool.Get().(*[copyBufferSize]byte) }
 func putBuffer(b *[copyBufferSize]byte) { bufferPool.Put(b) }
+
+// connPool keeps idle upstream HTTP/1.1 connections for the proxy's own
+// plain-http fast path (see h1conn.go). Each host has a LIFO stack of idle
+// connections, so the most recently used (warmest) one is reused first and
+// the others age out; all idle connections are also on one list, oldest
+// first, so the total limit evicts the oldest anywhere and one timer expires
+// them. Only idle connections are limited: a request that finds none dials.
+// An idle connection holds no buffers; a request borrows them from pools.
+type connPool struct {
+	maxPerHost, maxTotal int
+	idleTimeout          time.Duration
+
+	mu         sync.Mutex
+	hosts      map[string][]*pconn // idle per host, oldest first
+	head, tail *pconn              // every idle connection, oldest first
+	total      int
+	closed     bool
+	janitor    *time.Timer
+	armed      bool
+}
+
+// pconn is an upstream connection owned by a connPool.
+type pconn struct {
+	conn   net.Conn
+	tcp    *net.TCPConn // conn, when it is TCP (splice is possible)
+	key    string       // "host:port" dialed
+	reused bool         // it served a request before the current one
+	idleAt time.Time
+
+	prev, next *pconn // on the pool's idle list
+
+	// Cancellation (the client went away) sets a deadline in the past; mu
+	// keeps a later deadline change from undoing it.
+	mu       sync.Mutex
+	canceled bool
+}
+
+func newConnPool(c *config) *connPool {
+	return &connPool{
+		maxPerHost:  c.maxIdleConnsPerHost,
+		maxTotal:    c.maxIdleConns,
+		idleTimeout: c.idleConnTimeout,
+		hosts:       make(map[string][]*pconn),
+	}
+}
+
+func newPconn(c net.Conn, key string) *pconn {
+	tc, _ := c.(*net.TCPConn)
+	return &pconn{conn: c, tcp: tc, key: key}
+}
+
+// get returns the most recently idled connection to key, or nil.
+func (cp *connPool) get(key string) *pconn {
+	var expired []*pconn
+	var pc *pconn
+	cp.mu.Lock()
+	list := cp.hosts[key]
+	if len(list) > 0 {
+		now := time.Now()
+		for len(list) > 0 {
+			c := list[len(list)-1]
+			list[len(list)-1] = nil
+			list = list[:len(list)-1]
+			cp.unlink(c)
+			if now.Sub(c.idleAt) >= cp.idleTimeout {
+				expired = append(expired, c)
+				continue
+			}
+			pc = c
+			break
+		}
+		cp.hosts[key] = list
+	}
+	cp.mu.Unlock()
+	for _, c := range expired {
+		c.conn.Close()
+	}
+	if pc != nil {
+		pc.reused = true
+	}
+	return pc
+}
+
+// put makes pc idle, evicting the oldest idle connection of its host, or
+// of all hosts, when a limit is reached. After closeIdle it closes pc.
+func (cp *connPool) put(pc *pconn) {
+	pc.idleAt = time.Now()
+	var evict *pconn
+	cp.mu.Lock()
+	if cp.closed {
+		cp.mu.Unlock()
+		pc.conn.Close()
+		return
+	}
+	list := cp.hosts[pc.key]
+	switch {
+	case len(list) >= cp.maxPerHost:
+		evict = list[0]
+		list = dropFirst(list)
+		cp.unlink(evict)
+	case cp.total >= cp.maxTotal:
+		evict = cp.head
+		cp.removeOldest(evict)
+	}
+	cp.hosts[pc.key] = append(list, pc)
+	cp.link(pc)
+	if !cp.armed {
+		cp.armed = true
+		if cp.janitor == nil {
+			cp.janitor = time.AfterFunc(cp.idleTimeout, cp.sweep)
+		} else {
+			cp.janitor.Reset(cp.idleTimeout)
+		}
+	}
+	cp.mu.Unlock()
+	if evict != nil {
+		evict.conn.Close()
+	}
+}
+
+// removeOldest takes c, the oldest idle connection of all, off its host's
+// stack, where it is the first; and off the idle list. Called with mu held.
+func (cp *connPool) removeOldest(c *pconn) {
+	list := cp.hosts[c.key]
+	if len(list) > 0 && list[0] == c {
+		list = dropFirst(list)
+		if len(list) == 0 {
+			delete(cp.hosts, c.key)
+		} else {
+			cp.hosts[c.key] = list
+		}
+	}
+	cp.unlink(c)
+}
+
+// sweep closes the connections idle for longer than the idle timeout and
+// forgets hosts with none left; it re-arms itself while any remain.
+func (cp *connPool) sweep() {
+	var expired []*pconn
+	cp.mu.Lock()
+	now := time.Now()
+	for c := cp.head; c != nil && now.Sub(c.idleAt) >= cp.idleTimeout; c = cp.head {
+		cp.removeOldest(c)
+		expired = append(expired, c)
+	}
+	for k, list := range cp.hosts {
+		if len(list) == 0 {
+			delete(cp.hosts, k)
+		}
+	}
+	cp.armed = false
+	if cp.head != nil && !cp.closed {
+		cp.armed = true
+		cp.janitor.Reset(cp.head.idleAt.Add(cp.idleTimeout).Sub(now) + time.Millisecond)
+	}
+	cp.mu.Unlock()
+	for _, c := range expired {
+		c.conn.Close()
+	}
+}
+
+// closeIdle closes every idle connection; connections handed back later are
+// closed rather than kept.
+func (cp *connPool) closeIdle() {
+	cp.mu.Lock()
+	cp.closed = true
+	var idle []*pconn
+	for c := cp.head; c != nil; c = c.next {
+		idle = append(idle, c)
+	}
+	cp.head, cp.tail, cp.total = nil, nil, 0
+	clear(cp.hosts)
+	if cp.janitor != nil {
+		cp.janitor.Stop()
+	}
+	cp.armed = false
+	cp.mu.Unlock()
+	for _, c := range idle {
+		c.conn.Close()
+	}
+}
+
+// idleCount reports the idle connections to key and in all.
+func (cp *connPool) idleCount(key string) (host, total int) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return len(cp.hosts[key]), cp.total
+}
+
+// dropFirst removes list[0], keeping the order and clearing the freed slot.
+func dropFirst(list []*pconn) []*pconn {
+	n := copy(list, list[1:])
+	list[n] = nil
+	return list[:n]
+}
+
+func (cp *connPool) link(c *pconn) {
+	c.prev, c.next = cp.tail, nil
+	if cp.tail != nil {
+		cp.tail.next = c
+	} else {
+		cp.head = c
+	}
+	cp.tail = c
+	cp.total++
+}
+
+func (cp *connPool) unlink(c *pconn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		cp.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		cp.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+	cp.total--
+}
+
+// cancel aborts whatever pc is doing: the client went away.
+func (pc *pconn) cancel() {
+	pc.mu.Lock()
+	pc.canceled = true
+	_ = pc.conn.SetDeadline(aLongTimeAgo)
+	pc.mu.Unlock()
+}
+
+// setReadDeadline sets the read deadline unless pc was cancelled.
+func (pc *pconn) setReadDeadline(t time.Time) {
+	pc.mu.Lock()
+	if !pc.canceled {
+		_ = pc.conn.SetReadDeadline(t)
+	}
+	pc.mu.Unlock()
+}
+
+// aLongTimeAgo is a deadline in the past, which aborts pending I/O at once.
+var aLongTimeAgo = time.Unix(1, 0)

@@ -27,6 +27,7 @@ import (
 type Proxy struct {
 	cfg          config
 	transport    *http.Transport
+	h1pool       *connPool // the HTTP/1.1 fast path's connections (h1conn.go)
 	dialer       net.Dialer
 	resolver     *Resolver
 	ownsResolver bool
@@ -80,6 +81,7 @@ func New(opts ...Option) (*Proxy, error) {
 	}
 	p.dialer = net.Dialer{Timeout: p.cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	p.transport = p.newTransport()
+	p.h1pool = newConnPool(&p.cfg)
 	p.servers = make(map[*http.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	return p, nil
@@ -139,7 +141,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.transport.RoundTrip(out)
+		resp, err = p.roundTrip(out)
 		if err != nil {
 			if ctx.Err() != nil {
 				p.logClientGone(r, err)
