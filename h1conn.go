@@ -91,10 +91,7 @@ func fastPathKey(out *http.Request) (string, bool) {
 	if u.Port() != "" {
 		return host, true
 	}
-	if strings.HasSuffix(host, ":") {
-		host = host[:len(host)-1]
-	}
-	return host + ":80", true
+	return strings.TrimSuffix(host, ":") + ":80", true
 }
 
 // asciiHost reports whether h is a host[:port] with nothing the transport
@@ -144,15 +141,20 @@ func replayable(out *http.Request) bool {
 
 // h1RoundTrip sends out on a pooled connection to key, or a new one. When a
 // pooled connection fails before a byte of response arrives (the upstream
-// closed it while idle), a replayable request is sent once more on a fresh
-// connection.
+// closed it just as it was reused), a replayable request is sent once more
+// on a fresh connection, as net/http does.
 func (p *Proxy) h1RoundTrip(out *http.Request, key string) (*http.Response, error) {
 	ctx := out.Context()
 	fresh := false
 	for {
 		var pc *pconn
 		if !fresh {
-			pc = p.h1pool.get(key)
+			// Pooled connections the upstream closed (or wrote to) while
+			// they were idle are dropped here; one closed after this
+			// check is caught by the retry below.
+			for pc = p.h1pool.get(key); pc != nil && !pc.alive(); pc = p.h1pool.get(key) {
+				pc.conn.Close()
+			}
 		}
 		if pc == nil {
 			c, err := p.dial(ctx, "tcp", key)
@@ -242,8 +244,8 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 
 // writeRequest writes the request line and header of the bodyless request
 // out to pc in one write, as http.Transport would write them: Host first,
-// the default User-Agent when none is set, Content-Length: 0 for methods
-// other than GET and HEAD.
+// the default User-Agent when none is set, Content-Length: 0 for POST, PUT
+// and PATCH only.
 func writeRequest(pc *pconn, out *http.Request) error {
 	bw := h1Writers.Get().(*bufio.Writer)
 	bw.Reset(pc.conn)
@@ -279,7 +281,7 @@ func writeRequest(pc *pconn, out *http.Request) error {
 	if out.Close && !httpx.HasToken(h["Connection"], "close") {
 		bw.WriteString("\r\nConnection: close")
 	}
-	if method != http.MethodGet && method != http.MethodHead {
+	if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
 		bw.WriteString("\r\nContent-Length: 0")
 	}
 	for k, vv := range h {

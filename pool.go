@@ -111,17 +111,16 @@ func (cp *connPool) put(pc *pconn) {
 		pc.conn.Close()
 		return
 	}
-	list := cp.hosts[pc.key]
 	switch {
-	case len(list) >= cp.maxPerHost:
-		evict = list[0]
-		list = dropFirst(list)
-		cp.unlink(evict)
+	case len(cp.hosts[pc.key]) >= cp.maxPerHost:
+		evict = cp.hosts[pc.key][0]
 	case cp.total >= cp.maxTotal:
 		evict = cp.head
+	}
+	if evict != nil {
 		cp.removeOldest(evict)
 	}
-	cp.hosts[pc.key] = append(list, pc)
+	cp.hosts[pc.key] = append(cp.hosts[pc.key], pc)
 	cp.link(pc)
 	if !cp.armed {
 		cp.armed = true
@@ -137,17 +136,17 @@ func (cp *connPool) put(pc *pconn) {
 	}
 }
 
-// removeOldest takes c, the oldest idle connection of all, off its host's
-// stack, where it is the first; and off the idle list. Called with mu held.
+// removeOldest takes c, the oldest idle connection of its host (the first
+// on its stack), off that stack and off the idle list. Called with mu held.
 func (cp *connPool) removeOldest(c *pconn) {
 	list := cp.hosts[c.key]
-	if len(list) > 0 && list[0] == c {
-		list = dropFirst(list)
-		if len(list) == 0 {
-			delete(cp.hosts, c.key)
-		} else {
-			cp.hosts[c.key] = list
-		}
+	if len(list) == 0 || list[0] != c {
+		panic("fwdproxy: connection pool corrupted")
+	}
+	if list = dropFirst(list); len(list) == 0 {
+		delete(cp.hosts, c.key)
+	} else {
+		cp.hosts[c.key] = list
 	}
 	cp.unlink(c)
 }
