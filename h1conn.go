@@ -49,6 +49,15 @@ var (
 
 var errTooMany1xx = errors.New("too many 1xx informational responses")
 
+// livenessCheckAfter is the idle time past which a pooled connection is
+// checked (pconn.alive, one system call) before a replayable request is
+// sent on it. Upstreams close idle connections after seconds, not
+// microseconds, so a connection back in use within this time is very likely
+// open; if it is not, the request is replayed on a new one (h1RoundTrip).
+// Requests that cannot be replayed, and connections that served a bodyless
+// response, are always checked.
+const livenessCheckAfter = 500 * time.Millisecond
+
 // roundTrip sends out upstream and returns the response: on the HTTP/1.1
 // fast path when out qualifies, through the shared transport otherwise.
 func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
@@ -152,7 +161,8 @@ func (p *Proxy) h1RoundTrip(out *http.Request, key string) (*http.Response, erro
 			// Pooled connections the upstream closed (or wrote to) while
 			// they were idle are dropped here; one closed after this
 			// check is caught by the retry below.
-			for pc = p.h1pool.get(key); pc != nil && !pc.alive(); pc = p.h1pool.get(key) {
+			check := !replayable(out)
+			for pc = p.h1pool.get(key); pc != nil && (check || pc.suspect || pc.idled >= livenessCheckAfter) && !pc.alive(); pc = p.h1pool.get(key) {
 				pc.conn.Close()
 			}
 		}
@@ -178,7 +188,7 @@ func (p *Proxy) h1RoundTrip(out *http.Request, key string) (*http.Response, erro
 // closed, and retry reports whether the failure is a stale pooled
 // connection that a replayable request may be retried after.
 func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp *http.Response, err error, retry bool) {
-	stop := context.AfterFunc(ctx, pc.cancel)
+	stop := context.AfterFunc(ctx, pc.cancelFunc)
 	fail := func(err error, stale bool) (*http.Response, error, bool) {
 		stop()
 		pc.conn.Close()
@@ -220,8 +230,15 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 			return fail(errTooMany1xx, false)
 		}
 	}
-	pc.setReadDeadline(time.Time{})
+	if resp.Body != http.NoBody && (resp.ContentLength < 0 || resp.ContentLength > int64(br.Buffered())) {
+		// More of the body is to be read: the header timeout ends here. (A
+		// body that is all buffered needs no read, and the next use of the
+		// connection sets a new deadline.)
+		pc.setReadDeadline(time.Time{})
+	}
 	keep := !resp.Close && !out.Close && !httpx.HasToken(out.Header["Connection"], "close")
+	pc.suspect = out.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
+		resp.StatusCode == http.StatusNotModified
 	if resp.Body == http.NoBody {
 		// HEAD, 204, 304, Content-Length: 0: the exchange is over.
 		stopped := stop()
@@ -394,6 +411,12 @@ func (b *h1Body) spliceTo(w io.Writer) (written int64, readErr, writeErr error, 
 		}
 	}
 	if b.remain > 0 {
+		// Header and buffered bytes go out in one write now; without it
+		// ReadFrom would first copy 512 bytes through user space (its
+		// sniffing step) before it splices.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		lr := &io.LimitedReader{R: b.pc.tcp, N: b.remain}
 		n, err := rf.ReadFrom(lr)
 		written += n

@@ -45,13 +45,18 @@ type pconn struct {
 	key    string       // "host:port" dialed
 	reused bool         // it served a request before the current one
 	idleAt time.Time
+	idled  time.Duration // how long it was idle before get returned it
+	// suspect is set after a response without a body (HEAD, 204, 304),
+	// behind which broken servers send one anyway.
+	suspect bool
 
 	prev, next *pconn // on the pool's idle list
 
 	// Cancellation (the client went away) sets a deadline in the past; mu
 	// keeps a later deadline change from undoing it.
-	mu       sync.Mutex
-	canceled bool
+	mu         sync.Mutex
+	canceled   bool
+	cancelFunc func() // pc.cancel, made once rather than per request
 }
 
 func newConnPool(c *config) *connPool {
@@ -65,7 +70,9 @@ func newConnPool(c *config) *connPool {
 
 func newPconn(c net.Conn, key string) *pconn {
 	tc, _ := c.(*net.TCPConn)
-	return &pconn{conn: c, tcp: tc, key: key}
+	pc := &pconn{conn: c, tcp: tc, key: key}
+	pc.cancelFunc = pc.cancel
+	return pc
 }
 
 // get returns the most recently idled connection to key, or nil.
@@ -96,6 +103,7 @@ func (cp *connPool) get(key string) *pconn {
 	}
 	if pc != nil {
 		pc.reused = true
+		pc.idled = time.Since(pc.idleAt)
 	}
 	return pc
 }

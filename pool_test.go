@@ -427,12 +427,15 @@ func TestPoolNeverReusesUnsafely(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		first string
+		late  string // sent 50 ms after first
 	}{
-		{"extra response behind the first", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"},
-		{"extra bytes behind a chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"},
-		{"extra bytes behind a 204", "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"},
-		{"Connection: close", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst"},
-		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nfirst"},
+		{"body behind a 204, late", "HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"},
+		{"body behind a 304, late", "HTTP/1.1 304 Not Modified\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"},
+		{"extra response behind the first", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra", ""},
+		{"extra bytes behind a chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra", ""},
+		{"extra bytes behind a 204", "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra", ""},
+		{"Connection: close", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst", ""},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nfirst", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var conns atomic.Int32
@@ -446,6 +449,10 @@ func TestPoolNeverReusesUnsafely(t *testing.T) {
 					_, _ = io.Copy(io.Discard, req.Body)
 					if n == 0 && i == 0 {
 						_, _ = io.WriteString(c, tc.first)
+						if tc.late != "" {
+							time.Sleep(50 * time.Millisecond)
+							_, _ = io.WriteString(c, tc.late)
+						}
 					} else {
 						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
 					}
@@ -454,8 +461,11 @@ func TestPoolNeverReusesUnsafely(t *testing.T) {
 			tp := startProxy(t)
 			c := tp.client(t, nil)
 			resp, _ := mustGet(t, c, u+"/1")
-			if resp.StatusCode/100 != 2 {
+			if resp.StatusCode/100 != 2 && resp.StatusCode != 304 {
 				t.Fatalf("first: %d", resp.StatusCode)
+			}
+			if tc.late != "" {
+				time.Sleep(150 * time.Millisecond)
 			}
 			resp, body := mustGet(t, c, u+"/2")
 			if body != "second" {
