@@ -23,20 +23,35 @@ func putBuffer(b *[copyBufferSize]byte) { bufferPool.Put(b) }
 // connections, so the most recently used (warmest) one is reused first and
 // the others age out; all idle connections are also on one list, oldest
 // first, so the total limit evicts the oldest anywhere and one timer expires
-// them. Only idle connections are limited: a request that finds none dials.
-// An idle connection holds no buffers; a request borrows them from pools.
+// them. An idle connection holds no buffers; a request borrows them from
+// pools.
+//
+// Only idle connections are limited; a request that finds none dials. The
+// limits are enforced by trimming, not at hand-back: connections that go
+// idle in a burst beyond a limit stay while they are reused, and those that
+// sit unused for trimDelay (at the bottom of the stacks) are closed. Under
+// heavy load (1000 concurrent clients, say) the number of requests in flight
+// swings far above the per-host limit from one millisecond to the next;
+// closing at hand-back would close and redial connections by the thousand
+// per second, leaving as many sockets in TIME_WAIT.
 type connPool struct {
 	maxPerHost, maxTotal int
 	idleTimeout          time.Duration
+	trimDelay            time.Duration
 
 	mu         sync.Mutex
 	hosts      map[string][]*pconn // idle per host, oldest first
 	head, tail *pconn              // every idle connection, oldest first
 	total      int
+	over       bool // some limit may be exceeded: the janitor trims
 	closed     bool
 	janitor    *time.Timer
+	due        time.Time // when the janitor fires, if armed
 	armed      bool
 }
+
+// maxTrimDelay bounds how long surplus idle connections are kept.
+const maxTrimDelay = time.Second
 
 // pconn is an upstream connection owned by a connPool.
 type pconn struct {
@@ -64,6 +79,7 @@ func newConnPool(c *config) *connPool {
 		maxPerHost:  c.maxIdleConnsPerHost,
 		maxTotal:    c.maxIdleConns,
 		idleTimeout: c.idleConnTimeout,
+		trimDelay:   min(c.idleConnTimeout, maxTrimDelay),
 		hosts:       make(map[string][]*pconn),
 	}
 }
@@ -108,39 +124,38 @@ func (cp *connPool) get(key string) *pconn {
 	return pc
 }
 
-// put makes pc idle, evicting the oldest idle connection of its host, or
-// of all hosts, when a limit is reached. After closeIdle it closes pc.
+// put makes pc idle; when that takes its host or the pool past a limit,
+// the janitor is due within trimDelay. After closeIdle it closes pc.
 func (cp *connPool) put(pc *pconn) {
-	pc.idleAt = time.Now()
-	var evict *pconn
+	now := time.Now()
+	pc.idleAt = now
 	cp.mu.Lock()
 	if cp.closed {
 		cp.mu.Unlock()
 		pc.conn.Close()
 		return
 	}
-	switch {
-	case len(cp.hosts[pc.key]) >= cp.maxPerHost:
-		evict = cp.hosts[pc.key][0]
-	case cp.total >= cp.maxTotal:
-		evict = cp.head
-	}
-	if evict != nil {
-		cp.removeOldest(evict)
-	}
-	cp.hosts[pc.key] = append(cp.hosts[pc.key], pc)
+	list := append(cp.hosts[pc.key], pc)
+	cp.hosts[pc.key] = list
 	cp.link(pc)
-	if !cp.armed {
-		cp.armed = true
-		if cp.janitor == nil {
-			cp.janitor = time.AfterFunc(cp.idleTimeout, cp.sweep)
-		} else {
-			cp.janitor.Reset(cp.idleTimeout)
-		}
+	wait := cp.idleTimeout
+	if len(list) > cp.maxPerHost || cp.total > cp.maxTotal {
+		cp.over = true
+		wait = cp.trimDelay
+	}
+	if !cp.armed || cp.due.After(now.Add(wait)) {
+		cp.arm(now, wait)
 	}
 	cp.mu.Unlock()
-	if evict != nil {
-		evict.conn.Close()
+}
+
+// arm makes the janitor fire after d. Called with mu held.
+func (cp *connPool) arm(now time.Time, d time.Duration) {
+	cp.armed, cp.due = true, now.Add(d)
+	if cp.janitor == nil {
+		cp.janitor = time.AfterFunc(d, cp.sweep)
+	} else {
+		cp.janitor.Reset(d)
 	}
 }
 
@@ -159,25 +174,51 @@ func (cp *connPool) removeOldest(c *pconn) {
 	cp.unlink(c)
 }
 
-// sweep closes the connections idle for longer than the idle timeout and
-// forgets hosts with none left; it re-arms itself while any remain.
+// sweep closes the connections idle for longer than the idle timeout, and
+// those beyond a limit that have been idle for trimDelay, oldest first; it
+// forgets hosts with none left and re-arms itself while any remain.
 func (cp *connPool) sweep() {
 	var expired []*pconn
 	cp.mu.Lock()
+	cp.armed = false
+	if cp.closed {
+		cp.mu.Unlock()
+		return
+	}
 	now := time.Now()
 	for c := cp.head; c != nil && now.Sub(c.idleAt) >= cp.idleTimeout; c = cp.head {
 		cp.removeOldest(c)
 		expired = append(expired, c)
 	}
+	over := false
 	for k, list := range cp.hosts {
+		if cp.over {
+			for len(list) > cp.maxPerHost && now.Sub(list[0].idleAt) >= cp.trimDelay {
+				c := list[0]
+				cp.removeOldest(c)
+				expired = append(expired, c)
+				list = cp.hosts[k]
+			}
+			over = over || len(list) > cp.maxPerHost
+		}
 		if len(list) == 0 {
 			delete(cp.hosts, k)
 		}
 	}
-	cp.armed = false
-	if cp.head != nil && !cp.closed {
-		cp.armed = true
-		cp.janitor.Reset(cp.head.idleAt.Add(cp.idleTimeout).Sub(now) + time.Millisecond)
+	if cp.over {
+		for c := cp.head; cp.total > cp.maxTotal && now.Sub(c.idleAt) >= cp.trimDelay; c = cp.head {
+			cp.removeOldest(c)
+			expired = append(expired, c)
+		}
+		over = over || cp.total > cp.maxTotal
+	}
+	cp.over = over
+	if cp.head != nil {
+		wait := cp.head.idleAt.Add(cp.idleTimeout).Sub(now) + time.Millisecond
+		if over {
+			wait = min(wait, cp.trimDelay)
+		}
+		cp.arm(now, wait)
 	}
 	cp.mu.Unlock()
 	for _, c := range expired {

@@ -223,10 +223,12 @@ func TestPoolReuse(t *testing.T) {
 }
 
 // TestPoolIdleLimits: connections in use are not limited; idle ones are,
-// per host and in total, and idle ones expire.
+// per host and in total: a burst beyond the limits is kept while it is
+// reused, trimmed once it has sat unused for the trim delay (here 1 s), and
+// idle connections expire.
 func TestPoolIdleLimits(t *testing.T) {
 	const n = 6
-	release := make(chan struct{})
+	var release chan struct{}
 	var arrived sync.WaitGroup
 	h := func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/wait" {
@@ -236,38 +238,48 @@ func TestPoolIdleLimits(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}
 	o1, o2 := newCountingOrigin(t, h), newCountingOrigin(t, h)
-	tp := startProxy(t, WithMaxIdleConns(2, 3), WithIdleConnTimeout(300*time.Millisecond))
+	tp := startProxy(t, WithMaxIdleConns(2, 3), WithIdleConnTimeout(2500*time.Millisecond))
 	c := tp.client(t, nil)
 	c.Transport.(*http.Transport).MaxIdleConnsPerHost = n
-
-	arrived.Add(2 * n)
-	var done sync.WaitGroup
-	for _, o := range []*countingOrigin{o1, o2} {
-		for i := 0; i < n; i++ {
-			done.Add(1)
-			go func() {
-				defer done.Done()
-				resp, err := c.Get(o.URL + "/wait")
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}()
+	burst := func() {
+		t.Helper()
+		release = make(chan struct{})
+		arrived.Add(2 * n)
+		var done sync.WaitGroup
+		for _, o := range []*countingOrigin{o1, o2} {
+			for i := 0; i < n; i++ {
+				done.Add(1)
+				go func() {
+					defer done.Done()
+					resp, err := c.Get(o.URL + "/wait")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}()
+			}
 		}
+		arrived.Wait()
+		if a, b := o1.opened.Load(), o2.opened.Load(); a != n || b != n {
+			t.Errorf("in use at once: %d and %d connections, want %d each (no limit on busy ones, reuse of idle ones)", a, b, n)
+		}
+		close(release)
+		done.Wait()
 	}
-	arrived.Wait()
-	if a, b := o1.opened.Load(), o2.opened.Load(); a != n || b != n {
-		t.Errorf("in use at once: %d and %d connections, want %d each (no limit on busy ones)", a, b, n)
-	}
-	close(release)
-	done.Wait()
+	burst()
+	// At once a second burst: every connection is reused, none redialed.
+	burst()
+	start := time.Now()
 	eventually(t, "idle limits", func() bool {
 		h1, total := tp.h1pool.idleCount(o1.key())
 		h2, _ := tp.h1pool.idleCount(o2.key())
 		return h1 <= 2 && h2 <= 2 && total == 3 && o1.closed.Load()+o2.closed.Load() == 2*n-3
 	})
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("surplus idle connections closed after %v, want about 1 s", d)
+	}
 	// The idle ones expire.
 	eventually(t, "idle timeout", func() bool {
 		_, total := tp.h1pool.idleCount("")
@@ -275,9 +287,10 @@ func TestPoolIdleLimits(t *testing.T) {
 	})
 	// And the pool works after it emptied itself.
 	mustGet(t, c, o1.URL)
-	if _, total := tp.h1pool.idleCount(""); total != 1 {
-		t.Errorf("after a new request: %d idle, want 1", total)
-	}
+	eventually(t, "one idle connection", func() bool {
+		_, total := tp.h1pool.idleCount("")
+		return total == 1
+	})
 }
 
 // TestPoolIdleClosedByOrigin: a pooled connection that the origin closed
