@@ -332,6 +332,7 @@ type h1Body struct {
 	remain int64       // Content-Length bytes left for a splice, or -1
 	eof    bool
 	closed bool
+	err    error // why the exchange ended early, once it has
 }
 
 // Read implements io.Reader.
@@ -341,6 +342,10 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	}
 	if b.eof {
 		return 0, io.EOF
+	}
+	if b.pc == nil {
+		// The exchange ended early and the reader went back to its pool.
+		return 0, b.err
 	}
 	n, err := b.rc.Read(p)
 	if b.remain > 0 {
@@ -354,6 +359,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		if ctxErr := b.ctx.Err(); ctxErr != nil {
 			err = ctxErr
 		}
+		b.err = err
 		b.finish(false)
 	}
 	return n, err
@@ -406,6 +412,7 @@ func (b *h1Body) spliceTo(w io.Writer) (written int64, readErr, writeErr error, 
 		written += int64(m)
 		b.remain -= int64(m)
 		if err != nil {
+			b.err = err
 			b.finish(false)
 			return written, nil, err, true
 		}
@@ -422,6 +429,7 @@ func (b *h1Body) spliceTo(w io.Writer) (written int64, readErr, writeErr error, 
 		written += n
 		b.remain = lr.N
 		if err != nil {
+			b.err = err
 			b.finish(false)
 			if b.ctx.Err() != nil {
 				return written, nil, b.ctx.Err(), true
@@ -431,6 +439,7 @@ func (b *h1Body) spliceTo(w io.Writer) (written int64, readErr, writeErr error, 
 			return written, err, nil, true
 		}
 		if b.remain > 0 {
+			b.err = io.ErrUnexpectedEOF
 			b.finish(false)
 			return written, io.ErrUnexpectedEOF, nil, true
 		}

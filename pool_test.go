@@ -626,3 +626,50 @@ func TestPoolClosedOnShutdown(t *testing.T) {
 	<-served
 	eventually(t, "the idle upstream connection to be closed", func() bool { return o.closed.Load() == 1 })
 }
+
+// TestH1BodyAfterError: once a body has failed (origin gone mid-body) or
+// been closed, further reads keep failing and never touch the pooled
+// reader the body used, which another request may be using by then.
+func TestH1BodyAfterError(t *testing.T) {
+	o := newCountingOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100000")
+		_, _ = w.Write(make([]byte, 5000))
+		w.(http.Flusher).Flush()
+		c, _, _ := http.NewResponseController(w).Hijack()
+		c.Close()
+	})
+	p, err := New(WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Shutdown(context.Background()) }()
+	for _, closeFirst := range []bool{false, true} {
+		out, _ := http.NewRequest("GET", o.URL+"/", nil)
+		out.Body = http.NoBody
+		resp, err := p.roundTrip(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := resp.Body.(*h1Body); !ok {
+			t.Fatalf("body is %T, want the fast path's", resp.Body)
+		}
+		var first error
+		if closeFirst {
+			resp.Body.Close()
+		} else {
+			_, first = io.ReadAll(resp.Body)
+			if first == nil {
+				t.Fatal("truncated body read without error")
+			}
+		}
+		for i := 0; i < 3; i++ {
+			if n, err := resp.Body.Read(make([]byte, 10)); n != 0 || err == nil || err == io.EOF {
+				t.Errorf("closeFirst=%v: read after the end = %d, %v; want 0 and an error", closeFirst, n, err)
+			}
+		}
+		resp.Body.Close()
+	}
+	if h, _ := p.h1pool.idleCount(o.key()); h != 0 {
+		t.Errorf("%d idle connections after failed exchanges, want 0", h)
+	}
+}
