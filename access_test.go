@@ -24,8 +24,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// countingOrigin is an origin that counts the requests it receives.
-func countingOrigin(t *testing.T) (*atomic.Int64, string) {
+// hitCountingOrigin is an origin that counts the requests it receives.
+func hitCountingOrigin(t *testing.T) (*atomic.Int64, string) {
 	var hits atomic.Int64
 	o := origin(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -69,7 +69,7 @@ func connect(target string) string {
 // name that resolves to it, for plain requests and CONNECT, and the origin
 // is never contacted; the options open it deliberately.
 func TestPrivateAddressGuard(t *testing.T) {
-	hits, port := countingOrigin(t)
+	hits, port := hitCountingOrigin(t)
 	ds := dnstest.NewServer(t)
 	ds.Add(
 		"loopback.test. 60 IN A 127.0.0.1",
@@ -200,7 +200,7 @@ func equalAddrs(a, b []netip.Addr) bool {
 // function sees every connection attempt and refuses it before any packet
 // leaves, so the public address is never actually contacted.
 func TestDNSRebinding(t *testing.T) {
-	hits, port := countingOrigin(t)
+	hits, port := hitCountingOrigin(t)
 	ds := dnstest.NewServer(t)
 	var n atomic.Int64
 	ds.SetHook(func(req *dns.Msg) *dns.Msg {
@@ -365,7 +365,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // TestRules: the documented evaluation order, per request kind, with the
 // origin contacted only when the request is allowed.
 func TestRules(t *testing.T) {
-	hits, port := countingOrigin(t)
+	hits, port := hitCountingOrigin(t)
 	ds := dnstest.NewServer(t)
 	ds.Add(
 		"www.allowed.test. 60 IN A 127.0.0.1",
@@ -467,7 +467,7 @@ func mustPort(t *testing.T, s string) uint16 {
 
 // TestReportOnlyLogs: a denial in report-only mode is logged.
 func TestReportOnlyLogs(t *testing.T) {
-	_, port := countingOrigin(t)
+	_, port := hitCountingOrigin(t)
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
@@ -520,7 +520,7 @@ func TestTunnelLimit(t *testing.T) {
 // TestConnLimit: a client connection past the limit is answered 503 and
 // closed; once a connection closes, new ones are served.
 func TestConnLimit(t *testing.T) {
-	_, port := countingOrigin(t)
+	_, port := hitCountingOrigin(t)
 	tp := startProxy(t, WithMaxConns(2))
 	a, abr := tp.rawConn(t)
 	served := func(when string) {
@@ -563,7 +563,7 @@ func TestConnLimit(t *testing.T) {
 
 // TestRequestLimits: rate limit (429), header size (431), body size (413).
 func TestRequestLimits(t *testing.T) {
-	hits, port := countingOrigin(t)
+	hits, port := hitCountingOrigin(t)
 	target := "127.0.0.1:" + port
 	t.Run("rate", func(t *testing.T) {
 		tp := startProxy(t, WithRateLimit(0.001, 2))
@@ -612,7 +612,7 @@ func TestRequestLimits(t *testing.T) {
 // TestSlowloris: a client that never finishes its headers is cut at the
 // read-header timeout, while other clients are served meanwhile.
 func TestSlowloris(t *testing.T) {
-	_, port := countingOrigin(t)
+	_, port := hitCountingOrigin(t)
 	tp := startProxy(t, WithReadHeaderTimeout(300*time.Millisecond))
 	slow, sbr := tp.rawConn(t)
 	start := time.Now()
@@ -648,7 +648,7 @@ func TestSlowloris(t *testing.T) {
 // TestDenialMetrics: refusals by access control are counted by reason in
 // the fwdproxy.denials metric and in Stats.
 func TestDenialMetrics(t *testing.T) {
-	_, port := countingOrigin(t)
+	_, port := hitCountingOrigin(t)
 	mopt, rd := metering(t)
 	tp := startGuardedProxy(t, mopt, WithDenyHosts("denied.test"), WithRateLimit(1000, 1000),
 		WithBasicAuth(StaticCredentials(map[string]string{"u": "p"})),

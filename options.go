@@ -69,8 +69,8 @@ type config struct {
 	capture        bool
 	captureBytes   int
 	logQueueSize   int
-	telemetryOff   bool // benchmark baseline only
-	intercept *interceptor // TLS interception (intercept.go); nil: off
+	telemetryOff   bool         // benchmark baseline only
+	intercept      *interceptor // TLS interception (intercept.go); nil: off
 }
 
 // Defaults. They favour safety (every wait is bounded) and pool reuse under
@@ -147,7 +147,11 @@ func WithIdleConnTimeout(d time.Duration) Option {
 
 // WithMaxIdleConns sets the upstream pool size: idle connections kept per
 // host and in total. Defaults 64 and 1024 (Go's own default per host is 2,
-// which forces a new connection for most requests under load).
+// which forces a new connection for most requests under load). For plain
+// HTTP/1.1 upstreams the limits are enforced within about a second rather
+// than the instant a connection goes idle, so that a burst of more
+// concurrent requests than the limit reuses its connections instead of
+// redialing them.
 func WithMaxIdleConns(perHost, total int) Option {
 	return func(c *config) error {
 		if perHost < 1 || total < perHost {

@@ -31,6 +31,7 @@ import (
 type Proxy struct {
 	cfg          config
 	transport    *http.Transport
+	h1pool       *connPool // the HTTP/1.1 fast path's connections (h1conn.go)
 	dialer       net.Dialer
 	resolver     *Resolver
 	ownsResolver bool
@@ -107,6 +108,7 @@ func New(opts ...Option) (*Proxy, error) {
 	p.tunnelSem = semaphore.NewWeighted(int64(p.cfg.maxTunnels))
 	p.dialer = net.Dialer{Timeout: p.cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	p.transport = p.newTransport()
+	p.h1pool = newConnPool(&p.cfg)
 	p.servers = make(map[*http.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(); err != nil { // telemetry.go
@@ -180,7 +182,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.roundTrip(out) // telemetry.go: client span, then p.transport.RoundTrip
+		resp, err = p.roundTrip(out) // telemetry.go: client span, then upstreamRoundTrip
 		if err != nil {
 			if lb, ok := out.Body.(*limitedBody); ok && lb.over.Load() {
 				p.fail(w, r, newError(ErrTooLarge, target, "request body is over the limit of "+

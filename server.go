@@ -114,6 +114,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	p.transport.CloseIdleConnections()
+	p.h1pool.closeIdle()
 	if p.ownsResolver {
 		p.resolver.Close()
 	}

@@ -15,6 +15,11 @@ import (
 // written and which side failed: readErr for the source, writeErr for the
 // client.
 func copyBody(w io.Writer, src io.Reader, flush bool) (written int64, readErr, writeErr error) {
+	if b, ok := src.(*h1Body); ok && !flush {
+		if n, rerr, werr, spliced := b.spliceTo(w); spliced {
+			return n, rerr, werr
+		}
+	}
 	var f http.Flusher
 	if flush {
 		f, _ = w.(http.Flusher)

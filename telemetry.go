@@ -470,12 +470,12 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 	}
 }
 
-// roundTrip sends out upstream through the shared transport, inside a
-// client span whose context is injected into out's header, and measures it.
+// roundTrip sends out upstream (upstreamRoundTrip: the HTTP/1.1 fast path
+// or the shared transport), inside a client span whose context is injected into out's header, and measures it.
 func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	rs := reqStateFrom(out.Context())
 	if rs == nil {
-		return p.transport.RoundTrip(out)
+		return p.upstreamRoundTrip(out)
 	}
 	ctx := out.Context()
 	start := time.Now()
@@ -510,7 +510,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.transport.RoundTrip(out)
+	resp, err := p.upstreamRoundTrip(out)
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(target, err).Kind)

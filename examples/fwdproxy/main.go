@@ -50,9 +50,9 @@ type flags struct {
 	metricsListen string
 	logFormat     string
 	traceFile     string
-	mitmCADir    string   // TLS interception (see interceptOptions)
-	mitmBypass   listFlag // hosts tunnelled, not intercepted
-	upstreamCA   string   // extra PEM roots for upstream TLS
+	mitmCADir     string   // TLS interception (see interceptOptions)
+	mitmBypass    listFlag // hosts tunnelled, not intercepted
+	upstreamCA    string   // extra PEM roots for upstream TLS
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several

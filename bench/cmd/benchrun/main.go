@@ -39,6 +39,7 @@ type harness struct {
 	programs              map[string]string // Debian-packaged proxies: name → path ("" if missing)
 	fwdproxy, fwdproxyErr string            // the built example server, or why it did not build
 	fwdproxyMITM          bool
+	fwdproxyBase          string   // the example server built from -fwdproxy-base-src, or ""
 	env                   []string // environment of the proxies
 	loadThreads           int
 	tck                   float64
@@ -63,6 +64,7 @@ func run() error {
 	quick := flag.Bool("quick", false, "smoke test: -rounds 1 -duration 2s -warmup 1s unless given")
 	pin := flag.Bool("pin", false, "pin the proxy to CPU "+proxyCPU+" and the load generator and origin to CPU "+loadCPU+" (taskset)")
 	fwdSrc := flag.String("fwdproxy-src", "..", "fwdproxy module to build ./examples/fwdproxy from")
+	baseSrc := flag.String("fwdproxy-base-src", "", "a second fwdproxy module (e.g. the previous commit), measured as target fwdproxy-base")
 	out := flag.String("out", "", "directory for results.md, results.json and proxy logs (default results/<UTC time>)")
 	flag.Parse()
 	if *quick {
@@ -101,7 +103,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer h.close()
-	if err := h.setup(*fwdSrc); err != nil {
+	if err := h.setup(*fwdSrc, *baseSrc); err != nil {
 		return err
 	}
 
@@ -166,7 +168,7 @@ func run() error {
 
 // setup checks the tools, builds the harness programs and fwdproxy, and
 // starts the origin.
-func (h *harness) setup(fwdSrc string) error {
+func (h *harness) setup(fwdSrc, baseSrc string) error {
 	b, err := os.ReadFile("go.mod")
 	if err != nil || !strings.HasPrefix(string(b), "module github.com/fwdproxy/fwdproxy/bench\n") {
 		return errors.New("run from the bench/ directory of fwdproxy")
@@ -220,6 +222,15 @@ func (h *harness) setup(fwdSrc string) error {
 	} else {
 		h.fwdproxy = filepath.Join(h.tmp, "fwdproxy")
 		h.fwdproxyMITM = fwdproxySupportsMITM(h.fwdproxy)
+	}
+	if baseSrc != "" {
+		build = exec.Command("go", "build", "-o", filepath.Join(h.tmp, "fwdproxy-base"), "./examples/fwdproxy")
+		build.Dir = baseSrc
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "benchrun: fwdproxy-base did not build, skipping it: %s\n", out)
+		} else {
+			h.fwdproxyBase = filepath.Join(h.tmp, "fwdproxy-base")
+		}
 	}
 
 	ports := make([]int, 3)

@@ -25,6 +25,7 @@ type target struct {
 var targets = []target{
 	{name: "direct"},
 	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
+	{name: "fwdproxy-base", launch: launchFwdproxyBase},
 	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
 	{name: "goproxy-tuned", intercepts: true, launch: launchGopeer("goproxy-tuned")},
 	{name: "naive", launch: launchGopeer("naive")},
@@ -41,6 +42,12 @@ func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, s
 	// One CA directory for all runs: the first run creates the CA, later ones load it.
 	dir := filepath.Join(h.tmp, "fwdproxy-ca")
 	return append(argv, "-mitm-ca-dir", dir), filepath.Join(dir, "ca.pem"), nil
+}
+
+// launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
+// for before/after comparisons in one run.
+func launchFwdproxyBase(h *harness, port int, _ string, _ bool) ([]string, string, error) {
+	return []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}, "", nil
 }
 
 func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, string, error) {
@@ -112,6 +119,8 @@ func (h *harness) skip(t target, s scenario) string {
 		return fmt.Sprintf("%s is not installed (apt-get install %s)", t.program, t.program)
 	case t.name == "fwdproxy" && h.fwdproxy == "":
 		return "fwdproxy did not build: " + h.fwdproxyErr
+	case t.name == "fwdproxy-base" && h.fwdproxyBase == "":
+		return "no -fwdproxy-base-src given, or it did not build"
 	case s.intercept && !t.intercepts && t.name != "direct":
 		return "cannot intercept TLS"
 	case s.intercept && t.name == "fwdproxy" && !h.fwdproxyMITM:
