@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,7 +36,7 @@ var targets = []target{
 }
 
 func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, string, error) {
-	argv := []string{h.fwdproxy, "-listen", addr(port), "-allow-private"}
+	argv := append([]string{h.fwdproxy, "-listen", addr(port), "-allow-private"}, h.originConnectPorts()...)
 	if !intercept {
 		return argv, "", nil
 	}
@@ -47,7 +48,23 @@ func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, s
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
 // for before/after comparisons in one run.
 func launchFwdproxyBase(h *harness, port int, _ string, _ bool) ([]string, string, error) {
-	return []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}, "", nil
+	argv := []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}
+	if fwdproxyHasFlag(h.fwdproxyBase, "-allow-port") {
+		argv = append(argv, h.originConnectPorts()...)
+	}
+	return argv, "", nil
+}
+
+// originConnectPorts are the -allow-port flags that open CONNECT to the
+// origin's HTTPS and raw TCP ports (fwdproxy allows only 443 by default).
+func (h *harness) originConnectPorts() []string {
+	var args []string
+	for _, a := range []string{h.originHTTPS, h.originRaw} {
+		if _, port, err := net.SplitHostPort(a); err == nil {
+			args = append(args, "-allow-port", port)
+		}
+	}
+	return args
 }
 
 func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, string, error) {
@@ -131,9 +148,13 @@ func (h *harness) skip(t target, s scenario) string {
 
 // fwdproxySupportsMITM reports whether the example server's -h output
 // lists the interception flag.
-func fwdproxySupportsMITM(bin string) bool {
+func fwdproxySupportsMITM(bin string) bool { return fwdproxyHasFlag(bin, "-mitm-ca-dir") }
+
+// fwdproxyHasFlag reports whether the example server bin lists flag in its
+// -h output (older builds lack some).
+func fwdproxyHasFlag(bin, flag string) bool {
 	out, _ := exec.Command(bin, "-h").CombinedOutput()
-	return strings.Contains(string(out), "-mitm-ca-dir")
+	return strings.Contains(string(out), flag)
 }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
