@@ -27,7 +27,10 @@ import (
 // requests ("GET http://host/path") are forwarded through one shared,
 // pooled upstream transport, CONNECT requests open tunnels, and other
 // requests go to the fallback handler, if any. Create one with New; it is
-// safe for concurrent use.
+// safe for concurrent use. Call Shutdown when done with it, also when it is
+// only mounted as a handler: Shutdown flushes the asynchronous log, whose
+// writer goroutine runs from the first record on, and closes pooled
+// connections and the Proxy's own Resolver.
 type Proxy struct {
 	cfg          config
 	transport    *http.Transport
