@@ -266,6 +266,7 @@ type reqState struct {
 	attrBuf     [6]attribute.KeyValue
 	endBuf      [4]attribute.KeyValue
 	clientEnd   [2]attribute.KeyValue
+	startOpts   [3]trace.SpanStartOption
 	clientTrace httptrace.ClientTrace
 	traceUsed   bool
 	traceTel    *telemetry
@@ -308,14 +309,12 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 		ctx = tel.prop.Extract(ctx, headerCarrier(req.Header))
 		var span trace.Span
 		rs.attrs = requestAttrs(rs.attrBuf[:0], req, targetOf(req))
-		ctx, span = tel.tracer.Start(ctx, spanName(req.Method),
-			serverKindOpt,
-			trace.WithTimestamp(t.start),
-			trace.WithAttributes(rs.attrs...))
+		rs.startOpts = [3]trace.SpanStartOption{serverKindOpt, trace.WithTimestamp(t.start), trace.WithAttributes(rs.attrs...)}
+		ctx, span = tel.tracer.Start(ctx, spanName(req.Method), rs.startOpts[:]...)
 		rs.span = span
 	}
 	if metrics {
-		tel.activeRequests.Add(ctx, 1, methodOpts[methodAttr(req.Method)])
+		tel.activeRequests.Add(ctx, 1, methodAddOpts[methodAttr(req.Method)]...)
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
@@ -382,9 +381,9 @@ func (p *Proxy) endRequest(t requestTrack) {
 	}
 	if rs.metrics {
 		method := methodAttr(req.Method)
-		p.tel.activeRequests.Add(ctx, -1, methodOpts[method])
-		p.tel.serverDuration.Record(ctx, d.Seconds(), serverDurationOpt(serverSetKey{
-			method: method, proto: protoVersion(req), status: status, errType: errType}))
+		p.tel.activeRequests.Add(ctx, -1, methodAddOpts[method]...)
+		p.tel.serverDuration.Record(ctx, d.Seconds(), serverDurationOpts(serverSetKey{
+			method: method, proto: protoVersion(req), status: status, errType: errType})...)
 	}
 	if rs.logging {
 		p.logAccess(ctx, rs, status, d)
@@ -488,9 +487,8 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		if len(p.cfg.requestHooks) > 0 {
 			attrs = requestAttrs(nil, out, target) // a hook may have changed the request
 		}
-		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method),
-			clientKindOpt,
-			trace.WithAttributes(attrs...))
+		rs.startOpts = [3]trace.SpanStartOption{clientKindOpt, trace.WithAttributes(attrs...)}
+		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method), rs.startOpts[:2]...)
 		p.tel.prop.Inject(ctx, headerCarrier(out.Header))
 	}
 	if rs.metrics || rs.logging {
@@ -532,7 +530,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		if status > 0 {
 			k.proto = respProtoVersion(resp)
 		}
-		p.tel.clientDuration.Record(ctx, time.Since(start).Seconds(), clientDurationOpt(k))
+		p.tel.clientDuration.Record(ctx, time.Since(start).Seconds(), clientDurationOpts(k)...)
 	}
 	return resp, err
 }

@@ -23,6 +23,20 @@ var (
 	clientKindOpt = trace.WithSpanKind(trace.SpanKindClient)
 )
 
+// Option slices for the variadic Add of the per-request counters, made once:
+// a slice made at the call would be allocated for every measurement.
+var (
+	methodAddOpts = func() map[string][]metric.AddOption {
+		m := make(map[string][]metric.AddOption, len(methodOpts))
+		for method, opt := range methodOpts {
+			m[method] = []metric.AddOption{opt}
+		}
+		return m
+	}()
+	reusedAddOpts  = []metric.AddOption{reusedOpt}
+	newConnAddOpts = []metric.AddOption{newConnOpt}
+)
+
 // maxCachedSets bounds each cache of metric attribute sets. A client
 // duration's set names the upstream host, which the clients choose, so the
 // cache is emptied when it is full rather than grown without limit.
@@ -42,25 +56,26 @@ type clientSetKey struct {
 	port, status                 int
 }
 
-// setCache maps keys to measurement options carrying a precomputed
-// attribute.Set (hashed once, when first made).
+// setCache maps keys to record options carrying a precomputed
+// attribute.Set (hashed once, when first made), in the slice that a
+// variadic Record takes.
 type setCache[K comparable] struct {
 	mu sync.RWMutex
-	m  map[K]metric.MeasurementOption
+	m  map[K][]metric.RecordOption
 }
 
-// get returns the option of k, making it with mk when k is new.
-func (c *setCache[K]) get(k K, mk func(K) []attribute.KeyValue) metric.MeasurementOption {
+// get returns the options of k, making them with mk when k is new.
+func (c *setCache[K]) get(k K, mk func(K) []attribute.KeyValue) []metric.RecordOption {
 	c.mu.RLock()
 	opt, ok := c.m[k]
 	c.mu.RUnlock()
 	if ok {
 		return opt
 	}
-	opt = metric.WithAttributeSet(attribute.NewSet(mk(k)...))
+	opt = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(mk(k)...))}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedSets {
-		c.m = make(map[K]metric.MeasurementOption)
+		c.m = make(map[K][]metric.RecordOption)
 	}
 	c.m[k] = opt
 	c.mu.Unlock()
@@ -72,10 +87,10 @@ var (
 	clientSets setCache[clientSetKey]
 )
 
-// serverDurationOpt is the attribute set of a server request's duration:
+// serverDurationOpts are the attribute set of a server request's duration:
 // method, protocol version, status (when there is one) and error type
 // (when there is one).
-func serverDurationOpt(k serverSetKey) metric.MeasurementOption {
+func serverDurationOpts(k serverSetKey) []metric.RecordOption {
 	return serverSets.get(k, func(k serverSetKey) []attribute.KeyValue {
 		attrs := make([]attribute.KeyValue, 0, 4)
 		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(k.method), semconv.NetworkProtocolVersionKey.String(k.proto))
@@ -89,10 +104,10 @@ func serverDurationOpt(k serverSetKey) metric.MeasurementOption {
 	})
 }
 
-// clientDurationOpt is the attribute set of an upstream request's duration:
+// clientDurationOpts are the attribute set of an upstream request's duration:
 // method, server address and port, status and protocol version (when there
 // is a response) and error type (when there is one).
-func clientDurationOpt(k clientSetKey) metric.MeasurementOption {
+func clientDurationOpts(k clientSetKey) []metric.RecordOption {
 	return clientSets.get(k, func(k clientSetKey) []attribute.KeyValue {
 		attrs := make([]attribute.KeyValue, 0, 6)
 		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(k.method),
@@ -185,10 +200,10 @@ func (rs *reqState) gotConn(info httptrace.GotConnInfo) {
 		rs.upstream = info.Conn.RemoteAddr().String()
 	}
 	if rs.metrics {
-		opt := newConnOpt
+		opts := newConnAddOpts
 		if info.Reused {
-			opt = reusedOpt
+			opts = reusedAddOpts
 		}
-		rs.traceTel.upstreamConns.Add(rs.traceCtx, 1, opt)
+		rs.traceTel.upstreamConns.Add(rs.traceCtx, 1, opts...)
 	}
 }
