@@ -260,6 +260,17 @@ type reqState struct {
 	tunUp    int64
 	tunDown  int64
 	capture  *capture // nil unless WithCapture
+
+	// Room for per-request attributes and the client trace, kept here so
+	// that they cost no allocation of their own (telemetry_fast.go).
+	attrBuf     [6]attribute.KeyValue
+	endBuf      [4]attribute.KeyValue
+	clientEnd   [2]attribute.KeyValue
+	startOpts   [3]trace.SpanStartOption
+	clientTrace httptrace.ClientTrace
+	traceUsed   bool
+	traceTel    *telemetry
+	traceCtx    context.Context
 }
 
 type ctxKeyReqState struct{}
@@ -295,17 +306,15 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 	}
 	rs := &reqState{rw: *w, start: t.start, metrics: metrics, logging: logging}
 	if tel.tracing {
-		ctx = tel.prop.Extract(ctx, propagation.HeaderCarrier(req.Header))
+		ctx = tel.prop.Extract(ctx, headerCarrier(req.Header))
 		var span trace.Span
-		rs.attrs = requestAttrs(req, targetOf(req))
-		ctx, span = tel.tracer.Start(ctx, spanName(req.Method),
-			trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithTimestamp(t.start),
-			trace.WithAttributes(rs.attrs...))
+		rs.attrs = requestAttrs(rs.attrBuf[:0], req, targetOf(req))
+		rs.startOpts = [3]trace.SpanStartOption{serverKindOpt, trace.WithTimestamp(t.start), trace.WithAttributes(rs.attrs...)}
+		ctx, span = tel.tracer.Start(ctx, spanName(req.Method), rs.startOpts[:]...)
 		rs.span = span
 	}
 	if metrics {
-		tel.activeRequests.Add(ctx, 1, methodOpts[methodAttr(req.Method)])
+		tel.activeRequests.Add(ctx, 1, methodAddOpts[methodAttr(req.Method)]...)
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
@@ -352,8 +361,7 @@ func (p *Proxy) endRequest(t requestTrack) {
 		errType = strconv.Itoa(status)
 	}
 	if rs.span != nil {
-		var end [4]attribute.KeyValue
-		attrs := end[:0]
+		attrs := rs.endBuf[:0]
 		if status > 0 {
 			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 		}
@@ -372,17 +380,10 @@ func (p *Proxy) endRequest(t requestTrack) {
 		rs.span.End()
 	}
 	if rs.metrics {
-		method := semconv.HTTPRequestMethodKey.String(methodAttr(req.Method))
-		p.tel.activeRequests.Add(ctx, -1, methodOpts[methodAttr(req.Method)])
-		attrs := make([]attribute.KeyValue, 0, 4)
-		attrs = append(attrs, method, semconv.NetworkProtocolVersionKey.String(protoVersion(req)))
-		if status > 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
-		}
-		if errType != "" {
-			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
-		}
-		p.tel.serverDuration.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
+		method := methodAttr(req.Method)
+		p.tel.activeRequests.Add(ctx, -1, methodAddOpts[method]...)
+		p.tel.serverDuration.Record(ctx, d.Seconds(), serverDurationOpts(serverSetKey{
+			method: method, proto: protoVersion(req), status: status, errType: errType})...)
 	}
 	if rs.logging {
 		p.logAccess(ctx, rs, status, d)
@@ -484,28 +485,14 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	if rs.span != nil {
 		attrs := rs.attrs
 		if len(p.cfg.requestHooks) > 0 {
-			attrs = requestAttrs(out, target) // a hook may have changed the request
+			attrs = requestAttrs(nil, out, target) // a hook may have changed the request
 		}
-		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method),
-			trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attrs...))
-		p.tel.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
+		rs.startOpts = [3]trace.SpanStartOption{clientKindOpt, trace.WithAttributes(attrs...)}
+		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method), rs.startOpts[:2]...)
+		p.tel.prop.Inject(ctx, headerCarrier(out.Header))
 	}
 	if rs.metrics || rs.logging {
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-			GotConn: func(info httptrace.GotConnInfo) {
-				if info.Conn != nil {
-					rs.upstream = info.Conn.RemoteAddr().String()
-				}
-				if rs.metrics {
-					opt := newConnOpt
-					if info.Reused {
-						opt = reusedOpt
-					}
-					p.tel.upstreamConns.Add(ctx, 1, opt)
-				}
-			},
-		})
+		ctx = rs.withClientTrace(ctx, &p.tel) // telemetry_fast.go
 	}
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
@@ -524,28 +511,26 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		}
 	}
 	if span != nil {
+		attrs := rs.clientEnd[:0]
 		if status > 0 {
-			span.SetAttributes(semconv.HTTPResponseStatusCodeKey.Int(status))
+			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 		}
 		if errType != "" {
-			span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+		}
+		span.SetAttributes(attrs...)
+		if errType != "" {
 			span.SetStatus(codes.Error, errType)
 		}
 		span.End()
 	}
 	if rs.metrics {
 		host, port := splitTarget(target, out.URL.Scheme)
-		attrs := make([]attribute.KeyValue, 0, 6)
-		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(methodAttr(out.Method)),
-			semconv.ServerAddressKey.String(host), semconv.ServerPortKey.Int(port))
+		k := clientSetKey{method: methodAttr(out.Method), host: host, port: port, status: status, errType: errType}
 		if status > 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status),
-				semconv.NetworkProtocolVersionKey.String(respProtoVersion(resp)))
+			k.proto = respProtoVersion(resp)
 		}
-		if errType != "" {
-			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
-		}
-		p.tel.clientDuration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+		p.tel.clientDuration.Record(ctx, time.Since(start).Seconds(), clientDurationOpts(k)...)
 	}
 	return resp, err
 }
@@ -603,14 +588,14 @@ func methodAttr(m string) string {
 	return "_OTHER"
 }
 
-// requestAttrs are the span attributes of a request to target.
-func requestAttrs(r *http.Request, target string) []attribute.KeyValue {
+// requestAttrs appends to attrs the span attributes of a request to target.
+func requestAttrs(attrs []attribute.KeyValue, r *http.Request, target string) []attribute.KeyValue {
 	host, port := splitTarget(target, r.URL.Scheme)
-	attrs := []attribute.KeyValue{
+	attrs = append(attrs,
 		semconv.HTTPRequestMethodKey.String(methodAttr(r.Method)),
 		semconv.ServerAddressKey.String(host),
 		semconv.NetworkProtocolVersionKey.String(protoVersion(r)),
-	}
+	)
 	if port > 0 {
 		attrs = append(attrs, semconv.ServerPortKey.Int(port))
 	}
