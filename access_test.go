@@ -475,11 +475,16 @@ func TestReportOnlyLogs(t *testing.T) {
 	if status, body, _ := send(t, tp, get("127.0.0.1:"+port)); status != 200 {
 		t.Fatalf("got %d %q", status, body)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !strings.Contains(logs.String(), "would deny (report-only)") || !strings.Contains(logs.String(), "127.0.0.1/32") {
-		t.Errorf("log lacks the report-only line:\n%s", logs.String())
+	// The log goes through the asynchronous queue: wait for the line.
+	logged := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.String()
 	}
+	eventually(t, "the report-only log line", func() bool {
+		l := logged()
+		return strings.Contains(l, "would deny (report-only)") && strings.Contains(l, "127.0.0.1/32")
+	})
 }
 
 // TestTunnelLimit: with the maximum of tunnels open the next CONNECT gets

@@ -107,17 +107,6 @@ func wantQueries(t *testing.T, srv *dnstest.Server, name string, a, aaaa int) {
 	}
 }
 
-// waitFor polls cond until it holds or a second passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestResolverCacheHit(t *testing.T) {
 	checkLeaks(t)
 	srv := dnstest.NewServer(t)
@@ -382,7 +371,7 @@ func TestResolverServeStale(t *testing.T) {
 	// background, which fails while the server is down.
 	clock.Advance(2 * time.Second)
 	mustLookup(t, r, "web.test", "192.0.2.1")
-	waitFor(t, "background refresh", func() bool { return r.Stats().Prefetches == 1 })
+	eventually(t, "background refresh", func() bool { return r.Stats().Prefetches == 1 })
 	if s := r.Stats(); s.Stale != 2 || s.Misses != 2 {
 		t.Fatalf("Stats = %+v, want 2 stale answers and 2 misses", s)
 	}
@@ -392,7 +381,7 @@ func TestResolverServeStale(t *testing.T) {
 	srv.Remove("web.test")
 	srv.Add("web.test. 60 IN A 192.0.2.2")
 	clock.Advance(2 * time.Second)
-	waitFor(t, "fresh answer", func() bool {
+	eventually(t, "fresh answer", func() bool {
 		got, err := r.LookupNetIP(context.Background(), "web.test")
 		return err == nil && got[0] == netip.MustParseAddr("192.0.2.2")
 	})
@@ -647,7 +636,7 @@ func TestResolverPrefetch(t *testing.T) {
 	for range 10 {
 		mustLookup(t, r, "hot.test", "192.0.2.1")
 	}
-	waitFor(t, "prefetch", func() bool {
+	eventually(t, "prefetch", func() bool {
 		return r.cache.get("hot.test").expires > clock.Now()+90*time.Second
 	})
 	wantQueries(t, srv, "hot.test", 2, 2)
@@ -694,7 +683,7 @@ func TestResolverClose(t *testing.T) {
 		_, err := r.LookupNetIP(context.Background(), "slow.test")
 		pending <- err
 	}()
-	waitFor(t, "query", func() bool { return srv.Queries("slow.test", dns.TypeA) == 1 })
+	eventually(t, "query", func() bool { return srv.Queries("slow.test", dns.TypeA) == 1 })
 	start := time.Now()
 	r.Close()
 	if elapsed := time.Since(start); elapsed > time.Second {
