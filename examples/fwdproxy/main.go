@@ -171,7 +171,9 @@ func run(args []string, stderr *os.File) error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
-	logger, err := newLogger(f.logFormat, stderr, level) // telemetry.go
+	logw := newBufferedLog(stderr)                     // logwriter.go
+	defer logw.Close()                                 // runs last: everything logged before is written
+	logger, err := newLogger(f.logFormat, logw, level) // telemetry.go
 	if err != nil {
 		return err
 	}

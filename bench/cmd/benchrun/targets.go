@@ -26,6 +26,7 @@ type target struct {
 var targets = []target{
 	{name: "direct"},
 	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
+	{name: "fwdproxy-quiet", intercepts: true, launch: launchFwdproxyQuiet},
 	{name: "fwdproxy-base", launch: launchFwdproxyBase},
 	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
 	{name: "goproxy-tuned", intercepts: true, launch: launchGopeer("goproxy-tuned")},
@@ -43,6 +44,14 @@ func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, s
 	// One CA directory for all runs: the first run creates the CA, later ones load it.
 	dir := filepath.Join(h.tmp, "fwdproxy-ca")
 	return append(argv, "-mitm-ca-dir", dir), filepath.Join(dir, "ca.pem"), nil
+}
+
+// launchFwdproxyQuiet runs the example server with its access log off
+// (-log-level warn), as the peers are configured (squid's access_log none,
+// tinyproxy and privoxy without a log file, goproxy not verbose).
+func launchFwdproxyQuiet(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
+	argv, ca, err := launchFwdproxy(h, port, dir, intercept)
+	return append(argv, "-log-level", "warn"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
@@ -134,17 +143,20 @@ func (h *harness) skip(t target, s scenario) string {
 		return "wrk is not installed (apt-get install wrk)"
 	case t.program != "" && h.programs[t.program] == "":
 		return fmt.Sprintf("%s is not installed (apt-get install %s)", t.program, t.program)
-	case t.name == "fwdproxy" && h.fwdproxy == "":
+	case isFwdproxy(t) && h.fwdproxy == "":
 		return "fwdproxy did not build: " + h.fwdproxyErr
 	case t.name == "fwdproxy-base" && h.fwdproxyBase == "":
 		return "no -fwdproxy-base-src given, or it did not build"
 	case s.intercept && !t.intercepts && t.name != "direct":
 		return "cannot intercept TLS"
-	case s.intercept && t.name == "fwdproxy" && !h.fwdproxyMITM:
+	case s.intercept && isFwdproxy(t) && !h.fwdproxyMITM:
 		return "this fwdproxy build has no -mitm-ca-dir flag yet"
 	}
 	return ""
 }
+
+// isFwdproxy reports whether t runs the example server built from -fwdproxy-src.
+func isFwdproxy(t target) bool { return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" }
 
 // fwdproxySupportsMITM reports whether the example server's -h output
 // lists the interception flag.
