@@ -86,6 +86,10 @@ func median(vs []float64) float64 {
 }
 
 func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runResult) {
+	// A target skipped in every scenario gets no column (its notes say why).
+	ts = slices.DeleteFunc(slices.Clone(ts), func(t target) bool {
+		return t.name != "direct" && !slices.ContainsFunc(runs, func(r *runResult) bool { return r.Target == t.name })
+	})
 	var others, idle []float64
 	for _, r := range runs {
 		if r.Failed == "" {
