@@ -3,6 +3,7 @@ package fwdproxy
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"syscall"
@@ -22,7 +23,10 @@ import (
 // discards them, metrics aggregated for a manual reader). The access log is
 // off in every variant (the test logger's handler is slog.DiscardHandler,
 // whose Enabled is false, so no record is built or queued), so the
-// differences are the cost of tracing and metrics.
+// differences are the cost of tracing and metrics, except in "access-log":
+// no-op providers and an Info-level text logger writing to io.Discard, the
+// cost of the access log (a record per request through the asynchronous
+// queue, formatted by slog) without the cost of a disk.
 func BenchmarkTelemetry(b *testing.B) {
 	body := strings.Repeat("x", 100)
 	o := origin(b, func(w http.ResponseWriter, r *http.Request) {
@@ -51,6 +55,10 @@ func BenchmarkTelemetry(b *testing.B) {
 			return []Option{WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider())}
 		}},
 		{"sdk", sdk},
+		{"access-log", func(*testing.B) []Option {
+			return []Option{WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider()),
+				WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+		}},
 		{"sdk-trace-only", func(b *testing.B) []Option { return sdk(b)[:1] }},
 		{"sdk-metrics-only", func(b *testing.B) []Option { return sdk(b)[1:] }},
 	} {
