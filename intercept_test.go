@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
-	"go.opentelemetry.io/otel/trace"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // tlsOrigin starts an HTTPS origin (HTTP/2 enabled) for h; its certificate
@@ -536,18 +536,18 @@ func TestInterceptTelemetryAndRules(t *testing.T) {
 	target := o.Listener.Addr().String()
 	tc, br := connectTLS(t, tp, target, "127.0.0.1", caPool, "http/1.1")
 	defer tc.Close()
-	for _, tc2 := range []struct {
+	for _, req := range []struct {
 		method, path string
 		status       int
 	}{{"GET", "/a", 200}, {"GET", "/missing", 404}, {"DELETE", "/a", 403}} {
-		mustWrite(t, tc, tc2.method+" /"+tc2.path[1:]+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+		mustWrite(t, tc, req.method+" "+req.path+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode != tc2.status {
-			t.Errorf("%s %s: %d, want %d", tc2.method, tc2.path, resp.StatusCode, tc2.status)
+		if resp.StatusCode != req.status {
+			t.Errorf("%s %s: %d, want %d", req.method, req.path, resp.StatusCode, req.status)
 		}
 	}
 	tc.Close()
