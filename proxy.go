@@ -49,6 +49,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	closing  bool
 	servers  map[*http.Server]struct{}
+	loops    map[*h1server]struct{} // Serve's own loops (h1server.go)
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
 
@@ -113,6 +114,7 @@ func New(opts ...Option) (*Proxy, error) {
 	p.transport = p.newTransport()
 	p.h1pool = newConnPool(&p.cfg)
 	p.servers = make(map[*http.Server]struct{})
+	p.loops = make(map[*h1server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)

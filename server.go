@@ -2,17 +2,22 @@ package fwdproxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 )
 
-// Serve accepts client connections on l and serves them with an
-// http.Server tuned for a proxy: header read timeout, maximum header size
-// and keep-alive idle timeout from the options; no whole-request or
-// whole-response timeouts, which would cut long downloads and tunnels. It
-// returns http.ErrServerClosed after Shutdown.
+// Serve accepts client connections on l and serves them until Shutdown,
+// when it returns http.ErrServerClosed. Timeouts and limits come from the
+// options: header read timeout, maximum header size, keep-alive idle
+// timeout, WithMaxConns; there are no whole-request or whole-response
+// timeouts, which would cut long downloads and tunnels.
+//
+// Bodyless proxy requests and CONNECT are served by a loop of the proxy's
+// own (h1server.go); a connection that sends anything else is handed, with
+// what was read of it, to an http.Server with the same settings.
 func (p *Proxy) Serve(l net.Listener) error {
 	srv := &http.Server{
 		Handler:           p,
@@ -23,6 +28,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 		ConnContext:       p.countConn,
 		ConnState:         p.connState,
 	}
+	s := newH1Server(p, l, srv)
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
@@ -30,28 +36,42 @@ func (p *Proxy) Serve(l net.Listener) error {
 		return http.ErrServerClosed
 	}
 	p.servers[srv] = struct{}{}
+	p.loops[s] = struct{}{}
 	p.mu.Unlock()
-	err := srv.Serve(l)
-	p.mu.Lock()
-	delete(p.servers, srv)
-	p.mu.Unlock()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(s.hl)
+	}()
+	err := s.acceptLoop()
+	s.hl.Close()
+	<-served
+	if errors.Is(err, http.ErrServerClosed) {
+		p.mu.Lock()
+		delete(p.servers, srv)
+		delete(p.loops, s)
+		p.mu.Unlock()
+	}
+	// Otherwise the listener failed: the connections still open stay
+	// registered, for Shutdown to close.
 	return err
 }
 
 // ctxKeyOverLimit marks a client connection accepted past WithMaxConns.
 type ctxKeyOverLimit struct{}
 
-// countConn counts a new client connection; one past the limit is marked
-// so that ServeHTTP answers its request with 503 and closes it.
-func (p *Proxy) countConn(ctx context.Context, _ net.Conn) context.Context {
-	if p.conns.Add(1) > int64(p.cfg.maxConns) {
+// countConn gives a connection handed off by the loop its over-limit mark:
+// the loop counted it when it accepted it, and ServeHTTP answers a request
+// on a marked connection with 503 and closes it.
+func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
+	if ol, ok := c.(overLimiter); ok && ol.overLimit() {
 		return context.WithValue(ctx, ctxKeyOverLimit{}, true)
 	}
 	return ctx
 }
 
-// connState uncounts connections that close or are hijacked (tunnels are
-// limited by WithMaxTunnels instead).
+// connState uncounts handed-off connections that close or are hijacked
+// (tunnels are limited by WithMaxTunnels instead).
 func (p *Proxy) connState(_ net.Conn, s http.ConnState) {
 	if s == http.StateClosed || s == http.StateHijacked {
 		p.conns.Add(-1)
@@ -83,6 +103,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for s := range p.servers {
 		servers = append(servers, s)
 	}
+	loops := make([]*h1server, 0, len(p.loops))
+	for s := range p.loops {
+		loops = append(loops, s)
+	}
 	p.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -93,6 +117,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			if s.Shutdown(ctx) != nil {
 				s.Close()
 			}
+		}()
+	}
+	for _, s := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.shutdown(ctx)
 		}()
 	}
 	tunnelsDone := make(chan struct{})

@@ -415,6 +415,23 @@ func (rs *reqState) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom hands a body copy to the server's own ReadFrom (which splices
+// from a TCP connection on Linux) unless the body is being captured.
+func (rs *reqState) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := rs.rw.(io.ReaderFrom)
+	if !ok || rs.capture != nil {
+		buf := getBuffer()
+		defer putBuffer(buf)
+		return io.CopyBuffer(writerOnly{rs}, src, buf[:])
+	}
+	if rs.status == 0 {
+		rs.status = http.StatusOK
+	}
+	n, err := rf.ReadFrom(src)
+	rs.bytesOut += n
+	return n, err
+}
+
 func (rs *reqState) Flush() {
 	if f, ok := rs.rw.(http.Flusher); ok {
 		f.Flush()
