@@ -39,7 +39,12 @@ const defaultUserAgent = "Go-http-client/1.1"
 const max1xxResponses = 5
 
 const (
-	h1ReadBufferSize  = 4 << 10
+	// h1ReadBufferSize holds a typical response header and the start of
+	// the body; longer header lines are read in pieces, and bodies past
+	// the buffer are spliced or copied in 32 KiB buffers. It is small
+	// because a request holds its buffer while it waits for the upstream,
+	// which with a thousand requests waiting adds up.
+	h1ReadBufferSize  = 2 << 10
 	h1WriteBufferSize = 4 << 10
 )
 

@@ -39,16 +39,20 @@ import (
 //
 // What the loop does differently, on purpose:
 //   - a client that goes away is noticed only once a request has run for
-//     clientWatchDelay (net/http watches every request from its start);
+//     defaultClientWatchDelay (net/http watches every request from its start);
 //   - no Content-Type is sniffed: a proxy passes the upstream's header on as
 //     it came (net/http would add one to a response that has none).
 
 const (
-	// clientWatchDelay is how long a request runs before its client
+	// defaultClientWatchDelay is how long a request runs before its client
 	// connection is watched for a disconnect, which cancels the request's
-	// context. Most requests are answered before; those that are not (long
-	// polls, slow upstreams) get the watch net/http gives every request.
-	clientWatchDelay = 50 * time.Millisecond
+	// context. Almost all requests are answered before; those that are not
+	// (long polls, slow upstreams) get the watch net/http gives every
+	// request from its start. It is long enough that requests slowed by a
+	// queue of a thousand others do not start a watch each, which would cost
+	// a goroutine, a read and two deadlines apiece just when the proxy is
+	// busiest.
+	defaultClientWatchDelay = time.Second
 
 	// bufferBeforeChunking is how much of a response body of unknown length
 	// is held back, as net/http does: if the handler ends within it, the
@@ -86,8 +90,16 @@ type srvConn struct {
 	state  atomic.Int32
 	over   bool // accepted past WithMaxConns
 	remote string
-	ctx    context.Context // values for requests: server, local address, over-limit mark
-	cancel context.CancelFunc
+	// ctx holds the values requests see (server, local address, over-limit
+	// mark). It is never cancelled, so that a request's own WithCancel
+	// registers nothing with it; shutdown cancels requests through wcancel.
+	ctx context.Context
+
+	// The read deadline last set by setReadTimeout, valid until something
+	// else sets one (the client watch, Hijack, the handler).
+	dlValid   bool
+	dlSet     time.Time
+	dlTimeout time.Duration
 
 	// The client watch (armWatch, watchClient, disarmWatch).
 	wmu     sync.Mutex
@@ -176,7 +188,7 @@ func (s *h1server) newConn(c net.Conn) *srvConn {
 	if sc.over {
 		ctx = context.WithValue(ctx, ctxKeyOverLimit{}, true)
 	}
-	sc.ctx, sc.cancel = context.WithCancel(ctx)
+	sc.ctx = ctx
 	return sc
 }
 
@@ -205,7 +217,11 @@ func (s *h1server) shutdown(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for sc := range s.conns {
-		sc.cancel()
+		sc.wmu.Lock()
+		if sc.wcancel != nil {
+			sc.wcancel()
+		}
+		sc.wmu.Unlock()
 		sc.c.Close()
 	}
 	s.mu.Unlock()
@@ -224,47 +240,47 @@ func (sc *srvConn) serve() {
 			sc.c.Close()
 			p.conns.Add(-1)
 		}
-		if sc.br != nil {
-			sc.br.Reset(nil)
-			h1Readers.Put(sc.br)
-			sc.br = nil
-		}
-		sc.cancel()
+		sc.releaseReader()
 		s.mu.Lock()
 		delete(s.conns, sc)
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	sc.br = h1Readers.Get().(*bufio.Reader)
-	sc.br.Reset(sc.c)
 	for first := true; ; first = false {
 		timeout := p.cfg.clientIdleTimeout
 		if first {
 			timeout = p.cfg.readHeaderTimeout
 		}
-		setReadTimeout(sc.c, timeout)
+		sc.setReadTimeout(timeout)
+		sc.reader()
 		if _, err := sc.br.Peek(1); err != nil {
 			return // closed, idle too long, or closed by shutdown
 		}
 		if !sc.state.CompareAndSwap(connIdle, connActive) {
 			return
 		}
-		if !first {
-			setReadTimeout(sc.c, p.cfg.readHeaderTimeout)
-		}
-		head, err := sc.readHead(p.cfg.maxHeaderBytes)
+		head, err := sc.readHead(p.cfg.maxHeaderBytes, !first)
 		if err != nil {
 			return // timed out or closed mid-header: net/http closes quietly too
 		}
 		var req *http.Request
+		var read []byte // what parsing consumed, for a hand-off
 		if head != nil {
-			req = parseRequest(head)
+			buffered := sc.br.Buffered()
+			req = parseRequest(sc.br, head)
+			if req == nil {
+				// The header block was all buffered, so parsing read it
+				// without refilling: the bytes it consumed are intact.
+				read = bytes.Clone(head[:buffered-sc.br.Buffered()])
+			}
 		}
 		if req == nil {
-			keep = sc.handoff()
+			keep = sc.handoff(read)
 			return
 		}
-		_, _ = sc.br.Discard(len(head))
+		if sc.br.Buffered() == 0 {
+			sc.releaseReader() // nothing pipelined: the buffer is not needed while the request is served
+		}
 		req.RemoteAddr = sc.remote
 		again, hijacked := sc.serveRequest(req)
 		if hijacked {
@@ -277,18 +293,29 @@ func (sc *srvConn) serve() {
 	}
 }
 
-func setReadTimeout(c net.Conn, d time.Duration) {
-	if d > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = c.SetReadDeadline(time.Time{})
+// setReadTimeout sets the connection's read deadline d from now. Setting
+// a deadline costs a timer update; on a busy keep-alive connection the one
+// set less than a tenth of d (at most a second) ago is kept, so a timeout
+// may come that much early.
+func (sc *srvConn) setReadTimeout(d time.Duration) {
+	now := time.Now()
+	if sc.dlValid && sc.dlTimeout == d && now.Sub(sc.dlSet) < min(d/10, time.Second) {
+		return
 	}
+	if d > 0 {
+		_ = sc.c.SetReadDeadline(now.Add(d))
+	} else {
+		_ = sc.c.SetReadDeadline(time.Time{})
+	}
+	sc.dlValid, sc.dlSet, sc.dlTimeout = true, now, d
 }
 
 // readHead returns the request's header block, still buffered, once it is
 // complete; nil (and no error) when it is larger than the reader's buffer
-// or limit, which leaves the request to net/http.
-func (sc *srvConn) readHead(limit int) ([]byte, error) {
+// or limit, which leaves the request to net/http. When the block is not
+// all there and timed is set, the header timeout starts (the first
+// request's idle wait is already timed by it).
+func (sc *srvConn) readHead(limit int, timed bool) ([]byte, error) {
 	br := sc.br
 	limit = min(limit, br.Size())
 	for n := br.Buffered(); ; n = br.Buffered() {
@@ -301,6 +328,10 @@ func (sc *srvConn) readHead(limit int) ([]byte, error) {
 		}
 		if n >= limit {
 			return nil, nil
+		}
+		if timed {
+			sc.setReadTimeout(sc.s.p.cfg.readHeaderTimeout)
+			timed = false
 		}
 		if _, err := br.Peek(n + 1); err != nil {
 			return nil, err
@@ -325,31 +356,38 @@ func headerEnd(b []byte) int {
 	}
 }
 
-// headReaders parse header blocks copied out of a connection's buffer, so
-// that a request the loop does not take is still all there for net/http.
-var headReaders = sync.Pool{New: func() any {
-	hr := &headReader{}
-	hr.br = bufio.NewReaderSize(&hr.r, h1ReadBufferSize)
-	return hr
-}}
+// srvReadBufferSize is the size of a client connection's read buffer,
+// which bounds the header blocks the loop takes.
+const srvReadBufferSize = 4 << 10
 
-type headReader struct {
-	r  bytes.Reader
-	br *bufio.Reader
+// srvReaders are client connections' read buffers. A connection holds one
+// while it waits for and reads a request, not while the request is served
+// (unless the client pipelined another).
+var srvReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, srvReadBufferSize) }}
+
+// reader makes sure the connection has its read buffer.
+func (sc *srvConn) reader() {
+	if sc.br == nil {
+		sc.br = srvReaders.Get().(*bufio.Reader)
+		sc.br.Reset(sc.c)
+	}
 }
 
-// parseRequest parses a header block and returns the request if the loop
-// takes it: a bodyless absolute-form request or a CONNECT, HTTP/1.x, with
-// a valid Host field where one is required (net/http's rules) and nothing
-// that needs net/http's machinery. Otherwise it returns nil.
-func parseRequest(head []byte) *http.Request {
-	hr := headReaders.Get().(*headReader)
-	hr.r.Reset(head)
-	hr.br.Reset(&hr.r)
-	req, err := http.ReadRequest(hr.br)
-	hr.r.Reset(nil)
-	hr.br.Reset(&hr.r)
-	headReaders.Put(hr)
+func (sc *srvConn) releaseReader() {
+	if sc.br != nil {
+		sc.br.Reset(nil)
+		srvReaders.Put(sc.br)
+		sc.br = nil
+	}
+}
+
+// parseRequest parses the header block head, all buffered in br, from br
+// and returns the request if the loop takes it: a bodyless absolute-form
+// request or a CONNECT, HTTP/1.x, with a valid Host field where one is
+// required (net/http's rules) and nothing that needs net/http's machinery.
+// Otherwise it returns nil.
+func parseRequest(br *bufio.Reader, head []byte) *http.Request {
+	req, err := http.ReadRequest(br)
 	if err != nil || req.ProtoMajor != 1 {
 		return nil
 	}
@@ -416,16 +454,17 @@ func validHostHeader(h string) bool {
 	return true
 }
 
-// handoff gives the connection, with what was read of it, to the
-// http.Server. It reports false if that server is closed (the connection
-// is then closed by the caller).
-func (sc *srvConn) handoff() bool {
-	br := sc.br
+// handoff gives the connection to the http.Server with what was read of
+// it: first read (what parsing consumed), then the rest of the buffer. It
+// reports false if that server is closed (the connection is then closed by
+// the caller).
+func (sc *srvConn) handoff(read []byte) bool {
+	ra := prefetched{read: read, br: sc.br}
 	var hc net.Conn
 	if sc.tcp != nil {
-		hc = &handoffTCPConn{TCPConn: sc.tcp, ra: prefetched{br: br}, over: sc.over}
+		hc = &handoffTCPConn{TCPConn: sc.tcp, ra: ra, over: sc.over}
 	} else {
-		hc = &handoffConn{Conn: sc.c, ra: prefetched{br: br}, over: sc.over}
+		hc = &handoffConn{Conn: sc.c, ra: ra, over: sc.over}
 	}
 	if !sc.state.CompareAndSwap(connActive, connGone) {
 		return false
@@ -480,16 +519,16 @@ func (sc *srvConn) runHandler(w *srvResponse, req *http.Request) (ok bool) {
 }
 
 // armWatch starts the client watch for the request cancelled by cancel:
-// after clientWatchDelay a goroutine reads from the connection, and a
+// after defaultClientWatchDelay a goroutine reads from the connection, and a
 // disconnect (EOF or an error) cancels the request.
 func (sc *srvConn) armWatch(cancel context.CancelFunc) {
 	sc.wmu.Lock()
 	sc.wstate, sc.wcancel = watchArmed, cancel
 	sc.wmu.Unlock()
 	if sc.wtimer == nil {
-		sc.wtimer = time.AfterFunc(clientWatchDelay, sc.watchClient)
+		sc.wtimer = time.AfterFunc(sc.s.p.cfg.clientWatchDelay, sc.watchClient)
 	} else {
-		sc.wtimer.Reset(clientWatchDelay)
+		sc.wtimer.Reset(sc.s.p.cfg.clientWatchDelay)
 	}
 }
 
@@ -510,6 +549,7 @@ func (sc *srvConn) watchClient() {
 	// A bodyless request leaves the reader alone while it is served, so
 	// the watch may peek: bytes that arrive (a pipelined request) stay
 	// buffered for the loop.
+	sc.reader()
 	if _, err := sc.br.Peek(1); err != nil && !isTimeout(err) {
 		cancel()
 	}
@@ -530,6 +570,7 @@ func (sc *srvConn) disarmWatch() {
 	sc.wmu.Unlock()
 	if running {
 		<-done
+		sc.dlValid = false
 	}
 }
 
@@ -861,6 +902,8 @@ func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	sc.state.Store(connGone)
 	sc.s.p.conns.Add(-1)
 	_ = sc.c.SetDeadline(time.Time{})
+	sc.dlValid = false
+	sc.reader()
 	br := sc.br
 	sc.br = nil
 	return sc.c, bufio.NewReadWriter(br, bufio.NewWriter(sc.c)), nil
@@ -871,7 +914,10 @@ func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (w *srvResponse) EnableFullDuplex() error { return nil }
 
 // SetReadDeadline implements what http.ResponseController looks for.
-func (w *srvResponse) SetReadDeadline(t time.Time) error { return w.sc.c.SetReadDeadline(t) }
+func (w *srvResponse) SetReadDeadline(t time.Time) error {
+	w.sc.dlValid = false
+	return w.sc.c.SetReadDeadline(t)
+}
 
 // SetWriteDeadline implements what http.ResponseController looks for.
 func (w *srvResponse) SetWriteDeadline(t time.Time) error { return w.sc.c.SetWriteDeadline(t) }
@@ -970,17 +1016,25 @@ func (l *handoffListener) handoff(c net.Conn) bool {
 }
 
 // prefetched holds the bytes the loop read before it handed a connection
-// off; reads take them first. (The buffer goes back to its pool once
-// empty.)
-type prefetched struct{ br *bufio.Reader }
+// off; reads take them first: those parsing consumed, then the rest of the
+// buffer (which goes back to its pool once empty).
+type prefetched struct {
+	read []byte
+	br   *bufio.Reader
+}
 
-func (ra *prefetched) read(c net.Conn, p []byte) (int, error) {
+func (ra *prefetched) read1(c net.Conn, p []byte) (int, error) {
+	if len(ra.read) > 0 {
+		n := copy(p, ra.read)
+		ra.read = ra.read[n:]
+		return n, nil
+	}
 	if ra.br != nil {
 		if ra.br.Buffered() > 0 {
 			return ra.br.Read(p)
 		}
 		ra.br.Reset(nil)
-		h1Readers.Put(ra.br)
+		srvReaders.Put(ra.br)
 		ra.br = nil
 	}
 	return c.Read(p)
@@ -988,10 +1042,20 @@ func (ra *prefetched) read(c net.Conn, p []byte) (int, error) {
 
 // writeTo writes the bytes read ahead to w.
 func (ra *prefetched) writeTo(w io.Writer) (int64, error) {
-	if ra.br == nil || ra.br.Buffered() == 0 {
-		return 0, nil
+	var n int64
+	if len(ra.read) > 0 {
+		m, err := w.Write(ra.read)
+		n += int64(m)
+		ra.read = ra.read[m:]
+		if err != nil {
+			return n, err
+		}
 	}
-	return ra.br.WriteTo(writerOnly{w})
+	if ra.br == nil || ra.br.Buffered() == 0 {
+		return n, nil
+	}
+	m, err := ra.br.WriteTo(writerOnly{w})
+	return n + m, err
 }
 
 // overLimit marks a handed-off connection accepted past WithMaxConns.
@@ -1005,7 +1069,7 @@ type handoffTCPConn struct {
 	over bool
 }
 
-func (c *handoffTCPConn) Read(p []byte) (int, error) { return c.ra.read(c.TCPConn, p) }
+func (c *handoffTCPConn) Read(p []byte) (int, error) { return c.ra.read1(c.TCPConn, p) }
 func (c *handoffTCPConn) overLimit() bool            { return c.over }
 
 // WriteTo implements io.WriterTo: first what was read ahead, then the rest
@@ -1026,5 +1090,5 @@ type handoffConn struct {
 	over bool
 }
 
-func (c *handoffConn) Read(p []byte) (int, error) { return c.ra.read(c.Conn, p) }
+func (c *handoffConn) Read(p []byte) (int, error) { return c.ra.read1(c.Conn, p) }
 func (c *handoffConn) overLimit() bool            { return c.over }

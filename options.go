@@ -41,6 +41,7 @@ type config struct {
 	clientIdleTimeout time.Duration
 	maxHeaderBytes    int
 	tunnelIdleTimeout time.Duration
+	clientWatchDelay  time.Duration // Serve's loop: see defaultClientWatchDelay
 
 	pseudonym string
 	fallback  http.Handler
@@ -103,6 +104,7 @@ func defaultConfig() config {
 		clientIdleTimeout:     DefaultClientIdleTimeout,
 		maxHeaderBytes:        DefaultMaxHeaderBytes,
 		tunnelIdleTimeout:     DefaultTunnelIdleTimeout,
+		clientWatchDelay:      defaultClientWatchDelay,
 		maxConns:              DefaultMaxConns,
 		maxTunnels:            DefaultMaxTunnels,
 	}
