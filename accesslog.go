@@ -58,8 +58,8 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 		msg = "tunnel"
 		in, out = rs.tunUp, rs.tunDown
 	}
-	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs,
+	var buf [16]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("method", r.Method),
 		slog.String("target", targetOf(r)),
 		slog.Int("status", status),

@@ -68,14 +68,24 @@ const livenessCheckAfter = 500 * time.Millisecond
 // HTTP/1.1 fast path when out qualifies, through the shared transport
 // otherwise.
 func (p *Proxy) upstreamRoundTrip(out *http.Request) (*http.Response, error) {
-	if p.h1pool == nil || p.cfg.proxyFromEnvironment {
-		return p.transport.RoundTrip(out)
-	}
-	key, ok := fastPathKey(out)
-	if !ok || (len(p.cfg.requestHooks) > 0 && !validRequest(out)) {
+	key, ok := p.fastPath(out)
+	if !ok {
 		return p.transport.RoundTrip(out)
 	}
 	return p.h1RoundTrip(out, key)
+}
+
+// fastPath reports whether out takes the fast path and, if so, the
+// "host:port" to dial.
+func (p *Proxy) fastPath(out *http.Request) (string, bool) {
+	if p.h1pool == nil || p.cfg.proxyFromEnvironment {
+		return "", false
+	}
+	key, ok := fastPathKey(out)
+	if !ok || (len(p.cfg.requestHooks) > 0 && !validRequest(out)) {
+		return "", false
+	}
+	return key, true
 }
 
 // fastPathKey reports whether out can take the fast path and, if so, the
@@ -182,6 +192,8 @@ func (p *Proxy) h1RoundTrip(out *http.Request, key string) (*http.Response, erro
 		}
 		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.GotConn != nil {
 			trace.GotConn(httptrace.GotConnInfo{Conn: pc.conn, Reused: pc.reused})
+		} else if rs := reqStateFrom(ctx); rs != nil && rs.traceTel != nil {
+			rs.gotConn(httptrace.GotConnInfo{Conn: pc.conn, Reused: pc.reused}) // roundTrip left it to us
 		}
 		resp, err, retry := p.h1Send(ctx, pc, out)
 		if err == nil {

@@ -261,16 +261,23 @@ type reqState struct {
 	tunDown  int64
 	capture  *capture // nil unless WithCapture
 
-	// Room for per-request attributes and the client trace, kept here so
-	// that they cost no allocation of their own (telemetry_fast.go).
-	attrBuf     [6]attribute.KeyValue
-	endBuf      [4]attribute.KeyValue
-	clientEnd   [2]attribute.KeyValue
-	startOpts   [3]trace.SpanStartOption
+	tb *traceBufs // nil unless tracing
+
+	// The client trace that reports the upstream connection, kept here so
+	// that it costs no allocation of its own (telemetry_fast.go).
 	clientTrace httptrace.ClientTrace
 	traceUsed   bool
 	traceTel    *telemetry
 	traceCtx    context.Context
+}
+
+// traceBufs is room for a traced request's span attributes and options,
+// allocated with its reqState only when tracing is on.
+type traceBufs struct {
+	attrBuf   [6]attribute.KeyValue
+	endBuf    [4]attribute.KeyValue
+	clientEnd [2]attribute.KeyValue
+	startOpts [3]trace.SpanStartOption
 }
 
 type ctxKeyReqState struct{}
@@ -304,13 +311,25 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 	if !tel.tracing && !metrics && !logging {
 		return t
 	}
-	rs := &reqState{rw: *w, start: t.start, metrics: metrics, logging: logging}
+	var rs *reqState
 	if tel.tracing {
+		traced := &struct {
+			reqState
+			traceBufs
+		}{}
+		rs = &traced.reqState
+		rs.tb = &traced.traceBufs
+	} else {
+		rs = &reqState{}
+	}
+	rs.rw, rs.start, rs.metrics, rs.logging = *w, t.start, metrics, logging
+	if tel.tracing {
+		tb := rs.tb
 		ctx = tel.prop.Extract(ctx, headerCarrier(req.Header))
 		var span trace.Span
-		rs.attrs = requestAttrs(rs.attrBuf[:0], req, targetOf(req))
-		rs.startOpts = [3]trace.SpanStartOption{serverKindOpt, trace.WithTimestamp(t.start), trace.WithAttributes(rs.attrs...)}
-		ctx, span = tel.tracer.Start(ctx, spanName(req.Method), rs.startOpts[:]...)
+		rs.attrs = requestAttrs(tb.attrBuf[:0], req, targetOf(req))
+		tb.startOpts = [3]trace.SpanStartOption{serverKindOpt, trace.WithTimestamp(t.start), trace.WithAttributes(rs.attrs...)}
+		ctx, span = tel.tracer.Start(ctx, spanName(req.Method), tb.startOpts[:]...)
 		rs.span = span
 	}
 	if metrics {
@@ -361,7 +380,7 @@ func (p *Proxy) endRequest(t requestTrack) {
 		errType = strconv.Itoa(status)
 	}
 	if rs.span != nil {
-		attrs := rs.endBuf[:0]
+		attrs := rs.tb.endBuf[:0]
 		if status > 0 {
 			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 		}
@@ -504,12 +523,18 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		if len(p.cfg.requestHooks) > 0 {
 			attrs = requestAttrs(nil, out, target) // a hook may have changed the request
 		}
-		rs.startOpts = [3]trace.SpanStartOption{clientKindOpt, trace.WithAttributes(attrs...)}
-		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method), rs.startOpts[:2]...)
+		rs.tb.startOpts = [3]trace.SpanStartOption{clientKindOpt, trace.WithAttributes(attrs...)}
+		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method), rs.tb.startOpts[:2]...)
 		p.tel.prop.Inject(ctx, headerCarrier(out.Header))
 	}
 	if rs.metrics || rs.logging {
-		ctx = rs.withClientTrace(ctx, &p.tel) // telemetry_fast.go
+		if _, fast := p.fastPath(out); fast && ctx == out.Context() {
+			// The fast path reports the connection to rs itself
+			// (h1RoundTrip): no client trace, no copy of the request.
+			rs.traceTel, rs.traceCtx = &p.tel, ctx
+		} else {
+			ctx = rs.withClientTrace(ctx, &p.tel) // telemetry_fast.go
+		}
 	}
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
@@ -528,7 +553,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		}
 	}
 	if span != nil {
-		attrs := rs.clientEnd[:0]
+		attrs := rs.tb.clientEnd[:0]
 		if status > 0 {
 			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 		}
