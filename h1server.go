@@ -217,12 +217,14 @@ func (s *h1server) shutdown(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for sc := range s.conns {
+		// Closed first: a handler that returns when its request is
+		// cancelled must find nothing to write its (empty) response to.
+		sc.c.Close()
 		sc.wmu.Lock()
 		if sc.wcancel != nil {
 			sc.wcancel()
 		}
 		sc.wmu.Unlock()
-		sc.c.Close()
 	}
 	s.mu.Unlock()
 	<-done
@@ -405,8 +407,10 @@ func parseRequest(br *bufio.Reader, head []byte) *http.Request {
 	}
 	// http.ReadRequest drops the Host field; the checks net/http's server
 	// makes of it are made on the header block.
-	hosts, host := hostFields(head)
+	hosts, host, folded := hostFields(head)
 	switch {
+	case folded:
+		return nil // obsolete line folding: net/http joins the lines, and judges the result
 	case hosts > 1:
 		return nil
 	case hosts == 1 && !validHostHeader(host):
@@ -421,8 +425,9 @@ func parseRequest(br *bufio.Reader, head []byte) *http.Request {
 }
 
 // hostFields counts the Host fields of a header block and returns the
-// value of the last one.
-func hostFields(head []byte) (n int, value string) {
+// value of the last one; folded reports a continuation line (one that
+// starts with a space or tab), which makes the count unreliable.
+func hostFields(head []byte) (n int, value string, folded bool) {
 	i := bytes.IndexByte(head, '\n') + 1 // past the request line
 	for i < len(head) {
 		j := bytes.IndexByte(head[i:], '\n')
@@ -431,12 +436,15 @@ func hostFields(head []byte) (n int, value string) {
 		}
 		line := head[i : i+j]
 		i += j + 1
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			folded = true
+		}
 		if len(line) >= 5 && bytes.EqualFold(line[:5], []byte("host:")) {
 			n++
 			value = string(bytes.Trim(line[5:], " \t\r"))
 		}
 	}
-	return n, value
+	return n, value, folded
 }
 
 // validHostHeader is net/http's check of a Host field: characters allowed
@@ -672,8 +680,12 @@ func (w *srvResponse) statusLine(code int) {
 }
 
 // writeField writes a header field's values, each on its own line, with
-// CR and LF turned into spaces as net/http does.
+// CR and LF turned into spaces as net/http does. A field whose name is not
+// a token (a hook may set anything) is left out, as net/http leaves it.
 func writeField(bw *bufio.Writer, k string, vv []string) {
+	if !httpx.ValidToken(k) {
+		return
+	}
 	for _, v := range vv {
 		if strings.ContainsAny(v, "\r\n") {
 			v = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v)

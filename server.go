@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // Serve accepts client connections on l and serves them until Shutdown,
@@ -88,11 +89,13 @@ func (p *Proxy) ListenAndServe(addr string) error {
 }
 
 // Shutdown stops the proxy gracefully: its servers stop accepting
-// connections, requests in flight run to completion, and tunnels stay open
-// until they end by themselves or ctx is done, when those still open are
-// closed. New tunnels are refused from the start, and the Proxy's own
-// Resolver (not one given with WithResolver) is closed at the end. Shutdown returns once
-// every tunnel has ended, with ctx's error if it had to force them.
+// connections, idle connections are closed, requests in flight run to
+// completion, and tunnels stay open until they end by themselves or ctx is
+// done, when the connections and tunnels still open are closed (and their
+// requests cancelled). New tunnels are refused from the start, and the
+// Proxy's own Resolver (not one given with WithResolver) is closed at the
+// end. Shutdown returns once every connection and tunnel has ended, with
+// ctx's error if it had to force any.
 //
 // A Proxy mounted on a server of your own should be shut down after that
 // server's own Shutdown: http.Server does not track hijacked connections.
@@ -110,12 +113,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 
 	var wg sync.WaitGroup
+	var forced atomic.Bool // a server had to close connections at ctx's end
 	for _, s := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if s.Shutdown(ctx) != nil {
 				s.Close()
+				forced.Store(true)
 			}
 		}()
 	}
@@ -123,7 +128,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.shutdown(ctx)
+			if s.shutdown(ctx) != nil {
+				forced.Store(true)
+			}
 		}()
 	}
 	tunnelsDone := make(chan struct{})
@@ -144,6 +151,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		<-tunnelsDone
 	}
 	wg.Wait()
+	if err == nil && forced.Load() {
+		err = ctx.Err()
+	}
 	p.transport.CloseIdleConnections()
 	p.h1pool.closeIdle()
 	if p.ownsResolver {
