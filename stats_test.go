@@ -35,9 +35,15 @@ func TestStats(t *testing.T) {
 	}
 	echoAddr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
 	tc, _ := tp.connect(t, echoAddr, "")
-	s := tp.Stats()
-	if s.ActiveTunnels != 1 || s.ActiveRequests != 1 {
-		t.Errorf("during a tunnel: ActiveTunnels %d, ActiveRequests %d, want 1 and 1", s.ActiveTunnels, s.ActiveRequests)
+	// The tunnel is counted when its relay starts, just after the proxy
+	// has written the 200 the client read.
+	var s Stats
+	eventually(t, "the tunnel to be counted", func() bool {
+		s = tp.Stats()
+		return s.ActiveTunnels == 1
+	})
+	if s.ActiveRequests != 1 {
+		t.Errorf("during a tunnel: ActiveRequests %d, want 1", s.ActiveRequests)
 	}
 	if s.ActiveConnections < 2 { // the client's keep-alive connection and the raw one
 		t.Errorf("ActiveConnections = %d, want at least 2", s.ActiveConnections)

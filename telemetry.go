@@ -354,7 +354,9 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 // the handler panics.
 func (p *Proxy) endRequest(t requestTrack) {
 	d := time.Since(t.start)
-	p.stats.active.Add(-1)
+	// Active until its span, metrics and log record are done, so that
+	// Stats showing no active requests means their telemetry is out.
+	defer p.stats.active.Add(-1)
 	p.stats.requests.Add(1)
 	if !t.connect {
 		p.stats.latency.Observe(d)
