@@ -679,6 +679,8 @@ func (w *srvResponse) statusLine(code int) {
 	_, _ = bw.WriteString("\r\n")
 }
 
+var newlinesToSpace = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ")
+
 // writeField writes a header field's values, each on its own line, with
 // CR and LF turned into spaces as net/http does. A field whose name is not
 // a token (a hook may set anything) is left out, as net/http leaves it.
@@ -688,7 +690,7 @@ func writeField(bw *bufio.Writer, k string, vv []string) {
 	}
 	for _, v := range vv {
 		if strings.ContainsAny(v, "\r\n") {
-			v = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v)
+			v = newlinesToSpace.Replace(v)
 		}
 		_, _ = bw.WriteString(k)
 		_, _ = bw.WriteString(": ")
@@ -745,6 +747,8 @@ func (w *srvResponse) sendHeader(done bool) {
 			continue
 		case k == "Trailer" && !w.chunked:
 			continue
+		case k == "Content-Length" && (w.cl < 0 || computed):
+			continue // not a length the body is framed by: the handler's was invalid
 		}
 		writeField(bw, k, vv)
 	}

@@ -1585,3 +1585,59 @@ func TestLoopConnAccounting(t *testing.T) {
 		t.Fatalf("after the others closed: %d", r.status)
 	}
 }
+
+// TestLoopResponseInvalidLength: a Content-Length the handler set that is
+// not a length (ServeHTTP never sets one, but a ResponseWriter must not
+// trust it) is left out, and the body is framed by one the writer computes
+// or by chunking, never by two conflicting fields.
+func TestLoopResponseInvalidLength(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, tc := range []struct {
+		name    string
+		body    string
+		chunked bool
+	}{
+		{"small body, length computed", "hello", false},
+		{"large body, chunked", strings.Repeat("x", 3*bufferBeforeChunking), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Close()
+			sc := &srvConn{s: &h1server{}, c: server}
+			req, _ := http.NewRequest("GET", "http://example.test/", nil)
+			w := &srvResponse{sc: sc, req: req, header: make(http.Header), cl: -1}
+			w.Header()["Content-Length"] = []string{"bogus"}
+			w.WriteHeader(200)
+			if _, err := io.WriteString(w, tc.body); err != nil {
+				t.Fatal(err)
+			}
+			w.finish()
+			resp, err := http.ReadResponse(bufio.NewReader(client), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || string(b) != tc.body {
+				t.Fatalf("body %d bytes, %v; want %d bytes", len(b), err, len(tc.body))
+			}
+			if cl := resp.Header.Values("Content-Length"); len(cl) > 1 || (len(cl) == 1 && cl[0] != strconv.Itoa(len(tc.body))) {
+				t.Errorf("Content-Length fields %q", cl)
+			}
+			if got := len(resp.TransferEncoding) > 0; got != tc.chunked {
+				t.Errorf("chunked = %v, want %v", got, tc.chunked)
+			}
+		})
+	}
+}
