@@ -29,11 +29,14 @@ import (
 // http.ReadRequest and handled by ServeHTTP exactly as under net/http,
 // through a ResponseWriter of the loop's own (srvResponse).
 //
-// The first request the loop does not take — one with a body, Expect,
-// Upgrade or HTTP2-Settings, an origin-form request, HTTP/2, a header block
-// over 4 KiB or WithMaxHeaderBytes, anything http.ReadRequest or the Host
-// checks reject — hands the connection, with every byte read so far, to an
-// http.Server configured as before, which serves it from then on. So every
+// Connections that are not plain TCP (a TLS listener of the caller's, say)
+// go to an http.Server configured as before as they are accepted, for its
+// TLS handshake and HTTP/2. On a TCP connection, the first request the loop
+// does not take — one with a body, Expect, Upgrade or HTTP2-Settings, an
+// origin-form request, HTTP/2, a header block over 4 KiB or
+// WithMaxHeaderBytes, anything http.ReadRequest or the Host checks reject —
+// hands the connection, with every byte read so far, to that server, which
+// serves it from then on. So every
 // answer to malformed input (400, 431, 501 …) is net/http's, and the loop
 // only ever serves requests that net/http would have accepted.
 //
@@ -85,7 +88,7 @@ const (
 type srvConn struct {
 	s      *h1server
 	c      net.Conn
-	tcp    *net.TCPConn // c, when it is TCP
+	tcp    *net.TCPConn // c (the loop serves TCP connections only)
 	br     *bufio.Reader
 	state  atomic.Int32
 	over   bool // accepted past WithMaxConns
@@ -145,6 +148,15 @@ func (s *h1server) acceptLoop() error {
 			continue
 		}
 		delay = 0
+		if _, ok := c.(*net.TCPConn); !ok {
+			// A TLS (or other wrapped) connection from a listener of the
+			// caller's keeps all of net/http's handling: its handshake,
+			// HTTP/2 by ALPN, Request.TLS. net/http counts it.
+			if !s.hl.handoff(c) {
+				c.Close()
+			}
+			continue
+		}
 		sc := s.newConn(c)
 		s.mu.Lock()
 		if s.closing.Load() {
@@ -181,7 +193,7 @@ func retryableAccept(err error) bool {
 
 func (s *h1server) newConn(c net.Conn) *srvConn {
 	sc := &srvConn{s: s, c: c, remote: c.RemoteAddr().String()}
-	sc.tcp, _ = c.(*net.TCPConn)
+	sc.tcp = c.(*net.TCPConn)
 	sc.over = s.p.conns.Add(1) > int64(s.p.cfg.maxConns)
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
@@ -468,12 +480,7 @@ func validHostHeader(h string) bool {
 // the caller).
 func (sc *srvConn) handoff(read []byte) bool {
 	ra := prefetched{read: read, br: sc.br}
-	var hc net.Conn
-	if sc.tcp != nil {
-		hc = &handoffTCPConn{TCPConn: sc.tcp, ra: ra, over: sc.over}
-	} else {
-		hc = &handoffConn{Conn: sc.c, ra: ra, over: sc.over}
-	}
+	hc := &handoffTCPConn{TCPConn: sc.tcp, ra: ra, over: sc.over}
 	if !sc.state.CompareAndSwap(connActive, connGone) {
 		return false
 	}
@@ -1098,13 +1105,3 @@ func (c *handoffTCPConn) WriteTo(w io.Writer) (int64, error) {
 	m, err := c.TCPConn.WriteTo(w)
 	return n + m, err
 }
-
-// handoffConn is a handed-off connection of another kind.
-type handoffConn struct {
-	net.Conn
-	ra   prefetched
-	over bool
-}
-
-func (c *handoffConn) Read(p []byte) (int, error) { return c.ra.read1(c.Conn, p) }
-func (c *handoffConn) overLimit() bool            { return c.over }

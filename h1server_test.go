@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"net/url"
 	"strconv"
@@ -1640,4 +1642,56 @@ func TestLoopResponseInvalidLength(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoopTLSListener: Serve on a TLS listener (an HTTPS proxy) leaves the
+// connections to net/http, which does the handshake; they are counted
+// against WithMaxConns all the same.
+func TestLoopTLSListener(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "origin") })
+	certSrc := httptest.NewUnstartedServer(http.NotFoundHandler())
+	certSrc.StartTLS() // for its certificate, valid for 127.0.0.1, and a client that trusts it
+	defer certSrc.Close()
+	p, err := New(WithLogger(testLogger(t)), WithAllowPrivate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() {
+		served <- p.Serve(tls.NewListener(ln, &tls.Config{Certificates: certSrc.TLS.Certificates}))
+	}()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	}()
+	tr := &http.Transport{
+		Proxy:           http.ProxyURL(&url.URL{Scheme: "https", Host: ln.Addr().String()}),
+		TLSClientConfig: certSrc.Client().Transport.(*http.Transport).TLSClientConfig,
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(o.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "origin" {
+		t.Fatalf("through the HTTPS proxy: %d %q", resp.StatusCode, b)
+	}
+	if n := loopConns(p); n != 0 {
+		t.Errorf("the loop holds %d TLS connections, want 0 (net/http serves them)", n)
+	}
+	wantOpenConns(t, p, 1)
+	tr.CloseIdleConnections()
+	wantOpenConns(t, p, 0)
 }

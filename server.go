@@ -61,18 +61,26 @@ func (p *Proxy) Serve(l net.Listener) error {
 // ctxKeyOverLimit marks a client connection accepted past WithMaxConns.
 type ctxKeyOverLimit struct{}
 
-// countConn gives a connection handed off by the loop its over-limit mark:
-// the loop counted it when it accepted it, and ServeHTTP answers a request
-// on a marked connection with 503 and closes it.
+// countConn counts a client connection that net/http serves from the
+// start (one that is not plain TCP), or gives one handed off by the loop,
+// which counted it when it accepted it, its mark. A connection past
+// WithMaxConns is marked so that ServeHTTP answers its request with 503 and
+// closes it.
 func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
-	if ol, ok := c.(overLimiter); ok && ol.overLimit() {
+	over := false
+	if ol, ok := c.(overLimiter); ok {
+		over = ol.overLimit()
+	} else {
+		over = p.conns.Add(1) > int64(p.cfg.maxConns)
+	}
+	if over {
 		return context.WithValue(ctx, ctxKeyOverLimit{}, true)
 	}
 	return ctx
 }
 
-// connState uncounts handed-off connections that close or are hijacked
-// (tunnels are limited by WithMaxTunnels instead).
+// connState uncounts the connections net/http serves when they close or
+// are hijacked (tunnels are limited by WithMaxTunnels instead).
 func (p *Proxy) connState(_ net.Conn, s http.ConnState) {
 	if s == http.StateClosed || s == http.StateHijacked {
 		p.conns.Add(-1)
