@@ -99,7 +99,7 @@ type srvConn struct {
 	ctx context.Context
 
 	// The read deadline last set by setReadTimeout, valid until something
-	// else sets one (the client watch, Hijack, the handler).
+	// else sets one (the client watch, Hijack).
 	dlValid   bool
 	dlSet     time.Time
 	dlTimeout time.Duration
@@ -479,7 +479,7 @@ func validHostHeader(h string) bool {
 // reports false if that server is closed (the connection is then closed by
 // the caller).
 func (sc *srvConn) handoff(read []byte) bool {
-	ra := prefetched{read: read, br: sc.br}
+	ra := prefetched{consumed: read, br: sc.br}
 	hc := &handoffTCPConn{TCPConn: sc.tcp, ra: ra, over: sc.over}
 	if !sc.state.CompareAndSwap(connActive, connGone) {
 		return false
@@ -596,7 +596,9 @@ func (sc *srvConn) disarmWatch() {
 // bufferBeforeChunking bytes, or chunked (HTTP/1.1) or by closing the
 // connection (HTTP/1.0). It implements http.Flusher, http.Hijacker,
 // io.ReaderFrom (a Content-Length body from a *net.TCPConn is spliced on
-// Linux) and the methods http.ResponseController looks for.
+// Linux). The loop serves bodyless requests only, so it has no use for
+// http.ResponseController's deadlines or full duplex; those report
+// http.ErrNotSupported.
 type srvResponse struct {
 	sc     *srvConn
 	req    *http.Request
@@ -932,19 +934,6 @@ func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return sc.c, bufio.NewReadWriter(br, bufio.NewWriter(sc.c)), nil
 }
 
-// EnableFullDuplex implements what http.ResponseController looks for. The
-// loop only serves bodyless requests, so there is nothing to enable.
-func (w *srvResponse) EnableFullDuplex() error { return nil }
-
-// SetReadDeadline implements what http.ResponseController looks for.
-func (w *srvResponse) SetReadDeadline(t time.Time) error {
-	w.sc.dlValid = false
-	return w.sc.c.SetReadDeadline(t)
-}
-
-// SetWriteDeadline implements what http.ResponseController looks for.
-func (w *srvResponse) SetWriteDeadline(t time.Time) error { return w.sc.c.SetWriteDeadline(t) }
-
 // finish completes the response after the handler returned: the header if
 // it is still held, the last chunk and trailers, then one flush.
 func (w *srvResponse) finish() {
@@ -1042,14 +1031,14 @@ func (l *handoffListener) handoff(c net.Conn) bool {
 // off; reads take them first: those parsing consumed, then the rest of the
 // buffer (which goes back to its pool once empty).
 type prefetched struct {
-	read []byte
-	br   *bufio.Reader
+	consumed []byte
+	br       *bufio.Reader
 }
 
-func (ra *prefetched) read1(c net.Conn, p []byte) (int, error) {
-	if len(ra.read) > 0 {
-		n := copy(p, ra.read)
-		ra.read = ra.read[n:]
+func (ra *prefetched) read(c net.Conn, p []byte) (int, error) {
+	if len(ra.consumed) > 0 {
+		n := copy(p, ra.consumed)
+		ra.consumed = ra.consumed[n:]
 		return n, nil
 	}
 	if ra.br != nil {
@@ -1066,10 +1055,10 @@ func (ra *prefetched) read1(c net.Conn, p []byte) (int, error) {
 // writeTo writes the bytes read ahead to w.
 func (ra *prefetched) writeTo(w io.Writer) (int64, error) {
 	var n int64
-	if len(ra.read) > 0 {
-		m, err := w.Write(ra.read)
+	if len(ra.consumed) > 0 {
+		m, err := w.Write(ra.consumed)
 		n += int64(m)
-		ra.read = ra.read[m:]
+		ra.consumed = ra.consumed[m:]
 		if err != nil {
 			return n, err
 		}
@@ -1092,7 +1081,7 @@ type handoffTCPConn struct {
 	over bool
 }
 
-func (c *handoffTCPConn) Read(p []byte) (int, error) { return c.ra.read1(c.TCPConn, p) }
+func (c *handoffTCPConn) Read(p []byte) (int, error) { return c.ra.read(c.TCPConn, p) }
 func (c *handoffTCPConn) overLimit() bool            { return c.over }
 
 // WriteTo implements io.WriterTo: first what was read ahead, then the rest

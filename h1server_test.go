@@ -1593,11 +1593,6 @@ func TestLoopConnAccounting(t *testing.T) {
 // trust it) is left out, and the body is framed by one the writer computes
 // or by chunking, never by two conflicting fields.
 func TestLoopResponseInvalidLength(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	for _, tc := range []struct {
 		name    string
 		body    string
@@ -1607,17 +1602,8 @@ func TestLoopResponseInvalidLength(t *testing.T) {
 		{"large body, chunked", strings.Repeat("x", 3*bufferBeforeChunking), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			server, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer server.Close()
-			sc := &srvConn{s: &h1server{}, c: server}
+			client, server := tcpPair(t)
+			sc := &srvConn{s: &h1server{}, c: server, tcp: server}
 			req, _ := http.NewRequest("GET", "http://example.test/", nil)
 			w := &srvResponse{sc: sc, req: req, header: make(http.Header), cl: -1}
 			w.Header()["Content-Length"] = []string{"bogus"}
@@ -1694,4 +1680,90 @@ func TestLoopTLSListener(t *testing.T) {
 	wantOpenConns(t, p, 1)
 	tr.CloseIdleConnections()
 	wantOpenConns(t, p, 0)
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// TestLoopResponseInformational: a 1xx other than 101 goes out at once
+// with the header as it is, and the final response follows on the same
+// connection.
+func TestLoopResponseInformational(t *testing.T) {
+	client, server := tcpPair(t)
+	sc := &srvConn{s: &h1server{}, c: server, tcp: server}
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	w := &srvResponse{sc: sc, req: req, header: make(http.Header), cl: -1}
+	w.Header().Set("Link", "</style.css>; rel=preload")
+	w.WriteHeader(http.StatusEarlyHints)
+	br := bufio.NewReader(client)
+	tpr := textproto.NewReader(br)
+	line, err := tpr.ReadLine()
+	if err != nil || line != "HTTP/1.1 103 Early Hints" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	h, err := tpr.ReadMIMEHeader()
+	if err != nil || h.Get("Link") != "</style.css>; rel=preload" {
+		t.Fatalf("1xx header %v, %v", h, err)
+	}
+	w.Header().Del("Link")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, "final")
+	w.finish()
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "final" || resp.Header.Get("Link") != "" {
+		t.Errorf("final response %d %q %v", resp.StatusCode, b, resp.Header)
+	}
+}
+
+// TestLoopHandoffConnReads: a handed-off connection yields the bytes
+// parsing consumed, then those left in the buffer, then the socket's, by
+// Read and by WriteTo (which io.Copy prefers, and which *net.TCPConn's
+// own would take straight from the socket).
+func TestLoopHandoffConnReads(t *testing.T) {
+	for _, viaWriteTo := range []bool{false, true} {
+		client, server := tcpPair(t)
+		mustWrite(t, client, "BUFFERED")
+		br := srvReaders.Get().(*bufio.Reader)
+		br.Reset(server)
+		if _, err := br.Peek(len("BUFFERED")); err != nil {
+			t.Fatal(err)
+		}
+		hc := &handoffTCPConn{TCPConn: server, ra: prefetched{consumed: []byte("CONSUMED "), br: br}}
+		mustWrite(t, client, " SOCKET")
+		if err := client.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		var err error
+		if viaWriteTo {
+			_, err = hc.WriteTo(&got)
+		} else {
+			_, err = io.Copy(&got, struct{ io.Reader }{hc}) // Read only
+		}
+		if err != nil || got.String() != "CONSUMED BUFFERED SOCKET" {
+			t.Errorf("WriteTo=%v: read %q, %v", viaWriteTo, got.String(), err)
+		}
+	}
 }
