@@ -234,6 +234,16 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 		return fail(err, true)
 	}
 	for n1xx := 0; ; n1xx++ {
+		buf, _ := br.Peek(br.Buffered())
+		if r, n := fastResponse(buf, out.Method); r != nil {
+			_, _ = br.Discard(n)
+			r.Request = out
+			if r.ContentLength == 0 {
+				r.Body = http.NoBody
+			} // else h1Body reads the Content-Length body itself (rc nil)
+			resp = r
+			break
+		}
 		resp, err = http.ReadResponse(br, out)
 		if err != nil {
 			release()
@@ -347,7 +357,7 @@ type h1Body struct {
 	pool   *connPool
 	pc     *pconn // nil once handed back or closed
 	br     *bufio.Reader
-	rc     io.ReadCloser // the body as http.ReadResponse framed it
+	rc     io.ReadCloser // the body as http.ReadResponse framed it; nil when fastResponse did
 	ctx    context.Context
 	stop   func() bool // stops the cancellation watch; false if it fired
 	keep   bool        // the exchange allows keep-alive
@@ -369,9 +379,15 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		// The exchange ended early and the reader went back to its pool.
 		return 0, b.err
 	}
-	n, err := b.rc.Read(p)
-	if b.remain > 0 {
-		b.remain -= int64(n)
+	var n int
+	var err error
+	if b.rc != nil {
+		n, err = b.rc.Read(p)
+		if b.remain > 0 {
+			b.remain -= int64(n)
+		}
+	} else {
+		n, err = b.readFixed(p)
 	}
 	switch {
 	case err == io.EOF:
@@ -383,6 +399,24 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		}
 		b.err = err
 		b.finish(false)
+	}
+	return n, err
+}
+
+// readFixed reads a Content-Length body that fastResponse framed (rc nil)
+// as net/http's body would: io.EOF with the last byte, and
+// io.ErrUnexpectedEOF if the connection ends before it.
+func (b *h1Body) readFixed(p []byte) (int, error) {
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.br.Read(p)
+	b.remain -= int64(n)
+	switch {
+	case b.remain == 0:
+		err = io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }

@@ -281,8 +281,9 @@ func (sc *srvConn) serve() {
 		var read []byte // what parsing consumed, for a hand-off
 		if head != nil {
 			buffered := sc.br.Buffered()
-			req = parseRequest(sc.br, head)
-			if req == nil {
+			if req = fastRequest(head); req != nil {
+				_, _ = sc.br.Discard(len(head))
+			} else if req = parseRequest(sc.br, head); req == nil {
 				// The header block was all buffered, so parsing read it
 				// without refilling: the bytes it consumed are intact.
 				read = bytes.Clone(head[:buffered-sc.br.Buffered()])
