@@ -321,7 +321,7 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		return rr.fail(fmt.Errorf("warm-up: %w", err))
 	}
 
-	var proxyTicks, originTicks int64
+	var proxyTicks, originTicks cpuTicks
 	if p != nil {
 		proxyTicks = treeTicks(p.pid())
 	}
@@ -332,7 +332,7 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 	wall := time.Since(t0).Seconds()
 	mach2 := machineStat()
 	rr.LoadAfter = loadavg()
-	ours := genCPU + float64(treeTicks(h.origin.pid())-originTicks)/h.tck
+	ours := genCPU + float64(treeTicks(h.origin.pid()).sub(originTicks).total())/h.tck
 	if err != nil {
 		return rr.fail(err)
 	}
@@ -340,8 +340,12 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		if p.exited() {
 			return rr.fail(fmt.Errorf("proxy exited during the run: %s", p.tail()))
 		}
-		cpu := float64(treeTicks(p.pid())-proxyTicks) / h.tck
+		used := treeTicks(p.pid()).sub(proxyTicks)
+		cpu := float64(used.total()) / h.tck
 		ours += cpu
+		if used.total() > 0 {
+			rr.KernelPct = 100 * float64(used.sys) / float64(used.total())
+		}
 		if s.bytes {
 			rr.CPU = cpu / (float64(res.Bytes) / (1 << 30))
 		} else {

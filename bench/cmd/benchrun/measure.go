@@ -22,27 +22,47 @@ func clockTicks() float64 {
 	return n
 }
 
-// procStat returns a process's parent pid and its CPU ticks: utime + stime,
-// plus cutime + cstime of children it has reaped.
-func procStat(pid int) (ppid int, ticks int64, ok bool) {
+// cpuTicks is CPU time in clock ticks, split into time in user space and
+// time in the kernel (system calls, and the network stack's work done on
+// the process's behalf).
+type cpuTicks struct{ user, sys int64 }
+
+func (t cpuTicks) total() int64 { return t.user + t.sys }
+
+func (t cpuTicks) sub(u cpuTicks) cpuTicks { return cpuTicks{t.user - u.user, t.sys - u.sys} }
+
+// procStat returns a process's parent pid and its CPU ticks: utime and
+// stime, plus cutime and cstime of children it has reaped.
+func procStat(pid int) (ppid int, t cpuTicks, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return 0, cpuTicks{}, false
 	}
-	i := bytes.LastIndexByte(b, ')') // the command name may hold spaces
+	return parseStat(b)
+}
+
+// parseStat parses the contents of /proc/PID/stat (see proc(5)).
+func parseStat(b []byte) (ppid int, t cpuTicks, ok bool) {
+	i := bytes.LastIndexByte(b, ')') // the command name may hold spaces and parentheses
 	if i < 0 {
-		return 0, 0, false
+		return 0, cpuTicks{}, false
 	}
 	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
 	if len(f) < 15 {
-		return 0, 0, false
+		return 0, cpuTicks{}, false
 	}
-	ppid, _ = strconv.Atoi(f[1])
-	for _, s := range f[11:15] { // fields 14-17: utime stime cutime cstime
-		n, _ := strconv.ParseInt(s, 10, 64)
-		ticks += n
+	var n [4]int64 // fields 14-17: utime stime cutime cstime
+	for j := range n {
+		var err error
+		if n[j], err = strconv.ParseInt(f[11+j], 10, 64); err != nil {
+			return 0, cpuTicks{}, false
+		}
 	}
-	return ppid, ticks, true
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, cpuTicks{}, false
+	}
+	return ppid, cpuTicks{user: n[0] + n[2], sys: n[1] + n[3]}, true
 }
 
 // tree returns pid and all its descendants, for multi-process proxies.
@@ -66,11 +86,12 @@ func tree(pid int) []int {
 }
 
 // treeTicks sums the CPU ticks of pid and its descendants.
-func treeTicks(pid int) int64 {
-	var sum int64
+func treeTicks(pid int) cpuTicks {
+	var sum cpuTicks
 	for _, p := range tree(pid) {
 		if _, t, ok := procStat(p); ok {
-			sum += t
+			sum.user += t.user
+			sum.sys += t.sys
 		}
 	}
 	return sum

@@ -15,6 +15,7 @@ type runResult struct {
 	Ratio                 float64 // Throughput over direct's in the same round; 0 when unknown
 	P50ms, P99ms          float64
 	CPU                   float64 // proxy CPU seconds per 10k requests, or per GiB in byte scenarios
+	KernelPct             float64 // the share of the proxy's CPU time spent in the kernel
 	RSSMiB                float64 // proxy peak RSS (VmHWM, summed over its process tree)
 	Errors                int64   // non-2xx/3xx responses plus socket errors
 	IdlePct               float64 // machine CPU idle during the run
@@ -46,8 +47,8 @@ func (r *runResult) summary(s scenario) string {
 	if s.bytes {
 		unit, cpuUnit = "MiB/s", "s/GiB"
 	}
-	return fmt.Sprintf("%8.0f %s  p99 %7.2f ms  cpu %.2f %s  rss %.0f MiB  errors %d  others' cpu %.2f",
-		r.Throughput, unit, r.P99ms, r.CPU, cpuUnit, r.RSSMiB, r.Errors, r.OthersCPU)
+	return fmt.Sprintf("%8.0f %s  p99 %7.2f ms  cpu %.2f %s (kernel %.0f %%)  rss %.0f MiB  errors %d  others' cpu %.2f",
+		r.Throughput, unit, r.P99ms, r.CPU, cpuUnit, r.KernelPct, r.RSSMiB, r.Errors, r.OthersCPU)
 }
 
 // setRatios divides each run's throughput by direct's in the same round.
@@ -127,8 +128,8 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 			unit, cpuUnit = "MiB/s", "CPU s/GiB"
 		}
 		fmt.Fprintf(w, "\n### %s: %s\n\n", s.name, s.desc)
-		fmt.Fprintf(w, "| target | %s | × direct | p50 ms | p99 ms | %s | peak RSS MiB | errors (all rounds) | others' CPU (cores) |\n", unit, cpuUnit)
-		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| target | %s | × direct | p50 ms | p99 ms | %s | kernel %% of CPU | peak RSS MiB | errors (all rounds) | others' CPU (cores) |\n", unit, cpuUnit)
+		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
 		var notes []string
 		for _, t := range ts {
 			var ok []*runResult
@@ -163,12 +164,13 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 				}
 				return spread(get(f), format)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", t.name,
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", t.name,
 				spread(get(func(r *runResult) float64 { return r.Throughput }), "%.0f"),
 				proxyOnly(func(r *runResult) float64 { return r.Ratio }, "%.2f"),
 				lat(func(r *runResult) float64 { return r.P50ms }),
 				lat(func(r *runResult) float64 { return r.P99ms }),
 				proxyOnly(func(r *runResult) float64 { return r.CPU }, "%.2f"),
+				proxyOnly(func(r *runResult) float64 { return r.KernelPct }, "%.0f"),
 				proxyOnly(func(r *runResult) float64 { return r.RSSMiB }, "%.0f"),
 				errs, spread(get(func(r *runResult) float64 { return r.OthersCPU }), "%.2f"))
 		}
