@@ -498,7 +498,7 @@ func (sc *srvConn) serveRequest(req *http.Request) (again, hijacked bool) {
 	ctx, cancel := context.WithCancel(sc.ctx)
 	defer cancel()
 	req = req.WithContext(ctx)
-	w := &srvResponse{sc: sc, req: req, header: make(http.Header), cl: -1}
+	w := &srvResponse{sc: sc, req: req, cl: -1}
 	watch := req.Method != http.MethodConnect
 	if watch {
 		sc.armWatch(cancel)
@@ -603,7 +603,7 @@ func (sc *srvConn) disarmWatch() {
 type srvResponse struct {
 	sc     *srvConn
 	req    *http.Request
-	header http.Header
+	header http.Header   // nil until Header or adoptHeader
 	bw     *bufio.Writer // from h1Writers once the header is sent
 
 	status      int   // final status, once WriteHeader has run
@@ -619,7 +619,24 @@ type srvResponse struct {
 }
 
 // Header implements http.ResponseWriter.
-func (w *srvResponse) Header() http.Header { return w.header }
+func (w *srvResponse) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+// adoptHeader makes h the response's header, if nothing has asked for
+// the header yet (nor written the status), so that a relayed response's
+// fields need not be copied from one map to another. The caller gives h
+// up.
+func (w *srvResponse) adoptHeader(h http.Header) bool {
+	if h == nil || w.header != nil || w.status != 0 || w.hijacked {
+		return false
+	}
+	w.header = h
+	return true
+}
 
 // WriteHeader implements http.ResponseWriter. Informational (1xx) statuses
 // other than 101 are sent at once with the current header.

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -1765,5 +1766,95 @@ func TestLoopHandoffConnReads(t *testing.T) {
 		if err != nil || got.String() != "CONSUMED BUFFERED SOCKET" {
 			t.Errorf("WriteTo=%v: read %q, %v", viaWriteTo, got.String(), err)
 		}
+	}
+}
+
+// TestLoopResponseHeaderAdopted checks that a relayed response's header is
+// filtered the same whether the loop's writer takes the upstream's map as
+// its own (a plain GET) or the fields are copied into a writer's map (the
+// same proxy mounted on an http.Server, and a request whose handling set a
+// header first), and that the map is adopted only while the writer's
+// header is untouched.
+func TestLoopResponseHeaderAdopted(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Set-Cookie"] = []string{"a=1", "b=2"}
+		h["Connection"] = []string{"X-Hop, Via"}
+		h["X-Hop"] = []string{"secret"}
+		h["Keep-Alive"] = []string{"timeout=5"}
+		h["Via"] = []string{"1.1 origin-side"}
+		h["X-End"] = []string{"kept"}
+		_, _ = io.WriteString(w, "body")
+	})
+	tp := startProxy(t, WithVia("adopt"))
+	mounted := httptest.NewServer(tp.Proxy)
+	t.Cleanup(mounted.Close)
+	mountedURL, _ := url.Parse(mounted.URL)
+
+	get := func(proxy *url.URL, chunked bool) http.Header {
+		t.Helper()
+		tr := &http.Transport{Proxy: http.ProxyURL(proxy), DisableCompression: true}
+		defer tr.CloseIdleConnections()
+		var body io.Reader
+		if chunked {
+			body = io.MultiReader(strings.NewReader("x")) // unknown length: sent chunked
+		}
+		req, _ := http.NewRequest(http.MethodPost, o.URL+"/", body)
+		if !chunked {
+			req.Method = http.MethodGet
+		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if b, _ := io.ReadAll(resp.Body); string(b) != "body" {
+			t.Fatalf("body %q", b)
+		}
+		h := resp.Header.Clone()
+		delete(h, "Date")
+		return h
+	}
+	want := http.Header{
+		"Set-Cookie":     {"a=1", "b=2"},
+		"X-End":          {"kept"},
+		"Via":            {"1.1 adopt"},
+		"Content-Length": {"4"},
+		"Content-Type":   {"text/plain; charset=utf-8"},
+	}
+	loop := get(tp.URL, false)
+	if !reflect.DeepEqual(loop, want) {
+		t.Errorf("through the loop: %v\nwant %v", loop, want)
+	}
+	if h := get(mountedURL, false); !reflect.DeepEqual(h, loop) {
+		t.Errorf("mounted on an http.Server: %v\nthe loop: %v", h, loop)
+	}
+	// A chunked request goes to net/http with Connection: close set first.
+	chunked := get(tp.URL, true)
+	delete(chunked, "Connection")
+	if !reflect.DeepEqual(chunked, loop) {
+		t.Errorf("chunked request: %v\nthe loop: %v", chunked, loop)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		before func(w *srvResponse)
+		h      http.Header
+		adopt  bool
+	}{
+		{"untouched", func(*srvResponse) {}, http.Header{}, true},
+		{"nil map", func(*srvResponse) {}, nil, false},
+		{"header asked for", func(w *srvResponse) { w.Header() }, http.Header{}, false},
+		{"status set", func(w *srvResponse) { w.status = http.StatusOK }, http.Header{}, false},
+		{"hijacked", func(w *srvResponse) { w.hijacked = true }, http.Header{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &srvResponse{cl: -1}
+			tc.before(w)
+			rs := &reqState{rw: w}
+			if got := rs.adoptHeader(tc.h); got != tc.adopt {
+				t.Errorf("adoptHeader = %v, want %v", got, tc.adopt)
+			}
+		})
 	}
 }

@@ -299,8 +299,15 @@ func (p *Proxy) seenBefore(via []string) bool {
 // writeResponse sends an upstream (or hook-made) response to the client,
 // streaming its body and passing trailers on.
 func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) {
-	h := w.Header()
-	filterHeader(h, resp.Header, p.via.forProto(resp.ProtoMajor, resp.ProtoMinor))
+	var h http.Header
+	via := p.via.forProto(resp.ProtoMajor, resp.ProtoMinor)
+	if a, ok := w.(headerAdopter); ok && a.adoptHeader(resp.Header) {
+		h = resp.Header // Serve's loop: the upstream's map becomes the client's
+		filterHeaderInPlace(h, via)
+	} else {
+		h = w.Header()
+		filterHeader(h, resp.Header, via)
+	}
 	if len(p.cfg.responseHooks) > 0 || len(p.cfg.requestHooks) > 0 {
 		// A hook may have replaced the body; make the header agree.
 		if resp.ContentLength >= 0 {

@@ -417,6 +417,11 @@ func (p *Proxy) endRequest(t requestTrack) {
 
 func (rs *reqState) Header() http.Header { return rs.rw.Header() }
 
+func (rs *reqState) adoptHeader(h http.Header) bool {
+	a, ok := rs.rw.(headerAdopter)
+	return ok && a.adoptHeader(h)
+}
+
 func (rs *reqState) WriteHeader(code int) {
 	if rs.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rs.status = code

@@ -99,32 +99,65 @@ func (v *viaValues) forProto(major, minor int) string {
 
 // filterHeader copies the end-to-end fields of src into dst, dropping the
 // hop-by-hop fields and every field named in src's Connection header, then
-// appends via to the Via field. Values are shared with src, not copied;
+// appends via to the Via field (to none if Connection names Via). Values are shared with src, not copied;
 // field order within a name is kept.
 func filterHeader(dst, src http.Header, via string) {
-	conn := src["Connection"]
 	for k, vv := range src {
-		if httpx.IsHopByHop(k) {
-			continue
+		if !httpx.IsHopByHop(k) {
+			dst[k] = vv
 		}
-		dst[k] = vv
 	}
-	if len(conn) > 0 {
-		httpx.Tokens(conn, func(tok string) bool {
-			if !strings.EqualFold(tok, "close") && !strings.EqualFold(tok, "keep-alive") {
-				delete(dst, textproto.CanonicalMIMEHeaderKey(tok))
-			}
-			return true
-		})
+	dropListed(dst, src["Connection"])
+	setVia(dst, priorVia(src["Via"], src["Connection"]), via)
+}
+
+// filterHeaderInPlace is filterHeader with the header its own source.
+func filterHeaderInPlace(h http.Header, via string) {
+	conn, prior := h["Connection"], h["Via"]
+	for k := range h {
+		if httpx.IsHopByHop(k) {
+			delete(h, k)
+		}
 	}
-	if prior := src["Via"]; len(prior) > 0 {
-		vv := make([]string, len(prior)+1)
-		copy(vv, prior)
-		vv[len(prior)] = via
-		dst["Via"] = vv
-	} else {
-		dst["Via"] = []string{via}
+	dropListed(h, conn)
+	setVia(h, priorVia(prior, conn), via)
+}
+
+// headerAdopter is a ResponseWriter that can take a header map as its own
+// (srvResponse, and reqState around one).
+type headerAdopter interface {
+	adoptHeader(http.Header) bool
+}
+
+// dropListed deletes from h the fields that the Connection values conn
+// name, other than the close and keep-alive options.
+func dropListed(h http.Header, conn []string) {
+	if len(conn) == 0 {
+		return
 	}
+	httpx.Tokens(conn, func(tok string) bool {
+		if !strings.EqualFold(tok, "close") && !strings.EqualFold(tok, "keep-alive") {
+			delete(h, textproto.CanonicalMIMEHeaderKey(tok))
+		}
+		return true
+	})
+}
+
+// priorVia returns the Via values to keep: none when the Connection
+// values conn name Via, which makes them hop-by-hop (RFC 9110 §7.6.1).
+func priorVia(prior, conn []string) []string {
+	if len(prior) > 0 && httpx.HasToken(conn, "via") {
+		return nil
+	}
+	return prior
+}
+
+// setVia sets h's Via to the prior values with via appended.
+func setVia(h http.Header, prior []string, via string) {
+	vv := make([]string, len(prior)+1)
+	copy(vv, prior)
+	vv[len(prior)] = via
+	h["Via"] = vv
 }
 
 // upgradeType returns the protocol a request asks to switch to, or "".
