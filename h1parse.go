@@ -164,7 +164,7 @@ func fastResponse(buf []byte, method string) (*http.Response, int) {
 	if code == http.StatusNoContent || code == http.StatusNotModified {
 		return nil, 0
 	}
-	end := headEnd(buf)
+	end := headerEnd(buf) // bare LF ends count there; fastFields then refuses the head
 	i := indexCRLF(buf)
 	if end < 0 || i < len(proto)+3 || i > len(proto)+3 && buf[len(proto)+3] != ' ' {
 		return nil, 0
@@ -346,24 +346,6 @@ func parseDigits(s string) (int64, bool) {
 		n = n*10 + int64(c-'0')
 	}
 	return n, true
-}
-
-// headEnd returns the length of the head at the start of b, up to and
-// including the CRLF CRLF that ends it, or -1 if b holds no such end.
-func headEnd(b []byte) int {
-	for i := 0; ; {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-		if i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n' {
-			return i + 2
-		}
-		if i >= len(b) {
-			return -1
-		}
-	}
 }
 
 // indexCRLF returns the index of the first CRLF in b, or -1 when the first

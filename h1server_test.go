@@ -1776,7 +1776,12 @@ func TestLoopHandoffConnReads(t *testing.T) {
 // header first), and that the map is adopted only while the writer's
 // header is untouched.
 func TestLoopResponseHeaderAdopted(t *testing.T) {
+	var mu sync.Mutex
+	var upVia [][]string // the Via each request reached the origin with
 	o := origin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		upVia = append(upVia, r.Header["Via"])
+		mu.Unlock()
 		h := w.Header()
 		h["Set-Cookie"] = []string{"a=1", "b=2"}
 		h["Connection"] = []string{"X-Hop, Via"}
@@ -1803,6 +1808,9 @@ func TestLoopResponseHeaderAdopted(t *testing.T) {
 		if !chunked {
 			req.Method = http.MethodGet
 		}
+		// Connection names Via: the client's Via is hop-by-hop and stays behind.
+		req.Header["Connection"] = []string{"Via"}
+		req.Header["Via"] = []string{"1.1 client-side"}
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
@@ -1835,6 +1843,13 @@ func TestLoopResponseHeaderAdopted(t *testing.T) {
 	if !reflect.DeepEqual(chunked, loop) {
 		t.Errorf("chunked request: %v\nthe loop: %v", chunked, loop)
 	}
+	mu.Lock()
+	for i, v := range upVia {
+		if !reflect.DeepEqual(v, []string{"1.1 adopt"}) {
+			t.Errorf("request %d reached the origin with Via %q, want only the proxy's", i, v)
+		}
+	}
+	mu.Unlock()
 
 	for _, tc := range []struct {
 		name   string

@@ -99,8 +99,8 @@ func (v *viaValues) forProto(major, minor int) string {
 
 // filterHeader copies the end-to-end fields of src into dst, dropping the
 // hop-by-hop fields and every field named in src's Connection header, then
-// appends via to the Via field (to none if Connection names Via). Values are shared with src, not copied;
-// field order within a name is kept.
+// appends via to the Via field (to none if Connection names Via). Values
+// are shared with src, not copied; field order within a name is kept.
 func filterHeader(dst, src http.Header, via string) {
 	for k, vv := range src {
 		if !httpx.IsHopByHop(k) {
