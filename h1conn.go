@@ -18,8 +18,9 @@ import (
 // The HTTP/1.1 fast path. A bodyless request to a plain-http upstream is
 // sent by the handler goroutine itself on a connection from the proxy's own
 // pool (pool.go): the request is written straight into a pooled bufio.Writer
-// (one write system call), the response is parsed by http.ReadResponse from a
-// pooled bufio.Reader, and a body framed by Content-Length is handed to the
+// (one write system call), the response is parsed from a pooled bufio.Reader
+// (by fastResponse when it has the common shape, by http.ReadResponse
+// otherwise), and a body framed by Content-Length is handed to the
 // client connection's ReadFrom as an io.LimitedReader over the upstream
 // *net.TCPConn, so on Linux the kernel splices it. There is no per-connection
 // goroutine and no hand-off between goroutines, and an idle connection holds

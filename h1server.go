@@ -26,8 +26,9 @@ import (
 // therefore runs its own HTTP/1.1 loop on each accepted connection, on the
 // connection's goroutine, for the requests a forward proxy mostly sees:
 // bodyless absolute-form requests and CONNECT. They are parsed by
-// http.ReadRequest and handled by ServeHTTP exactly as under net/http,
-// through a ResponseWriter of the loop's own (srvResponse).
+// fastRequest (h1parse.go) when they have the common shape, by
+// http.ReadRequest otherwise, and handled by ServeHTTP exactly as under
+// net/http, through a ResponseWriter of the loop's own (srvResponse).
 //
 // Connections that are not plain TCP (a TLS listener of the caller's, say)
 // go to an http.Server configured as before as they are accepted, for its
