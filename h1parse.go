@@ -38,8 +38,8 @@ func fastRequest(head []byte) *http.Request {
 	}
 	rest := line[sp+1:]
 	sp2 := bytes.IndexByte(rest, ' ')
-	if sp2 < 0 || string(rest[sp2+1:]) != "HTTP/1.1" {
-		return nil
+	if sp2 < 0 || string(rest[sp2+1:]) != "HTTP/1.1" || !bytes.HasPrefix(rest, []byte("http://")) {
+		return nil // origin-form and CONNECT's authority-form among others
 	}
 	s := string(head)
 	method := s[:sp]
