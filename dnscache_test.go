@@ -370,11 +370,17 @@ func TestResolverServeStale(t *testing.T) {
 	// The stale answer is cached for 30 s; hits on it refresh in the
 	// background, which fails while the server is down.
 	clock.Advance(2 * time.Second)
+	name, _ := normalizeHost("web.test")
+	served := r.cache.get(name)
 	mustLookup(t, r, "web.test", "192.0.2.1")
 	eventually(t, "background refresh", func() bool { return r.Stats().Prefetches == 1 })
 	if s := r.Stats(); s.Stale != 2 || s.Misses != 2 {
 		t.Fatalf("Stats = %+v, want 2 stale answers and 2 misses", s)
 	}
+	// Let that refresh fail and replace the entry before the clock moves on:
+	// one that ended after the advance below would set its retry time past
+	// anything this test's clock reaches.
+	eventually(t, "failed refresh", func() bool { return r.cache.get(name) != served })
 
 	// Once the server is back, a background refresh replaces the stale answer.
 	srv.Start()
