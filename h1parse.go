@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/fwdproxy/fwdproxy/internal/httpx"
 )
 
 // Short parsers for the request and response heads a forward proxy sees
@@ -33,7 +35,7 @@ func fastRequest(head []byte) *http.Request {
 	// here fails on the bytes.
 	line := head[:i]
 	sp := bytes.IndexByte(line, ' ')
-	if sp <= 0 || !tokenBytes(line[:sp]) {
+	if sp <= 0 {
 		return nil
 	}
 	rest := line[sp+1:]
@@ -43,7 +45,7 @@ func fastRequest(head []byte) *http.Request {
 	}
 	s := string(head)
 	method := s[:sp]
-	if method == http.MethodConnect {
+	if !httpx.ValidToken(method) || method == http.MethodConnect {
 		return nil
 	}
 	target := s[sp+1 : sp+1+sp2]
@@ -257,7 +259,7 @@ func canonicalFieldName(k string) (string, bool) {
 	upper := true
 	for i := 0; i < len(k); i++ {
 		c := k[i]
-		if !tokenByte(c) {
+		if !httpx.TokenByte(c) {
 			return "", false
 		}
 		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
@@ -306,24 +308,6 @@ var commonKeys = func() map[string]string {
 	}
 	return m
 }()
-
-// tokenByte reports whether c may appear in a token (RFC 9110 §5.6.2).
-func tokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func tokenBytes(b []byte) bool {
-	for _, c := range b {
-		if !tokenByte(c) {
-			return false
-		}
-	}
-	return true
-}
 
 // validFieldValueByte is textproto's test of a byte in a field value: a
 // visible character, a blank, or obs-text; no other control character.
