@@ -25,9 +25,21 @@ import (
 	"github.com/fwdproxy/fwdproxy"
 )
 
-// shutdownGrace is how long in-flight requests and tunnels get after
-// SIGINT or SIGTERM before they are closed.
-const shutdownGrace = 8 * time.Second
+// After SIGINT, SIGTERM or SIGHUP, requests and tunnels in flight get
+// shutdownGrace to finish before the ones left are closed; then the log and
+// the telemetry exporters get flushGrace to write out what they hold. The
+// process is gone within shutdownGrace+flushGrace of the signal, the 10 s
+// the README promises (TestREADMEShutdownGrace), inside the 30 s that
+// Kubernetes and systemd wait before they kill.
+const (
+	shutdownGrace = 8 * time.Second
+	flushGrace    = 2 * time.Second
+)
+
+// stopSignals end the server gracefully. SIGHUP is among them because until
+// the server reloads its configuration, a SIGHUP from an operator (or a
+// closed terminal) would otherwise kill it with no drain and no log line.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
 
 func main() {
 	if err := run(os.Args[1:], os.Stderr); err != nil {
@@ -53,6 +65,8 @@ type flags struct {
 	mitmCADir     string   // TLS interception (see interceptOptions)
 	mitmBypass    listFlag // hosts tunnelled, not intercepted
 	upstreamCA    string   // extra PEM roots for upstream TLS
+
+	unknownEnv []unknownVar // FWDPROXY_ variables that name no flag (env.go)
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several
@@ -93,9 +107,11 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
 	}
-	if err := envDefaults(fs); err != nil {
+	unknown, err := envDefaults(fs, os.Environ()) // env.go
+	if err != nil {
 		return nil, err
 	}
+	f.unknownEnv = unknown
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -103,20 +119,6 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	return f, nil
-}
-
-// envDefaults sets each flag from FWDPROXY_<NAME> when that variable is set.
-func envDefaults(fs *flag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(fl *flag.Flag) {
-		name := "FWDPROXY_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok && err == nil {
-			if e := fs.Set(fl.Name, v); e != nil {
-				err = fmt.Errorf("%s: %w", name, e)
-			}
-		}
-	})
-	return err
 }
 
 // options translates the flags into Proxy options.
@@ -177,12 +179,19 @@ func run(args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
+	for _, u := range f.unknownEnv {
+		if u.closest != "" {
+			logger.Warn("unknown environment variable ignored", "name", u.name, "did_you_mean", u.closest)
+		} else {
+			logger.Warn("unknown environment variable ignored", "name", u.name, "help", "FWDPROXY_<FLAG> sets a flag; -h lists them")
+		}
+	}
 	tel, err := setupTelemetry(f, logger) // telemetry.go
 	if err != nil {
 		return err
 	}
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
 		defer cancel()
 		if err := tel.close(ctx); err != nil {
 			logger.Warn("telemetry shutdown", "error", err)
@@ -210,16 +219,18 @@ func run(args []string, stderr *os.File) error {
 	}
 	logger.Info("fwdproxy listening", "addr", l.Addr().String(), "allow_private", f.allowPrivate)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, stopSignals...)
+	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(l) }()
+	var sig os.Signal
 	select {
 	case err := <-served:
 		return err
-	case <-ctx.Done():
+	case sig = <-sigs:
 	}
-	logger.Info("shutting down", "grace", shutdownGrace)
+	logger.Info("shutting down", "signal", signalName(sig), "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := p.Shutdown(sctx); err != nil {
@@ -229,4 +240,18 @@ func run(args []string, stderr *os.File) error {
 		return err
 	}
 	return nil
+}
+
+// signalName is the conventional name of a stop signal (SIGTERM), for the
+// log line that says why the server is stopping.
+func signalName(s os.Signal) string {
+	switch s {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return s.String()
 }

@@ -49,8 +49,15 @@ func (l *logLines) waitFor(t *testing.T, re *regexp.Regexp) string {
 
 func startLogged(t *testing.T, bin string, args ...string) (*exec.Cmd, *logLines) {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0", "-allow-private"}, args...)...)
-	cmd.Env = append(os.Environ(), "FWDPROXY_LOG_LEVEL=info")
+	return startLoggedEnv(t, bin, nil, append([]string{"-allow-private"}, args...)...)
+}
+
+// startLoggedEnv is startLogged without -allow-private and with env added to
+// the environment.
+func startLoggedEnv(t *testing.T, bin string, env []string, args ...string) (*exec.Cmd, *logLines) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(append(os.Environ(), "FWDPROXY_LOG_LEVEL=info"), env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// envPrefix starts the name of every environment variable the server reads.
+const envPrefix = "FWDPROXY_"
+
+// envName is the environment variable that sets the flag called name:
+// FWDPROXY_ followed by the name in upper case with dashes as underscores.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// envDefaults sets each flag from its FWDPROXY_<NAME> variable, when that
+// variable is set, before the command line is parsed (so a flag on the
+// command line wins). environ is os.Environ() in the server. It returns the
+// FWDPROXY_ variables that name no flag, for the caller to warn about once
+// its logger exists.
+func envDefaults(fs *flag.FlagSet, environ []string) (unknown []unknownVar, err error) {
+	known := make(map[string]*flag.Flag)
+	fs.VisitAll(func(fl *flag.Flag) { known[envName(fl.Name)] = fl })
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) {
+			continue
+		}
+		fl, ok := known[name]
+		if !ok {
+			unknown = append(unknown, unknownVar{name, closestEnvName(fs, name)})
+			continue
+		}
+		if isBoolFlag(fl) {
+			b, ok := parseEnvBool(value)
+			if !ok {
+				return nil, fmt.Errorf("%s=%q: want true or false (also 1/0, yes/no, on/off)", name, value)
+			}
+			value = b
+		}
+		if e := fs.Set(fl.Name, value); e != nil {
+			return nil, fmt.Errorf("%s=%q: %w", name, value, e)
+		}
+	}
+	slices.SortFunc(unknown, func(a, b unknownVar) int { return strings.Compare(a.name, b.name) })
+	return unknown, nil
+}
+
+// unknownVar is a FWDPROXY_ variable that names no flag, with the variable
+// it was probably meant to be ("" when none is close).
+type unknownVar struct{ name, closest string }
+
+func isBoolFlag(fl *flag.Flag) bool {
+	b, ok := fl.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// parseEnvBool reads the words people write in environment files for a
+// boolean, case-insensitively, as "true" or "false".
+func parseEnvBool(v string) (string, bool) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "t", "true", "y", "yes", "on":
+		return "true", true
+	case "0", "f", "false", "n", "no", "off":
+		return "false", true
+	}
+	return "", false
+}
+
+// closestEnvName says what an unknown FWDPROXY_ variable was probably meant
+// to be: the variable of the flag whose name is closest to it, if one is
+// close enough to be a typo.
+func closestEnvName(fs *flag.FlagSet, name string) string {
+	best, bestD := "", 3 // more than two edits away is not a typo
+	fs.VisitAll(func(fl *flag.Flag) {
+		if d := editDistance(name, envName(fl.Name)); d < bestD {
+			best, bestD = envName(fl.Name), d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
