@@ -25,6 +25,9 @@ type Stats struct {
 	// Proxy's own servers (Serve), not counting those taken over by
 	// tunnels.
 	ActiveConnections int64
+	// RefusedConnections counts the client connections Serve refused at
+	// accept, with 503, because WithMaxConns were open.
+	RefusedConnections uint64
 	// ActiveTunnels is the number of open CONNECT and upgraded tunnels.
 	ActiveTunnels int64
 	// Latency is the distribution of request durations, from the request
@@ -70,6 +73,7 @@ func newLatencyWindow() *latency.Window { return latency.New(latencyWindow, late
 // that they cost a request next to nothing.
 type proxyStats struct {
 	requests, denials atomic.Uint64
+	refusedConns      atomic.Uint64
 	active            atomic.Int64
 	tunnels           atomic.Int64
 	errors            [9]atomic.Uint64 // indexed by errorIndex
@@ -119,12 +123,13 @@ func (p *Proxy) Stats() Stats {
 			RateLimited:     e[7].Load(),
 			TooLarge:        e[8].Load(),
 		},
-		Denials:           s.denials.Load(),
-		ActiveRequests:    s.active.Load(),
-		ActiveConnections: p.conns.Load(),
-		ActiveTunnels:     s.tunnels.Load(),
-		Latency:           LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
-		LogDropped:        p.logDropped(),
-		DNS:               p.resolver.Stats(),
+		Denials:            s.denials.Load(),
+		ActiveRequests:     s.active.Load(),
+		ActiveConnections:  p.conns.Load(),
+		RefusedConnections: s.refusedConns.Load(),
+		ActiveTunnels:      s.tunnels.Load(),
+		Latency:            LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
+		LogDropped:         p.logDropped(),
+		DNS:                p.resolver.Stats(),
 	}
 }
