@@ -107,7 +107,7 @@ func TestLoopRefusesTLSAndSOCKS(t *testing.T) {
 		exit int // curl's exit code
 	}{
 		{"curl -x https://", []string{"-x", "https://" + tp.Addr, "--proxy-insecure"}, 35}, // SSL connect error
-		{"curl --socks5", []string{"--socks5", tp.Addr}, 97},                              // proxy handshake error
+		{"curl --socks5", []string{"--socks5", tp.Addr}, 97},                               // proxy handshake error
 		{"curl --socks4", []string{"--socks4", tp.Addr}, 97},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -281,4 +281,3 @@ func TestLogLimiter(t *testing.T) {
 		}
 	}
 }
-
