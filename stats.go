@@ -52,6 +52,7 @@ type ErrorCounts struct {
 	Loop            uint64 // ErrLoop, 508
 	RateLimited     uint64 // ErrRateLimited, 429
 	TooLarge        uint64 // ErrTooLarge, 413
+	ClientTimeout   uint64 // ErrClientTimeout, 408
 }
 
 // LatencyStats summarises request durations over a sliding window.
@@ -76,7 +77,7 @@ type proxyStats struct {
 	refusedConns      atomic.Uint64
 	active            atomic.Int64
 	tunnels           atomic.Int64
-	errors            [9]atomic.Uint64 // indexed by errorIndex
+	errors            [10]atomic.Uint64 // indexed by errorIndex
 	latency           *latency.Window
 }
 
@@ -98,6 +99,8 @@ func errorIndex(kind error) int {
 		return 7
 	case ErrTooLarge:
 		return 8
+	case ErrClientTimeout:
+		return 9
 	}
 	return 4 // ErrUpstream and anything else
 }
@@ -122,6 +125,7 @@ func (p *Proxy) Stats() Stats {
 			Loop:            e[6].Load(),
 			RateLimited:     e[7].Load(),
 			TooLarge:        e[8].Load(),
+			ClientTimeout:   e[9].Load(),
 		},
 		Denials:            s.denials.Load(),
 		ActiveRequests:     s.active.Load(),
