@@ -53,6 +53,8 @@ type flags struct {
 	mitmCADir     string   // TLS interception (see interceptOptions)
 	mitmBypass    listFlag // hosts tunnelled, not intercepted
 	upstreamCA    string   // extra PEM roots for upstream TLS
+
+	limits limitFlags // fdlimit.go
 }
 
 // listFlag is a flag that may be repeated; each value may also hold several
@@ -89,6 +91,7 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing)")
 	fs.Var(&f.mitmBypass, "mitm-bypass", "host `PATTERN` (example.com or *.example.com) to tunnel, not intercept (repeatable or comma-separated)")
 	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
+	f.limits.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
@@ -194,6 +197,7 @@ func run(args []string, stderr *os.File) error {
 		return err
 	}
 	opts = append(opts, tel.opts...)
+	opts = append(opts, f.limits.options(logger)...)
 	opts = append(opts, fwdproxy.WithLogger(logger))
 	tlsOpts, err := tlsOptions(f, logger)
 	if err != nil {
