@@ -26,6 +26,7 @@ var (
 	ErrTooLarge        = errors.New("request body too large")        // 413
 	ErrUpstream        = errors.New("upstream failed")               // 502
 	ErrUpstreamTimeout = errors.New("upstream timed out")            // 504
+	ErrClientTimeout   = errors.New("client timed out")              // 408 (a stalled request body)
 	ErrLoop            = errors.New("request loop")                  // 508
 )
 
@@ -75,6 +76,8 @@ func statusOf(kind error) int {
 		return http.StatusRequestEntityTooLarge
 	case ErrUpstreamTimeout:
 		return http.StatusGatewayTimeout
+	case ErrClientTimeout:
+		return http.StatusRequestTimeout
 	case ErrLoop:
 		return http.StatusLoopDetected
 	default:

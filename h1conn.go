@@ -365,7 +365,8 @@ type h1Body struct {
 	remain int64       // Content-Length bytes left for a splice, or -1
 	eof    bool
 	closed bool
-	err    error // why the exchange ended early, once it has
+	err    error      // why the exchange ended early, once it has
+	watch  *idleWatch // the body idle timeout's, once watchIdle started it
 }
 
 // Read implements io.Reader.
@@ -440,6 +441,7 @@ func (b *h1Body) finish(done bool) {
 		return
 	}
 	b.pc = nil
+	b.watch.stop() // before the connection can be reused: no deadline from it after
 	reuse := b.stop() && done && b.keep && b.br.Buffered() == 0
 	b.br.Reset(nil)
 	h1Readers.Put(b.br)

@@ -73,9 +73,11 @@ type h1server struct {
 	hl  *handoffListener
 
 	closing atomic.Bool
-	mu      sync.Mutex
-	conns   map[*srvConn]struct{}
-	wg      sync.WaitGroup // one per connection goroutine
+	// Refusals are logged at most once a second each (h1refuse.go).
+	overLimitLog, nonHTTPLog logLimiter
+	mu                       sync.Mutex
+	conns                    map[*srvConn]struct{}
+	wg                       sync.WaitGroup // one per connection goroutine
 }
 
 // Connection states of the loop (srvConn.state).
@@ -92,10 +94,9 @@ type srvConn struct {
 	tcp    *net.TCPConn // c (the loop serves TCP connections only)
 	br     *bufio.Reader
 	state  atomic.Int32
-	over   bool // accepted past WithMaxConns
 	remote string
-	// ctx holds the values requests see (server, local address, over-limit
-	// mark). It is never cancelled, so that a request's own WithCancel
+	// ctx holds the values requests see (server, local address). It is
+	// never cancelled, so that a request's own WithCancel
 	// registers nothing with it; shutdown cancels requests through wcancel.
 	ctx context.Context
 
@@ -158,6 +159,11 @@ func (s *h1server) acceptLoop() error {
 			}
 			continue
 		}
+		if s.p.conns.Add(1) > int64(s.p.cfg.maxConns) {
+			s.p.conns.Add(-1)
+			s.refuseOverLimit(c)
+			continue
+		}
 		sc := s.newConn(c)
 		s.mu.Lock()
 		if s.closing.Load() {
@@ -195,13 +201,8 @@ func retryableAccept(err error) bool {
 func (s *h1server) newConn(c net.Conn) *srvConn {
 	sc := &srvConn{s: s, c: c, remote: c.RemoteAddr().String()}
 	sc.tcp = c.(*net.TCPConn)
-	sc.over = s.p.conns.Add(1) > int64(s.p.cfg.maxConns)
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
-	ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
-	if sc.over {
-		ctx = context.WithValue(ctx, ctxKeyOverLimit{}, true)
-	}
-	sc.ctx = ctx
+	sc.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
 	return sc
 }
 
@@ -268,8 +269,15 @@ func (sc *srvConn) serve() {
 		}
 		sc.setReadTimeout(timeout)
 		sc.reader()
-		if _, err := sc.br.Peek(1); err != nil {
+		b, err := sc.br.Peek(1)
+		if err != nil {
 			return // closed, idle too long, or closed by shutdown
+		}
+		if first {
+			if proto, answer, ok := nonHTTP(b[0]); ok {
+				sc.refuseNonHTTP(proto, answer) // TLS or SOCKS: no HTTP will come
+				return
+			}
 		}
 		if !sc.state.CompareAndSwap(connIdle, connActive) {
 			return
@@ -342,8 +350,8 @@ func (sc *srvConn) readHead(limit int, timed bool) ([]byte, error) {
 			}
 			return buf[:end], nil
 		}
-		if n >= limit {
-			return nil, nil
+		if n >= limit || badRequestLine(buf) {
+			return nil, nil // net/http answers (431, 400) or serves it
 		}
 		if timed {
 			sc.setReadTimeout(sc.s.p.cfg.readHeaderTimeout)
@@ -482,7 +490,7 @@ func validHostHeader(h string) bool {
 // the caller).
 func (sc *srvConn) handoff(read []byte) bool {
 	ra := prefetched{consumed: read, br: sc.br}
-	hc := &handoffTCPConn{TCPConn: sc.tcp, ra: ra, over: sc.over}
+	hc := &handoffTCPConn{TCPConn: sc.tcp, ra: ra}
 	if !sc.state.CompareAndSwap(connActive, connGone) {
 		return false
 	}
@@ -1089,19 +1097,14 @@ func (ra *prefetched) writeTo(w io.Writer) (int64, error) {
 	return n + m, err
 }
 
-// overLimit marks a handed-off connection accepted past WithMaxConns.
-type overLimiter interface{ overLimit() bool }
-
 // handoffTCPConn is a handed-off TCP connection: it keeps *net.TCPConn's
 // methods (CloseWrite, ReadFrom …) and reads the bytes read ahead first.
 type handoffTCPConn struct {
 	*net.TCPConn
-	ra   prefetched
-	over bool
+	ra prefetched
 }
 
 func (c *handoffTCPConn) Read(p []byte) (int, error) { return c.ra.read(c.TCPConn, p) }
-func (c *handoffTCPConn) overLimit() bool            { return c.over }
 
 // WriteTo implements io.WriterTo: first what was read ahead, then the rest
 // of the connection.

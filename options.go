@@ -41,6 +41,7 @@ type config struct {
 	clientIdleTimeout time.Duration
 	maxHeaderBytes    int
 	tunnelIdleTimeout time.Duration
+	bodyIdleTimeout   time.Duration
 	clientWatchDelay  time.Duration // Serve's loop: see defaultClientWatchDelay
 
 	pseudonym string
@@ -87,6 +88,7 @@ const (
 	DefaultClientIdleTimeout     = 120 * time.Second
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultTunnelIdleTimeout     = 5 * time.Minute
+	DefaultBodyIdleTimeout       = 60 * time.Second
 	DefaultMaxConns              = 4096
 	DefaultMaxTunnels            = 1024
 )
@@ -104,6 +106,7 @@ func defaultConfig() config {
 		clientIdleTimeout:     DefaultClientIdleTimeout,
 		maxHeaderBytes:        DefaultMaxHeaderBytes,
 		tunnelIdleTimeout:     DefaultTunnelIdleTimeout,
+		bodyIdleTimeout:       DefaultBodyIdleTimeout,
 		clientWatchDelay:      defaultClientWatchDelay,
 		maxConns:              DefaultMaxConns,
 		maxTunnels:            DefaultMaxTunnels,
@@ -213,6 +216,22 @@ func WithMaxHeaderBytes(n int) Option {
 // no byte has moved in either direction for d. Default 5 min.
 func WithTunnelIdleTimeout(d time.Duration) Option {
 	return durationOption("WithTunnelIdleTimeout", d, func(c *config) *time.Duration { return &c.tunnelIdleTimeout })
+}
+
+// WithBodyIdleTimeout gives up on a plain request or response body that
+// moves no byte for d (default DefaultBodyIdleTimeout, 60 s, as nginx's
+// client_body_timeout and proxy_read_timeout). A client that stops sending
+// its request body gets 408 and its connection is closed (cut instead, if
+// the response has begun); an upstream that stops sending its response
+// body has the client connection cut, the only honest signal once the
+// status line is gone, with a log line naming the upstream. A client that
+// stops reading a response stalls it too. Only the time without progress
+// counts: a slow body that keeps moving is never cut. Tunnels have
+// WithTunnelIdleTimeout instead. A request body is watched through
+// http.ResponseController, so behind a server of your own the
+// ResponseWriter must support SetReadDeadline (net/http's does).
+func WithBodyIdleTimeout(d time.Duration) Option {
+	return durationOption("WithBodyIdleTimeout", d, func(c *config) *time.Duration { return &c.bodyIdleTimeout })
 }
 
 // WithVia sets the pseudonym the proxy puts in the Via header of requests

@@ -171,6 +171,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := p.outboundRequest(ctx, r)
+	lb, _ := out.Body.(*limitedBody)
+	var ib *idleBody
+	if out.Body != http.NoBody && out.Body != nil {
+		ib = p.watchRequestBody(w, out.Body) // bodyidle.go
+		defer ib.w.stop()
+		out.Body = ib
+	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
 		if answered := p.maxForwards(w, r, out); answered {
 			return
@@ -189,7 +196,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		}
 		resp, err = p.roundTrip(out) // telemetry.go: client span, then upstreamRoundTrip
 		if err != nil {
-			if lb, ok := out.Body.(*limitedBody); ok && lb.over.Load() {
+			if ib != nil && ib.w.hasFired() {
+				// Checked first: the server cancels the request's context
+				// when the interrupted read fails.
+				w.Header()["Connection"] = []string{"close"} // the rest of the body is still unread
+				p.fail(w, r, newError(ErrClientTimeout, target, "the request body stalled: no byte from the client for "+
+					p.cfg.bodyIdleTimeout.String(), nil))
+				return
+			}
+			if lb != nil && lb.over.Load() {
 				p.fail(w, r, newError(ErrTooLarge, target, "request body is over the limit of "+
 					strconv.FormatInt(p.cfg.maxBodyBytes, 10)+" bytes", nil))
 				return
@@ -334,7 +349,9 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 			f.Flush()
 		}
 	}
-	_, readErr, writeErr := copyBody(w, resp.Body, stream)
+	watch := p.watchResponseBody(resp.Body) // bodyidle.go; nil when the body is all in memory
+	_, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
+	watch.stop()
 	if writeErr != nil {
 		p.logClientGone(r, writeErr)
 		return
@@ -342,7 +359,13 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 	if readErr != nil {
 		// The status line is gone; the only honest signal left is to cut the
 		// connection so the client sees a truncated body, not a short one.
-		p.logError(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
+		if watch.hasFired() {
+			target := r.URL.Host
+			p.logError(r, newError(ErrUpstreamTimeout, target, "upstream "+target+" body stalled: no byte moved for "+
+				p.cfg.bodyIdleTimeout.String()+"; client connection cut", readErr), "upstream body stalled mid-stream")
+		} else {
+			p.logError(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
+		}
 		panic(http.ErrAbortHandler)
 	}
 	for k, vv := range resp.Trailer {

@@ -29,6 +29,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"negative dial timeout", WithDialTimeout(-time.Second)},
 		{"zero response header timeout", WithResponseHeaderTimeout(0)},
 		{"zero tunnel idle", WithTunnelIdleTimeout(0)},
+		{"zero body idle", WithBodyIdleTimeout(0)},
+		{"negative body idle", WithBodyIdleTimeout(-time.Second)},
 		{"per host above total", WithMaxIdleConns(10, 5)},
 		{"zero per host", WithMaxIdleConns(0, 5)},
 		{"tiny header limit", WithMaxHeaderBytes(10)},

@@ -62,18 +62,16 @@ func (p *Proxy) Serve(l net.Listener) error {
 type ctxKeyOverLimit struct{}
 
 // countConn counts a client connection that net/http serves from the
-// start (one that is not plain TCP), or gives one handed off by the loop,
-// which counted it when it accepted it, its mark. A connection past
-// WithMaxConns is marked so that ServeHTTP answers its request with 503 and
-// closes it.
+// start (one that is not plain TCP, from a TLS listener of the caller's);
+// one handed off by the loop was counted (and, past WithMaxConns, refused)
+// when it was accepted. A TLS connection past WithMaxConns cannot be
+// answered before its handshake, so it is marked for ServeHTTP to answer
+// its request with 503 and close it.
 func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
-	over := false
-	if ol, ok := c.(overLimiter); ok {
-		over = ol.overLimit()
-	} else {
-		over = p.conns.Add(1) > int64(p.cfg.maxConns)
+	if _, ok := c.(*handoffTCPConn); ok {
+		return ctx
 	}
-	if over {
+	if p.conns.Add(1) > int64(p.cfg.maxConns) {
 		return context.WithValue(ctx, ctxKeyOverLimit{}, true)
 	}
 	return ctx

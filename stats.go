@@ -25,6 +25,9 @@ type Stats struct {
 	// Proxy's own servers (Serve), not counting those taken over by
 	// tunnels.
 	ActiveConnections int64
+	// RefusedConnections counts the client connections Serve refused at
+	// accept, with 503, because WithMaxConns were open.
+	RefusedConnections uint64
 	// ActiveTunnels is the number of open CONNECT and upgraded tunnels.
 	ActiveTunnels int64
 	// Latency is the distribution of request durations, from the request
@@ -49,6 +52,7 @@ type ErrorCounts struct {
 	Loop            uint64 // ErrLoop, 508
 	RateLimited     uint64 // ErrRateLimited, 429
 	TooLarge        uint64 // ErrTooLarge, 413
+	ClientTimeout   uint64 // ErrClientTimeout, 408
 }
 
 // LatencyStats summarises request durations over a sliding window.
@@ -70,9 +74,10 @@ func newLatencyWindow() *latency.Window { return latency.New(latencyWindow, late
 // that they cost a request next to nothing.
 type proxyStats struct {
 	requests, denials atomic.Uint64
+	refusedConns      atomic.Uint64
 	active            atomic.Int64
 	tunnels           atomic.Int64
-	errors            [9]atomic.Uint64 // indexed by errorIndex
+	errors            [10]atomic.Uint64 // indexed by errorIndex
 	latency           *latency.Window
 }
 
@@ -94,6 +99,8 @@ func errorIndex(kind error) int {
 		return 7
 	case ErrTooLarge:
 		return 8
+	case ErrClientTimeout:
+		return 9
 	}
 	return 4 // ErrUpstream and anything else
 }
@@ -118,13 +125,15 @@ func (p *Proxy) Stats() Stats {
 			Loop:            e[6].Load(),
 			RateLimited:     e[7].Load(),
 			TooLarge:        e[8].Load(),
+			ClientTimeout:   e[9].Load(),
 		},
-		Denials:           s.denials.Load(),
-		ActiveRequests:    s.active.Load(),
-		ActiveConnections: p.conns.Load(),
-		ActiveTunnels:     s.tunnels.Load(),
-		Latency:           LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
-		LogDropped:        p.logDropped(),
-		DNS:               p.resolver.Stats(),
+		Denials:            s.denials.Load(),
+		ActiveRequests:     s.active.Load(),
+		ActiveConnections:  p.conns.Load(),
+		RefusedConnections: s.refusedConns.Load(),
+		ActiveTunnels:      s.tunnels.Load(),
+		Latency:            LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
+		LogDropped:         p.logDropped(),
+		DNS:                p.resolver.Stats(),
 	}
 }

@@ -11,10 +11,11 @@ import (
 
 // copyBody streams src to w in pooled buffers, never holding more than one
 // buffer of the body. With flush set, every chunk is flushed to the client
-// as soon as it is written, for responses that stream. It reports the bytes
-// written and which side failed: readErr for the source, writeErr for the
-// client.
-func copyBody(w io.Writer, src io.Reader, flush bool) (written int64, readErr, writeErr error) {
+// as soon as it is written, for responses that stream. Each read bumps
+// watch's progress counter (the body idle timeout), when there is a watch.
+// It reports the bytes written and which side failed: readErr for the
+// source, writeErr for the client.
+func copyBody(w io.Writer, src io.Reader, flush bool, watch *idleWatch) (written int64, readErr, writeErr error) {
 	if b, ok := src.(*h1Body); ok && !flush {
 		if n, rerr, werr, spliced := b.spliceTo(w); spliced {
 			return n, rerr, werr
@@ -28,6 +29,9 @@ func copyBody(w io.Writer, src io.Reader, flush bool) (written int64, readErr, w
 	defer putBuffer(buf)
 	for {
 		n, rerr := src.Read(buf[:])
+		if watch != nil {
+			watch.moved.Add(1)
+		}
 		if n > 0 {
 			m, werr := w.Write(buf[:n])
 			written += int64(m)

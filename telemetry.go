@@ -720,6 +720,8 @@ func kindName(kind error) string {
 		return "upstream_timeout"
 	case ErrLoop:
 		return "loop"
+	case ErrClientTimeout:
+		return "client_timeout"
 	}
 	return "_OTHER"
 }

@@ -66,6 +66,7 @@ type flags struct {
 	mitmBypass    listFlag // hosts tunnelled, not intercepted
 	upstreamCA    string   // extra PEM roots for upstream TLS
 
+	limits     limitFlags   // fdlimit.go
 	unknownEnv []unknownVar // FWDPROXY_ variables that name no flag (env.go)
 }
 
@@ -103,6 +104,7 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing)")
 	fs.Var(&f.mitmBypass, "mitm-bypass", "host `PATTERN` (example.com or *.example.com) to tunnel, not intercept (repeatable or comma-separated)")
 	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
+	f.limits.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
 		fs.PrintDefaults()
@@ -203,6 +205,7 @@ func run(args []string, stderr *os.File) error {
 		return err
 	}
 	opts = append(opts, tel.opts...)
+	opts = append(opts, f.limits.options(logger)...)
 	opts = append(opts, fwdproxy.WithLogger(logger))
 	tlsOpts, err := tlsOptions(f, logger)
 	if err != nil {
