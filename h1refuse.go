@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -17,15 +18,18 @@ import (
 // to net/http for its 400). Each is answered at once instead of after the
 // header timeout, so that none holds a descriptor for long.
 
+// tooManyConnsReason is the reason given to a connection past WithMaxConns.
+const tooManyConnsReason = "too many client connections: retry later (the limit is WithMaxConns, -max-conns on the example server)"
+
 // overLimitResponse is written, without reading anything, to a connection
 // accepted past WithMaxConns.
-const overLimitResponse = "HTTP/1.1 503 Service Unavailable\r\n" +
+var overLimitResponse = []byte("HTTP/1.1 503 Service Unavailable\r\n" +
 	"Content-Type: text/plain; charset=utf-8\r\n" +
 	"X-Content-Type-Options: nosniff\r\n" +
 	"Connection: close\r\n" +
-	"Content-Length: 74\r\n" +
+	"Content-Length: " + strconv.Itoa(len(tooManyConnsReason)+1) + "\r\n" +
 	"\r\n" +
-	"too many client connections (the proxy's WithMaxConns limit); retry later\n"
+	tooManyConnsReason + "\n")
 
 // refusedWriteTimeout bounds the write of a refusal. A new connection's
 // send buffer is empty, so the write does not block in practice; the bound
@@ -38,7 +42,7 @@ const refusedWriteTimeout = 100 * time.Millisecond
 // (Stats.RefusedConnections) and logged at most once a second.
 func (s *h1server) refuseOverLimit(c net.Conn) {
 	_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
-	_, _ = c.Write([]byte(overLimitResponse))
+	_, _ = c.Write(overLimitResponse)
 	c.Close()
 	p := s.p
 	p.stats.refusedConns.Add(1)

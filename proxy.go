@@ -129,7 +129,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.endRequest(p.beginRequest(&w, &r)) // telemetry.go: spans, metrics, access log, Stats
 	if r.Context().Value(ctxKeyOverLimit{}) != nil {
 		w.Header()["Connection"] = []string{"close"}
-		p.fail(w, r, newError(ErrUnavailable, r.Host, "too many client connections", nil))
+		p.fail(w, r, newError(ErrUnavailable, r.Host, tooManyConnsReason, nil))
 		return
 	}
 	switch {
