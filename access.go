@@ -153,10 +153,10 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host strin
 	if p.cfg.accessHook != nil {
 		a := Access{User: authUser(ctx), Client: r.RemoteAddr, Method: r.Method, Host: host, Port: port, Connect: connect}
 		if err := p.cfg.accessHook(ctx, a); err != nil {
-			e := *hookError(target, err, ErrForbidden) // a copy: the hook may return a shared error
+			e := hookError(target, err, ErrForbidden) // a copy: the hook may return a shared error
 			e.denial = "hook"
 			if !p.reportOnly(r, target, e.Reason) {
-				p.fail(w, r, &e)
+				p.fail(w, r, e)
 				return ctx, false
 			}
 		}

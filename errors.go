@@ -102,14 +102,12 @@ func Deny(status int, reason string) error {
 }
 
 // asError converts any failure on the way to target into an *Error with the
-// right kind. Hooks' plain errors become 403s; *Error values pass through.
+// right kind. Hooks' plain errors become 403s; an *Error passes through as a
+// copy (see withTarget).
 func asError(target string, err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
-		if e.Target == "" {
-			e.Target = target
-		}
-		return e
+		return e.withTarget(target)
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
@@ -139,6 +137,18 @@ func asError(target string, err error) *Error {
 		return newError(ErrUpstream, target, "upstream "+target+" is unreachable", err)
 	}
 	return newError(ErrUpstream, target, "upstream "+target+" failed", err)
+}
+
+// withTarget returns a copy of e naming target when e names none. It never
+// writes into e: an *Error may be shared, such as one Deny value that a hook
+// returns for every request, and concurrent requests must neither race on it
+// nor see each other's target.
+func (e *Error) withTarget(target string) *Error {
+	c := *e
+	if c.Target == "" {
+		c.Target = target
+	}
+	return &c
 }
 
 func isTimeout(err error) bool {

@@ -62,13 +62,12 @@ func (p *Proxy) runResponseHooks(ctx context.Context, target string, resp *http.
 }
 
 // hookError turns a hook's error into an *Error: Deny's errors keep their
-// status, others get the given kind with the error's text as reason.
+// status, others get the given kind with the error's text as reason. The
+// result is always the caller's own: a hook's *Error is copied, never
+// written into, as hooks may return one shared value.
 func hookError(target string, err error, kind error) *Error {
 	if e, ok := err.(*Error); ok {
-		if e.Target == "" {
-			e.Target = target
-		}
-		return e
+		return e.withTarget(target)
 	}
 	return newError(kind, target, err.Error(), err)
 }
