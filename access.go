@@ -164,6 +164,18 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host strin
 	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{connect: connect, client: r.RemoteAddr}), true
 }
 
+// The hints that refusals give where an option would allow the request
+// (issue 13): they name the library option and the example server's flag.
+// Refusals by the operator's own decisions (deny and allow rules, the access
+// hook, authentication, WithRateLimit, WithMaxRequestBodyBytes) give none:
+// only the operator may lift them and the client cannot.
+const (
+	privateHint     = " (allow with WithAllowPrivate or WithAllowedCIDRs, -allow-private on the example server)"
+	connectPortHint = " (allow with WithAllowPorts, -allow-port on the example server)"
+	tunnelsReason   = "too many open tunnels: retry later (the limit is WithMaxTunnels, -max-tunnels on the example server)"
+	bodyIdleHint    = " (the limit is WithBodyIdleTimeout, -body-idle-timeout on the example server)"
+)
+
 // reportOnly logs a denial that report-only mode lets through and reports
 // whether it does.
 func (p *Proxy) reportOnly(r *http.Request, target, reason string) bool {
@@ -187,7 +199,7 @@ func (p *Proxy) vet(ctx context.Context, target, host string, port uint16, ips [
 		reason, why := "", "private_address"
 		if !p.cfg.allowPrivate {
 			if c := p.guard.Classify(ip); c.Denied() {
-				reason = "destination " + ip.String() + " is " + c.String() + ": private addresses are not allowed"
+				reason = "destination " + ip.String() + " is " + c.String() + ": private addresses are not allowed" + privateHint
 			}
 		}
 		if reason == "" {

@@ -32,7 +32,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !p.tunnelSem.TryAcquire(1) {
-		p.fail(w, r, newError(ErrUnavailable, target, "too many open tunnels", nil))
+		p.fail(w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
 		return
 	}
 	defer p.tunnelSem.Release(1)

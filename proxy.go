@@ -101,7 +101,9 @@ func New(opts ...Option) (*Proxy, error) {
 	if p.guard, err = netguard.NewPrefixSet(p.cfg.allowedCIDRs...); err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: WithAllowedCIDRs: %w", err)
 	}
-	if p.rules, err = acl.NewRules(p.cfg.rules); err != nil {
+	rules := p.cfg.rules
+	rules.ConnectPortHint = connectPortHint
+	if p.rules, err = acl.NewRules(rules); err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
 	if p.cfg.rate > 0 {
@@ -201,7 +203,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 				// when the interrupted read fails.
 				w.Header()["Connection"] = []string{"close"} // the rest of the body is still unread
 				p.fail(w, r, newError(ErrClientTimeout, target, "the request body stalled: no byte from the client for "+
-					p.cfg.bodyIdleTimeout.String(), nil))
+					p.cfg.bodyIdleTimeout.String()+bodyIdleHint, nil))
 				return
 			}
 			if lb != nil && lb.over.Load() {
@@ -362,7 +364,7 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 		if watch.hasFired() {
 			target := r.URL.Host
 			p.logError(r, newError(ErrUpstreamTimeout, target, "upstream "+target+" body stalled: no byte moved for "+
-				p.cfg.bodyIdleTimeout.String()+"; client connection cut", readErr), "upstream body stalled mid-stream")
+				p.cfg.bodyIdleTimeout.String()+"; client connection cut"+bodyIdleHint, readErr), "upstream body stalled mid-stream")
 		} else {
 			p.logError(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
 		}
@@ -393,7 +395,7 @@ func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.R
 		return
 	}
 	if !p.tunnelSem.TryAcquire(1) {
-		p.fail(w, r, newError(ErrUnavailable, target, "too many open tunnels", nil))
+		p.fail(w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
 		return
 	}
 	defer p.tunnelSem.Release(1)

@@ -27,6 +27,9 @@ type Config struct {
 	// ConnectPorts limits CONNECT tunnels; empty means 443 only. A tunnel
 	// carries any protocol, so its ports are opened one by one.
 	ConnectPorts []PortRange
+	// ConnectPortHint, when set, is appended to the refusal of a CONNECT
+	// port, to say how to open one (" (allow with …)").
+	ConnectPortHint string
 }
 
 // Rules is a compiled, immutable Config, safe for concurrent use.
@@ -34,11 +37,12 @@ type Rules struct {
 	allowHosts, denyHosts hostSet
 	allowCIDRs, denyCIDRs *netguard.PrefixSet
 	ports, connectPorts   []PortRange // ports nil: any
+	connectPortHint       string
 }
 
 // NewRules validates and compiles c.
 func NewRules(c Config) (*Rules, error) {
-	r := &Rules{connectPorts: []PortRange{{443, 443}}}
+	r := &Rules{connectPorts: []PortRange{{443, 443}}, connectPortHint: c.ConnectPortHint}
 	var err error
 	if r.allowHosts, err = newHostSet(c.AllowHosts); err != nil {
 		return nil, err
@@ -99,7 +103,7 @@ func (r *Rules) Check(host string, ip netip.Addr, port uint16, connect bool) (ok
 	}
 	ports, kind := r.ports, ""
 	if connect {
-		ports, kind = r.connectPorts, " for CONNECT"
+		ports, kind = r.connectPorts, " for CONNECT"+r.connectPortHint
 	}
 	if ports != nil && !inRanges(ports, port) {
 		return false, "port " + strconv.Itoa(int(port)) + " not allowed" + kind

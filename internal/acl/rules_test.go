@@ -31,6 +31,8 @@ func TestCheck(t *testing.T) {
 		{"zero config: plain any port", Config{}, "example.net", "", 25, false, ""},
 		{"zero config: CONNECT 443", Config{}, "example.net", "192.0.2.1", 443, true, ""},
 		{"zero config: CONNECT 22", Config{}, "example.net", "", 22, true, "port 22 not allowed for CONNECT"},
+		{"hint: CONNECT 22", Config{ConnectPortHint: " (hint)"}, "example.net", "", 22, true, "port 22 not allowed for CONNECT (hint)"},
+		{"hint: not for plain ports", Config{Ports: []PortRange{{80, 80}}, ConnectPortHint: " (hint)"}, "example.net", "", 22, false, "port 22 not allowed"},
 
 		{"1 deny-host beats allow-host", restricted, "bad.example.com", "203.0.113.1", 443, true, "host denied by rule bad.example.com"},
 		{"1 deny-host wildcard, case and dot", restricted, "A.Internal.Example.com.", "", 443, true, "host denied by rule *.internal.example.com"},
