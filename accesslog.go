@@ -73,8 +73,18 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 	if r.Method != "CONNECT" && r.URL.IsAbs() {
 		attrs = append(attrs, slog.String("url", r.URL.Redacted()))
 	}
-	if rs.errKind != "" {
-		attrs = append(attrs, slog.String("error", rs.errKind))
+	errKind := rs.errKind
+	if f := rs.failure; f != nil {
+		if errKind == "" {
+			errKind = kindName(f.Kind) // a failure after the response began
+		}
+		attrs = append(attrs, slog.String("reason", f.Reason))
+		if f.Err != nil {
+			attrs = append(attrs, slog.String("cause", f.Err.Error()))
+		}
+	}
+	if errKind != "" {
+		attrs = append(attrs, slog.String("error", errKind))
 	}
 	if rs.span != nil {
 		if sc := rs.span.SpanContext(); sc.IsValid() {

@@ -363,10 +363,10 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 		// connection so the client sees a truncated body, not a short one.
 		if watch.hasFired() {
 			target := r.URL.Host
-			p.logError(r, newError(ErrUpstreamTimeout, target, "upstream "+target+" body stalled: no byte moved for "+
+			p.logFailure(r, newError(ErrUpstreamTimeout, target, "upstream "+target+" body stalled: no byte moved for "+
 				p.cfg.bodyIdleTimeout.String()+"; client connection cut"+bodyIdleHint, readErr), "upstream body stalled mid-stream")
 		} else {
-			p.logError(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
+			p.logFailure(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -422,7 +422,7 @@ func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.R
 // fail answers the client with e's status and reason and logs it.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *Error) {
 	p.noteFailure(r, e) // telemetry.go: Stats, span error type, denials
-	p.logError(r, e, "request refused")
+	p.logFailure(r, e, "request refused")
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
@@ -431,6 +431,21 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *Error) {
 	_, _ = io.WriteString(w, e.Reason+"\n")
 }
 
+// logFailure gives a refusal or failure its one log record. With the access
+// log on, that is the request's access record, which endRequest writes
+// with e's reason (logAccess); otherwise it is a Warn line with message
+// msg. The first failure of a request is the one reported.
+func (p *Proxy) logFailure(r *http.Request, e *Error, msg string) {
+	if rs := reqStateFrom(r.Context()); rs != nil && rs.logging {
+		if rs.failure == nil {
+			rs.failure = e
+		}
+		return
+	}
+	p.logError(r, e, msg)
+}
+
+// logError writes the Warn line of a failure (see logFailure).
 func (p *Proxy) logError(r *http.Request, e *Error, msg string) {
 	ctx := r.Context()
 	if !p.log.Enabled(ctx, slog.LevelWarn) {

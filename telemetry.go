@@ -254,6 +254,7 @@ type reqState struct {
 	bytesOut int64
 	body     *countingBody // the request body, when it has one
 	errKind  string        // set by fail, or by the round trip on failure
+	failure  *Error        // the refusal or failure the access record reports (logFailure)
 	upstream string        // upstream address, when known
 	user     string        // the authenticated user, set by admit
 	tunnel   bool
@@ -722,6 +723,10 @@ func kindName(kind error) string {
 		return "loop"
 	case ErrClientTimeout:
 		return "client_timeout"
+	case ErrRateLimited:
+		return "rate_limited"
+	case ErrTooLarge:
+		return "too_large"
 	}
 	return "_OTHER"
 }
