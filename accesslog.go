@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,18 +59,23 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 		msg = "tunnel"
 		in, out = rs.tunUp, rs.tunDown
 	}
-	var buf [16]slog.Attr
+	rs.duration.set(d)
+	var buf [20]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("method", r.Method),
 		slog.String("target", targetOf(r)),
+		slog.String("proto", r.Proto),
 		slog.Int("status", status),
 		slog.Int64("bytes_in", in),
 		slog.Int64("bytes_out", out),
-		slog.Duration("duration", d),
+		slog.Any("duration_s", &rs.duration),
 		slog.String("upstream", rs.upstream),
 		slog.String("client", r.RemoteAddr),
 		slog.String("user", rs.userName(ctx)),
 	)
+	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
+		attrs = append(attrs, slog.String("user_agent", ua[0]))
+	}
 	if r.Method != "CONNECT" && r.URL.IsAbs() {
 		attrs = append(attrs, slog.String("url", r.URL.Redacted()))
 	}
@@ -96,6 +102,48 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
 }
+
+// durationSeconds is the access record's duration: a decimal number of seconds
+// with microsecond resolution, such as 0.000073, that slog's text and JSON
+// handlers both write as a plain number. slog.Float64 would not do: the
+// text handler formats floats with strconv's 'g' format, which writes the
+// durations of fast requests in exponent form (7.3e-05), and
+// slog.Duration is a Go string in text (73.469µs) and nanoseconds in JSON.
+// So the value is logged as an Any: the text handler writes MarshalText,
+// the JSON handler the JSON number of MarshalJSON, other handlers String.
+// The text is formatted once by set, before the record is logged, into the
+// value itself (a field of reqState), so that the handlers only read it
+// (a handler may format one record on several goroutines) and logging a
+// pointer to it allocates nothing.
+type durationSeconds struct {
+	n   int
+	buf [24]byte
+}
+
+// set formats d, rounded to the microsecond (negative as zero).
+func (s *durationSeconds) set(d time.Duration) {
+	us := int64(0)
+	if d > 0 {
+		us = int64((d + 500*time.Nanosecond) / time.Microsecond)
+	}
+	b := strconv.AppendInt(s.buf[:0], us/1e6, 10)
+	frac := us % 1e6
+	b = append(b, '.')
+	for div := int64(1e5); div > 0; div /= 10 {
+		b = append(b, byte('0'+frac/div%10))
+	}
+	s.n = len(b)
+}
+
+func (s *durationSeconds) text() []byte { return s.buf[:s.n:s.n] }
+
+// MarshalText is what slog's text handler writes.
+func (s *durationSeconds) MarshalText() ([]byte, error) { return s.text(), nil }
+
+// MarshalJSON is what slog's JSON handler writes: a JSON number.
+func (s *durationSeconds) MarshalJSON() ([]byte, error) { return s.text(), nil }
+
+func (s *durationSeconds) String() string { return string(s.text()) }
 
 // logDropped is the number of log records dropped so far.
 func (p *Proxy) logDropped() uint64 {

@@ -254,13 +254,17 @@ type reqState struct {
 	bytesOut int64
 	body     *countingBody // the request body, when it has one
 	errKind  string        // set by fail, or by the round trip on failure
-	failure  *Error        // the refusal or failure the access record reports (logFailure)
 	upstream string        // upstream address, when known
 	user     string        // the authenticated user, set by admit
 	tunnel   bool
 	tunUp    int64
 	tunDown  int64
 	capture  *capture // nil unless WithCapture
+
+	// For the access record (accesslog.go): the refusal or failure it
+	// reports (logFailure) and its duration_s.
+	failure  *Error
+	duration durationSeconds
 
 	tb *traceBufs // nil unless tracing
 
