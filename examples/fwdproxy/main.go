@@ -2,6 +2,18 @@
 //
 //	go run ./examples/fwdproxy -listen 127.0.0.1:8080
 //
+// Safe by default: a destination that is loopback, private or otherwise
+// special-purpose gets 403 with a reason naming -allow-private, and a
+// CONNECT to a port other than 443 gets 403 naming -allow-port. To try it
+// against an origin on this machine:
+//
+//	go run ./examples/fwdproxy -allow-private
+//	curl -x http://127.0.0.1:8080 http://127.0.0.1:8000/
+//
+// At -log-level info (the default) each request and tunnel gets one
+// access-log line on stderr, refusals and failures included with their
+// reason; at warn the access log is off and a refusal gets one Warn line.
+//
 // Every flag can also be set through the environment: FWDPROXY_ followed by
 // the flag name in upper case with dashes as underscores (FWDPROXY_LISTEN,
 // FWDPROXY_ALLOW_PRIVATE). A flag on the command line wins.
@@ -91,7 +103,7 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.SetOutput(stderr)
 	f := &flags{}
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
-	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses")
+	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses (refused with 403 without it)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Var(&f.auth, "auth", "require proxy authentication (Basic) with `USER:PASS` (repeatable for several users)")
 	fs.Var(&f.denyHosts, "deny-host", "refuse destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")

@@ -140,15 +140,17 @@ func TestAccessFlags(t *testing.T) {
 	ds := dnstest.NewServer(t)
 	ds.Add("ok.fwdproxy-test. 60 IN A 127.0.0.1", "denied.fwdproxy-test. 60 IN A 127.0.0.1")
 
-	// Safe by default: loopback is refused without -allow-private.
+	// Safe by default: loopback is refused without -allow-private, and the
+	// refusal says so.
 	_, plain := startServer(t, bin)
 	resp, err := proxyClient(t, plain).Get(o.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("loopback origin without -allow-private: %d, want 403", resp.StatusCode)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "loopback") || !strings.Contains(string(b), "-allow-private") {
+		t.Errorf("loopback origin without -allow-private: %d %q, want 403 naming -allow-private", resp.StatusCode, b)
 	}
 
 	_, addr := startServer(t, bin, "-allow-private", "-dns-server", ds.Addr(), "-auth", "alice:pa:ss",

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -190,7 +192,10 @@ func TestTraceFileFlag(t *testing.T) {
 }
 
 // TestLogFormatJSON: with -log-format json every stderr line is a JSON
-// object, the access-log record included, and a bad format is refused.
+// object, the access-log record included (duration_s a number, proto and
+// user_agent beside method and target), a refusal has its access record as
+// its one log line, with the reason naming the flag that would allow it,
+// and a bad format is refused.
 func TestLogFormatJSON(t *testing.T) {
 	bin := build(t)
 	o := helloOrigin(t)
@@ -205,8 +210,24 @@ func TestLogFormatJSON(t *testing.T) {
 	}
 	resp.Body.Close()
 	c.Transport.(*http.Transport).CloseIdleConnections()
+	// CONNECT to the origin's port, not 443: refused, saying how to allow it.
+	oAddr := o.Listener.Addr().String()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(conn, "CONNECT "+oAddr+" HTTP/1.1\r\nHost: "+oAddr+"\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	conn.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "-allow-port") {
+		t.Errorf("CONNECT to port %s: %d %q, want 403 naming -allow-port", o.Listener.Addr(), resp.StatusCode, body)
+	}
 	stop(t, cmd, logs)
-	sawAccess := false
+	sawAccess, refusals := false, 0
 	for _, line := range logs.all() {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
@@ -215,13 +236,23 @@ func TestLogFormatJSON(t *testing.T) {
 		}
 		if m["msg"] == "request" && m["status"] == float64(200) && m["method"] == "GET" {
 			sawAccess = true
+			if d, ok := m["duration_s"].(float64); !ok || d <= 0 || m["proto"] != "HTTP/1.1" ||
+				!strings.HasPrefix(fmt.Sprint(m["user_agent"]), "Go-http-client/") {
+				t.Errorf("access record without duration_s, proto or user_agent: %s", line)
+			}
+		}
+		if m["target"] == oAddr && m["method"] == "CONNECT" {
+			refusals++
+			if m["msg"] != "request" || m["status"] != float64(403) || m["reason"] != strings.TrimSpace(string(body)) {
+				t.Errorf("the refusal's record: %s; want its access record with the reason %q", line, body)
+			}
 		}
 		if strings.Contains(line, "very-secret") {
 			t.Errorf("secret in log: %q", line)
 		}
 	}
-	if !sawAccess {
-		t.Errorf("no access-log record in:\n%s", strings.Join(logs.all(), "\n"))
+	if !sawAccess || refusals != 1 {
+		t.Errorf("access-log record: %v, refusal records: %d, want 1, in:\n%s", sawAccess, refusals, strings.Join(logs.all(), "\n"))
 	}
 	out, err := exec.Command(bin, "-log-format", "xml").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "-log-format") {
