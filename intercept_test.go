@@ -570,3 +570,56 @@ func TestInterceptTelemetryAndRules(t *testing.T) {
 		t.Errorf("%d client spans, want 2 (the denied request is not sent)", n)
 	}
 }
+
+// TestInterceptCipherSuites: the interception listener offers AEAD suites
+// only. A TLS 1.2 client offering nothing but one CBC suite (or a TLS 1.1
+// client) fails the handshake; one offering any single AEAD suite, or TLS
+// 1.3, succeeds with that suite.
+func TestInterceptCipherSuites(t *testing.T) {
+	ca, caPool := newTestCA(t)
+	tp := startProxy(t, WithInterception(ca))
+	for _, tc := range []struct {
+		name     string
+		version  uint16 // the client's maximum
+		suite    uint16 // the only TLS 1.2 suite offered; 0 for TLS 1.3
+		accepted bool
+	}{
+		{"ECDHE-ECDSA-AES128-SHA", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES256-SHA", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES128-SHA256", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, false},
+		{"TLS 1.1", tls.VersionTLS11, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES128-GCM-SHA256", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{"ECDHE-ECDSA-AES256-GCM-SHA384", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, true},
+		{"ECDHE-ECDSA-CHACHA20-POLY1305", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+		{"TLS 1.3", tls.VersionTLS13, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := tp.rawConn(t)
+			target := "127.0.0.1:1" // never dialled: the handshake is the proxy's
+			mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+			if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			conf := &tls.Config{RootCAs: caPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS10, MaxVersion: tc.version}
+			if tc.suite != 0 {
+				conf.CipherSuites = []uint16{tc.suite}
+			}
+			tc2 := tls.Client(c, conf)
+			err := tc2.Handshake()
+			if !tc.accepted {
+				if err == nil {
+					t.Fatalf("handshake succeeded with %s, %s; want it refused",
+						tls.VersionName(tc2.ConnectionState().Version), tls.CipherSuiteName(tc2.ConnectionState().CipherSuite))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			st := tc2.ConnectionState()
+			if st.Version != tc.version || (tc.suite != 0 && st.CipherSuite != tc.suite) {
+				t.Errorf("negotiated %s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+			}
+		})
+	}
+}
