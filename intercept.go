@@ -8,13 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/mitm"
+	"github.com/fwdproxy/fwdproxy/internal/netguard"
 )
 
 // CertStore caches the leaf certificates minted for intercepted hosts, so
@@ -43,29 +44,28 @@ type InterceptFunc func(ctx context.Context, target string, r *http.Request) boo
 type InterceptOption func(*interceptSettings) error
 
 type interceptSettings struct {
-	bypassExact  map[string]bool
-	bypassSuffix map[string]bool
-	decide       InterceptFunc
-	cacheSize    int
-	store        CertStore
+	bypassHosts []string       // host patterns, from BypassHosts
+	bypassCIDRs []netip.Prefix // ranges and addresses, from BypassHosts
+	bypass      *acl.Matcher   // both, compiled by WithInterception
+	decide      InterceptFunc
+	cacheSize   int
+	store       CertStore
 }
 
-// BypassHosts tunnels CONNECTs to hosts matching any of patterns instead of
-// intercepting them: "example.com" matches that host, "*.example.com" any
-// host below it. IP targets match no pattern (use an InterceptFunc).
+// BypassHosts tunnels CONNECTs to destinations matching any of patterns
+// instead of intercepting them. Patterns are written as for WithDenyHosts and
+// parsed by the same code: "example.com" matches that host, "*.example.com"
+// any host below it, "10.0.0.0/8" and "127.0.0.1" CONNECT targets that are IP
+// addresses in that range or equal to that address (names are not resolved
+// for this decision; use an InterceptFunc for that).
 func BypassHosts(patterns ...string) InterceptOption {
 	return func(s *interceptSettings) error {
-		for _, text := range patterns {
-			pat, err := acl.ParsePattern(text)
-			if err != nil {
-				return fmt.Errorf("BypassHosts: %w", err)
-			}
-			if name, ok := strings.CutPrefix(pat.String(), "*."); ok {
-				s.bypassSuffix[name] = true
-			} else {
-				s.bypassExact[name] = true
-			}
+		hosts, cidrs, err := parseHostRules("BypassHosts", patterns) // options.go: the access rules' grammar
+		if err != nil {
+			return err
 		}
+		s.bypassHosts = append(s.bypassHosts, hosts...)
+		s.bypassCIDRs = append(s.bypassCIDRs, cidrs...)
 		return nil
 	}
 }
@@ -117,7 +117,7 @@ func ShareCertStore(cs CertStore) InterceptOption {
 // clients must trust it.
 func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 	return func(c *config) error {
-		s := &interceptSettings{bypassExact: map[string]bool{}, bypassSuffix: map[string]bool{}, cacheSize: mitm.DefaultCacheSize}
+		s := &interceptSettings{cacheSize: mitm.DefaultCacheSize}
 		for _, o := range opts {
 			if o == nil {
 				return errors.New("WithInterception: nil InterceptOption")
@@ -126,6 +126,11 @@ func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 				return fmt.Errorf("WithInterception: %w", err)
 			}
 		}
+		bypass, err := acl.NewMatcher(s.bypassHosts, s.bypassCIDRs)
+		if err != nil {
+			return fmt.Errorf("WithInterception: BypassHosts: %w", err)
+		}
+		s.bypass = bypass
 		store := s.store
 		if store == nil {
 			ms, err := mitm.NewMemoryStore(s.cacheSize)
@@ -213,20 +218,13 @@ func (p *Proxy) intercepting(ctx context.Context, target string, r *http.Request
 	return ic.settings.decide == nil || ic.settings.decide(ctx, target, r)
 }
 
+// bypassed reports whether the CONNECT host matches a BypassHosts pattern.
 func (s *interceptSettings) bypassed(host string) bool {
-	if len(s.bypassExact) == 0 && len(s.bypassSuffix) == 0 {
+	if s.bypass.Empty() {
 		return false
 	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if s.bypassExact[host] {
-		return true
-	}
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' && s.bypassSuffix[host[i+1:]] {
-			return true
-		}
-	}
-	return false
+	ip, _ := netguard.ParseHost(host) // the zero Addr for a name
+	return s.bypass.Match(host, ip)
 }
 
 // serveIntercept takes over the client side of an authorised CONNECT to

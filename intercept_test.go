@@ -623,3 +623,51 @@ func TestInterceptCipherSuites(t *testing.T) {
 		})
 	}
 }
+
+// TestInterceptBypassAddresses: BypassHosts takes the access rules'
+// grammar, so IP addresses and CIDR ranges bypass CONNECTs to IP targets
+// (in any spelling the dialer accepts), and a bad pattern gets the same
+// message as from WithDenyHosts.
+func TestInterceptBypassAddresses(t *testing.T) {
+	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {})
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	ca, _ := newTestCA(t)
+	both := originRoots.Clone()
+	both.AddCert(ca.Leaf)
+	for _, tc := range []struct {
+		patterns    []string
+		host        string
+		intercepted bool
+	}{
+		{[]string{"127.0.0.1"}, "127.0.0.1", false},
+		{[]string{"127.0.0.1/32"}, "127.0.0.1", false},
+		{[]string{"127.0.0.0/8"}, "127.0.0.1", false},
+		{[]string{"example.com", "127.0.0.0/8"}, "2130706433", false}, // 127.0.0.1 spelt as one number
+		{[]string{"::ffff:127.0.0.1"}, "127.0.0.1", false},
+		{[]string{"10.0.0.0/8", "127.0.0.2"}, "127.0.0.1", true},
+		{[]string{"*.example.com"}, "127.0.0.1", true},
+	} {
+		t.Run(strings.Join(tc.patterns, ",")+" "+tc.host, func(t *testing.T) {
+			tp := startProxy(t, WithUpstreamRootCAs(originRoots), WithInterception(ca, BypassHosts(tc.patterns...)))
+			c, _ := connectTLS(t, tp, net.JoinHostPort(tc.host, port), "127.0.0.1", both)
+			got := c.ConnectionState().PeerCertificates[0].CheckSignatureFrom(ca.Leaf) == nil
+			if got != tc.intercepted {
+				t.Errorf("intercepted = %v, want %v", got, tc.intercepted)
+			}
+		})
+	}
+	for _, bad := range []string{"a.*.b", "10.0.0.0/33", "", "exa mple.com", "*.10.0.0.1/8"} {
+		t.Run("bad "+bad, func(t *testing.T) {
+			_, berr := New(WithInterception(ca, BypassHosts(bad)))
+			_, derr := New(WithDenyHosts(bad))
+			if berr == nil || derr == nil {
+				t.Fatalf("BypassHosts(%q): %v; WithDenyHosts: %v; want errors", bad, berr, derr)
+			}
+			_, bmsg, _ := strings.Cut(berr.Error(), "BypassHosts: ")
+			_, dmsg, _ := strings.Cut(derr.Error(), "WithDenyHosts: ")
+			if bmsg == "" || bmsg != dmsg {
+				t.Errorf("BypassHosts says %q, WithDenyHosts %q; want the same reason", berr, derr)
+			}
+		})
+	}
+}
