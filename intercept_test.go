@@ -485,21 +485,23 @@ func (c *pipeConn) SetDeadline(time.Time) error      { return nil }
 func (c *pipeConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *pipeConn) SetWriteDeadline(time.Time) error { return nil }
 
-// TestInterceptBadClient: a client that speaks no TLS after the 200, or
-// hangs up mid-handshake, gets its connection closed; nothing hangs.
+// TestInterceptBadClient: a client that sends a broken TLS record after
+// the 200, or stays silent past the peek and has its tunnel fail, gets its
+// connection closed; nothing hangs. The target is a closed loopback port.
 func TestInterceptBadClient(t *testing.T) {
 	ca, _ := newTestCA(t)
 	tp := startProxy(t, WithInterception(ca), WithReadHeaderTimeout(500*time.Millisecond))
+	target := closedPort(t)
 	for _, tc := range []struct {
 		name, send string
 	}{
-		{"plain HTTP", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{"garbage", "\x16\x03\x01\x00\x05hello"},
+		{"half a record", "\x16\x03"},
 		{"silence", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, br := tp.rawConn(t)
-			mustWrite(t, c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"+tc.send)
+			mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"+tc.send)
 			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("CONNECT: %v %v", resp, err)
