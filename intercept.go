@@ -112,13 +112,17 @@ func ShareCertStore(cs CertStore) InterceptOption {
 
 // WithInterception turns on TLS interception, off by default. A CONNECT
 // that passes the connect hooks and is not bypassed (see BypassHosts,
-// InterceptIf) is not tunnelled: the proxy answers 200, completes the
-// client's TLS handshake with a certificate it mints for the SNI (or the
-// CONNECT host when there is none) signed by ca, and serves the decrypted
-// HTTP/1.1 or HTTP/2 requests like plain proxy requests, hooks included,
-// sending them over verified TLS to the CONNECT target. ca must be a CA
-// certificate with its private key, e.g. from LoadCA or LoadOrCreateCA;
-// clients must trust it.
+// InterceptIf) is not tunnelled: the proxy answers 200 and looks at the
+// client's first bytes. A TLS ClientHello gets a handshake (TLS 1.2 with
+// AEAD suites, or TLS 1.3) with a certificate it mints for the SNI (or the
+// CONNECT host when there is none) signed by ca, and the decrypted HTTP/1.1
+// or HTTP/2 requests are served like plain proxy requests, hooks included,
+// and sent over verified TLS to the CONNECT target. Plain HTTP/1.x (ws://,
+// http:// to other ports) is served the same way and sent as plain HTTP to
+// the target. Any other protocol, or a client that sends nothing for a
+// second (the server speaks first), is tunnelled to the target untouched.
+// ca must be a CA certificate with its private key, e.g. from LoadCA or
+// LoadOrCreateCA; clients must trust it.
 func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 	return func(c *config) error {
 		s := &interceptSettings{cacheSize: mitm.DefaultCacheSize}
