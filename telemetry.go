@@ -261,6 +261,11 @@ type reqState struct {
 	tunDown  int64
 	capture  *capture // nil unless WithCapture
 
+	// An intercepted CONNECT (intercept.go) counts the requests served
+	// inside it.
+	intercepted bool
+	requests    int64
+
 	tb *traceBufs // nil unless tracing
 
 	// The client trace that reports the upstream connection, kept here so
@@ -275,7 +280,7 @@ type reqState struct {
 // allocated with its reqState only when tracing is on.
 type traceBufs struct {
 	attrBuf   [6]attribute.KeyValue
-	endBuf    [4]attribute.KeyValue
+	endBuf    [5]attribute.KeyValue
 	clientEnd [2]attribute.KeyValue
 	startOpts [3]trace.SpanStartOption
 }
@@ -393,6 +398,9 @@ func (p *Proxy) endRequest(t requestTrack) {
 			attrs = append(attrs,
 				attribute.Int64("fwdproxy.tunnel.bytes_sent", rs.tunUp),
 				attribute.Int64("fwdproxy.tunnel.bytes_received", rs.tunDown))
+		}
+		if rs.intercepted {
+			attrs = append(attrs, attribute.Int64("fwdproxy.intercept.requests", rs.requests))
 		}
 		rs.span.SetAttributes(attrs...)
 		if status >= 500 || (status == 0 && errType != "") {
