@@ -79,6 +79,9 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 	if r.Method != "CONNECT" && r.URL.IsAbs() {
 		attrs = append(attrs, slog.String("url", r.URL.Redacted()))
 	}
+	if rs.intercepted {
+		attrs = append(attrs, slog.Int64("requests", rs.requests))
+	}
 	errKind := rs.errKind
 	if f := rs.failure; f != nil {
 		if errKind == "" {

@@ -256,7 +256,7 @@ func TestAccessLogFields(t *testing.T) {
 			msg := "request"
 			if tc.h2 {
 				msg = "tunnel"
-				h2Connect(t, echoAddr, tc.ua, opts...)
+				h2Tunnel(t, echoAddr, tc.ua, opts...)
 			} else {
 				tp := startProxy(t, opts...)
 				c, br := tp.rawConn(t)
@@ -339,10 +339,10 @@ func TestAccessLogFields(t *testing.T) {
 	}
 }
 
-// h2Connect opens a tunnel to addr with a CONNECT on an HTTP/2 stream to a
+// h2Tunnel opens a tunnel to addr with a CONNECT on an HTTP/2 stream to a
 // Proxy made with opts and mounted on a TLS server, echoes through it and
 // closes it.
-func h2Connect(t *testing.T, addr, ua string, opts ...Option) {
+func h2Tunnel(t *testing.T, addr, ua string, opts ...Option) {
 	t.Helper()
 	p, err := New(append([]Option{WithAllowPrivate(), allowAnyConnectPort()}, opts...)...)
 	if err != nil {

@@ -5,16 +5,21 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"net/netip"
+	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/mitm"
+	"github.com/fwdproxy/fwdproxy/internal/netguard"
 )
 
 // CertStore caches the leaf certificates minted for intercepted hosts, so
@@ -43,29 +48,28 @@ type InterceptFunc func(ctx context.Context, target string, r *http.Request) boo
 type InterceptOption func(*interceptSettings) error
 
 type interceptSettings struct {
-	bypassExact  map[string]bool
-	bypassSuffix map[string]bool
-	decide       InterceptFunc
-	cacheSize    int
-	store        CertStore
+	bypassHosts []string       // host patterns, from BypassHosts
+	bypassCIDRs []netip.Prefix // ranges and addresses, from BypassHosts
+	bypass      *acl.Matcher   // both, compiled by WithInterception
+	decide      InterceptFunc
+	cacheSize   int
+	store       CertStore
 }
 
-// BypassHosts tunnels CONNECTs to hosts matching any of patterns instead of
-// intercepting them: "example.com" matches that host, "*.example.com" any
-// host below it. IP targets match no pattern (use an InterceptFunc).
+// BypassHosts tunnels CONNECTs to destinations matching any of patterns
+// instead of intercepting them. Patterns are written as for WithDenyHosts and
+// parsed by the same code: "example.com" matches that host, "*.example.com"
+// any host below it, "10.0.0.0/8" and "127.0.0.1" CONNECT targets that are IP
+// addresses in that range or equal to that address (names are not resolved
+// for this decision; use an InterceptFunc for that).
 func BypassHosts(patterns ...string) InterceptOption {
 	return func(s *interceptSettings) error {
-		for _, text := range patterns {
-			pat, err := acl.ParsePattern(text)
-			if err != nil {
-				return fmt.Errorf("BypassHosts: %w", err)
-			}
-			if name, ok := strings.CutPrefix(pat.String(), "*."); ok {
-				s.bypassSuffix[name] = true
-			} else {
-				s.bypassExact[name] = true
-			}
+		hosts, cidrs, err := parseHostRules("BypassHosts", patterns) // options.go: the access rules' grammar
+		if err != nil {
+			return err
 		}
+		s.bypassHosts = append(s.bypassHosts, hosts...)
+		s.bypassCIDRs = append(s.bypassCIDRs, cidrs...)
 		return nil
 	}
 }
@@ -108,16 +112,20 @@ func ShareCertStore(cs CertStore) InterceptOption {
 
 // WithInterception turns on TLS interception, off by default. A CONNECT
 // that passes the connect hooks and is not bypassed (see BypassHosts,
-// InterceptIf) is not tunnelled: the proxy answers 200, completes the
-// client's TLS handshake with a certificate it mints for the SNI (or the
-// CONNECT host when there is none) signed by ca, and serves the decrypted
-// HTTP/1.1 or HTTP/2 requests like plain proxy requests, hooks included,
-// sending them over verified TLS to the CONNECT target. ca must be a CA
-// certificate with its private key, e.g. from LoadCA or LoadOrCreateCA;
-// clients must trust it.
+// InterceptIf) is not tunnelled: the proxy answers 200 and looks at the
+// client's first bytes. A TLS ClientHello gets a handshake (TLS 1.2 with
+// AEAD suites, or TLS 1.3) with a certificate it mints for the SNI (or the
+// CONNECT host when there is none) signed by ca, and the decrypted HTTP/1.1
+// or HTTP/2 requests are served like plain proxy requests, hooks included,
+// and sent over verified TLS to the CONNECT target. Plain HTTP/1.x (ws://,
+// http:// to other ports) is served the same way and sent as plain HTTP to
+// the target. Any other protocol, or a client that sends nothing for a
+// second (the server speaks first), is tunnelled to the target untouched.
+// ca must be a CA certificate with its private key, e.g. from LoadCA or
+// LoadOrCreateCA; clients must trust it.
 func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 	return func(c *config) error {
-		s := &interceptSettings{bypassExact: map[string]bool{}, bypassSuffix: map[string]bool{}, cacheSize: mitm.DefaultCacheSize}
+		s := &interceptSettings{cacheSize: mitm.DefaultCacheSize}
 		for _, o := range opts {
 			if o == nil {
 				return errors.New("WithInterception: nil InterceptOption")
@@ -126,6 +134,11 @@ func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 				return fmt.Errorf("WithInterception: %w", err)
 			}
 		}
+		bypass, err := acl.NewMatcher(s.bypassHosts, s.bypassCIDRs)
+		if err != nil {
+			return fmt.Errorf("WithInterception: BypassHosts: %w", err)
+		}
+		s.bypass = bypass
 		store := s.store
 		if store == nil {
 			ms, err := mitm.NewMemoryStore(s.cacheSize)
@@ -188,9 +201,10 @@ func (p *Proxy) initInterception() {
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
-				if conn, ok := tc.NetConn().(*interceptedConn); ok {
-					return &mergedContext{Context: context.WithValue(ctx, interceptedKey{}, conn), outer: conn.outer}
-				}
+				c = tc.NetConn()
+			}
+			if conn, ok := c.(*interceptedConn); ok {
+				return &mergedContext{Context: context.WithValue(ctx, interceptedKey{}, conn), outer: conn.outer}
 			}
 			return ctx
 		},
@@ -213,27 +227,37 @@ func (p *Proxy) intercepting(ctx context.Context, target string, r *http.Request
 	return ic.settings.decide == nil || ic.settings.decide(ctx, target, r)
 }
 
+// bypassed reports whether the CONNECT host matches a BypassHosts pattern.
 func (s *interceptSettings) bypassed(host string) bool {
-	if len(s.bypassExact) == 0 && len(s.bypassSuffix) == 0 {
+	if s.bypass.Empty() {
 		return false
 	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if s.bypassExact[host] {
-		return true
-	}
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' && s.bypassSuffix[host[i+1:]] {
-			return true
-		}
-	}
-	return false
+	ip, _ := netguard.ParseHost(host) // the zero Addr for a name
+	return s.bypass.Match(host, ip)
 }
 
+// clientFirstWait bounds how long an intercepted CONNECT waits for the
+// client's first bytes before tunnelling it untouched. Clients of TLS and
+// HTTP speak first, and at once: they sent the CONNECT to send those bytes
+// and write them as soon as the 200 arrives, so their first bytes follow
+// within a scheduling delay (well under 100 ms on a loaded host; a late
+// ClientHello is not lost, only tunnelled to the origin instead of
+// intercepted). Clients of server-speaks-first protocols (SMTP, MySQL, FTP,
+// POP3, IMAP) send nothing until the server's greeting, and each waits one
+// clientFirstWait longer for it, once per connection; their greeting
+// timeouts are 10 s (MySQL's connect_timeout) to 5 minutes (SMTP, RFC 5321
+// §4.5.3.2), far above one second.
+const clientFirstWait = time.Second
+
 // serveIntercept takes over the client side of an authorised CONNECT to
-// target without dialing: it answers 200, terminates TLS with a minted
-// certificate and serves the decrypted connection with the internal server,
-// whose handler sends each request through forward. It returns when the
-// connection has ended; Shutdown counts it as a tunnel.
+// target without dialing: it answers 200 and peeks at the client's first
+// bytes (peekClient). A TLS ClientHello is terminated with a minted
+// certificate and an HTTP/1.x request line served as plain HTTP, both by the
+// internal server, whose handler sends each request through forward. Any
+// other protocol, or a client silent for clientFirstWait, is tunnelled to
+// target untouched. It returns when the connection has ended; Shutdown
+// counts it as a tunnel, and so do Stats and the access log, with the
+// bytes of the whole connection and the requests served inside.
 func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target string) {
 	var raw net.Conn
 	var early []byte
@@ -244,7 +268,7 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 			return
 		}
 		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		raw = &streamNetConn{streamConn: streamConn{body: r.Body, w: w}, rc: rc, local: local, remote: stringAddr(r.RemoteAddr)}
+		raw = newStreamNetConn(r.Body, w, rc, local, stringAddr(r.RemoteAddr))
 	} else {
 		client, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -256,18 +280,63 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 			client.Close()
 			return
 		}
+		if rs := reqStateFrom(r.Context()); rs != nil {
+			rs.status = http.StatusOK // written on the hijacked connection
+		}
 		raw, early = client, readAhead(brw)
 	}
-	conn := &interceptedConn{Conn: raw, early: early, target: target, outer: r.Context(), closed: make(chan struct{})}
+	conn := &interceptedConn{Conn: raw, target: target, outer: r.Context(), closed: make(chan struct{})}
 	handle := newTunnel(conn, nil, nopConn{}, 0) // for Shutdown: never run, only closed
 	if !p.track(handle) {
 		conn.Close()
 		return
 	}
+	first, proto := peekClient(raw, early, clientFirstWait, p.cfg.maxHeaderBytes)
+	switch proto {
+	case httpx.SniffOther:
+		p.untrack(handle)
+		p.tunnelUntouched(r, target, raw, first)
+		return
+	case httpx.SniffMore: // the client left before saying anything decisive
+		conn.Close()
+		p.untrack(handle)
+		return
+	}
 	defer p.untrack(handle)
+	conn.early, conn.plain = first, proto == httpx.SniffHTTP1
 	start := time.Now()
-	host, _, _ := httpx.ParseTarget(target)
+	p.tunnelStarted(r) // telemetry.go
 	ic := p.cfg.intercept
+	var state tls.ConnectionState
+	var err error
+	if conn.plain {
+		p.serveInner(ic, conn, conn)
+	} else {
+		state, err = p.serveInterceptTLS(r, ic, conn)
+	}
+	in, out, requests := conn.in.Load(), conn.out.Load(), conn.requests.Load()
+	p.tunnelEnded(r, nil, in, out, time.Since(start)) // telemetry.go
+	if rs := reqStateFrom(r.Context()); rs != nil {
+		rs.intercepted, rs.requests = true, requests
+		if err != nil {
+			rs.errKind = "tls_handshake"
+		}
+	}
+	mode := "tls"
+	if conn.plain {
+		mode = "http"
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelDebug, "intercepted connection closed",
+		slog.String("target", target), slog.String("client", r.RemoteAddr), slog.String("mode", mode),
+		slog.String("sni", state.ServerName), slog.String("alpn", state.NegotiatedProtocol),
+		slog.Int64("requests", requests), slog.Int64("bytes_in", in), slog.Int64("bytes_out", out),
+		slog.Duration("duration", time.Since(start)))
+}
+
+// serveInterceptTLS completes the client's TLS handshake on conn with a
+// minted certificate and serves the decrypted connection until it ends.
+func (p *Proxy) serveInterceptTLS(r *http.Request, ic *interceptor, conn *interceptedConn) (tls.ConnectionState, error) {
+	host, _, _ := httpx.ParseTarget(conn.target)
 	tc := tls.Server(conn, ic.tlsConf)
 	hctx, cancel := context.WithTimeout(mitm.WithConnectHost(r.Context(), host), p.cfg.readHeaderTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -275,24 +344,82 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 	if err != nil {
 		tc.Close()
 		p.log.LogAttrs(r.Context(), slog.LevelInfo, "intercepted TLS handshake failed",
-			slog.String("target", target), slog.String("client", r.RemoteAddr), slog.String("error", err.Error()))
-		return
+			slog.String("target", conn.target), slog.String("client", r.RemoteAddr), slog.String("error", err.Error()))
+		return tls.ConnectionState{}, err
 	}
-	l := &oneConnListener{conn: tc, done: conn.closed, closed: make(chan struct{}), addr: tc.LocalAddr()}
-	_ = ic.srv.Serve(l)
-	if l.conn != nil { // not accepted: the server was already shut down
-		tc.Close()
-	}
-	<-conn.closed
-	p.log.LogAttrs(r.Context(), slog.LevelDebug, "intercepted connection closed",
-		slog.String("target", target), slog.String("client", r.RemoteAddr),
-		slog.String("sni", tc.ConnectionState().ServerName),
-		slog.String("alpn", tc.ConnectionState().NegotiatedProtocol),
-		slog.Duration("duration", time.Since(start)))
+	p.serveInner(ic, tc, conn)
+	return tc.ConnectionState(), nil
 }
 
-// serveIntercepted is the internal server's handler: every decrypted
-// request goes to the CONNECT target that was authorised, over https,
+// serveInner serves c, the client's connection as HTTP (conn itself, or TLS
+// over it), with the internal server until conn is closed.
+func (p *Proxy) serveInner(ic *interceptor, c net.Conn, conn *interceptedConn) {
+	l := &oneConnListener{conn: c, done: conn.closed, closed: make(chan struct{}), addr: c.LocalAddr()}
+	_ = ic.srv.Serve(l)
+	if l.conn != nil { // not accepted: the server was already shut down
+		c.Close()
+	}
+	<-conn.closed
+	// A handler may still be relaying on the connection it hijacked (an
+	// upgrade); over an HTTP/2 CONNECT stream nothing may write once the
+	// CONNECT's handler has returned.
+	conn.drain()
+}
+
+// tunnelUntouched dials target and relays between it and client, sending
+// first (the bytes peeked at) ahead of the rest.
+func (p *Proxy) tunnelUntouched(r *http.Request, target string, client net.Conn, first []byte) {
+	upstream, err := p.dial(r.Context(), "tcp", target)
+	if err != nil {
+		client.Close()
+		if r.Context().Err() != nil {
+			p.logClientGone(r, err)
+			return
+		}
+		e := asError(target, err)
+		p.noteFailure(r, e)                 // telemetry.go: the 200 is gone, only the log can tell
+		p.logFailure(r, e, "tunnel failed") // the access record, when it is on
+		return
+	}
+	p.runTunnel(r, client, first, upstream)
+}
+
+// peekClient reads the client's first bytes from c, after early (the bytes
+// the server had read already), until httpx.Sniff can tell what they are,
+// for at most wait. A client still undecided then is SniffOther. A client
+// that closes or fails first is SniffMore, unless it sent bytes before an
+// EOF (those are tunnelled). It returns the bytes read, which must be sent
+// on first. Reads time out through c's read deadline, which c must let it
+// read on after (net.Conn, tls.Conn and streamNetConn do).
+func peekClient(c net.Conn, early []byte, wait time.Duration, limit int) ([]byte, httpx.Protocol) {
+	buf := append(make([]byte, 0, max(len(early), 4096)), early...)
+	proto := httpx.Sniff(buf, limit)
+	if proto != httpx.SniffMore {
+		return buf, proto
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, len(buf))
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if proto = httpx.Sniff(buf, limit); proto != httpx.SniffMore {
+			return buf, proto
+		}
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() || err == io.EOF && len(buf) > 0 {
+				return buf, httpx.SniffOther
+			}
+			return buf, httpx.SniffMore
+		}
+	}
+}
+
+// serveIntercepted is the internal server's handler: every request on an
+// intercepted connection goes to the CONNECT target that was authorised
+// (over https when the client spoke TLS, plain http when it spoke HTTP)
 // through the one request path.
 func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	conn, _ := r.Context().Value(interceptedKey{}).(*interceptedConn)
@@ -300,11 +427,19 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, newError(ErrMalformed, "", "not an intercepted connection", nil))
 		return
 	}
+	if !conn.enter() {
+		return // the connection is over
+	}
+	defer conn.leave()
+	conn.requests.Add(1)
 	if r.Method == http.MethodConnect {
 		p.fail(w, r, newError(ErrMalformed, conn.target, "CONNECT inside an intercepted connection is not supported", nil))
 		return
 	}
 	r.URL.Scheme = "https"
+	if conn.plain {
+		r.URL.Scheme = "http"
+	}
 	r.URL.Host = conn.target
 	defer p.endRequest(p.beginRequest(&w, &r)) // telemetry.go: its own span, access-log record, Stats
 	p.forward(w, r)
@@ -334,23 +469,76 @@ func (m *mergedContext) Value(key any) any {
 }
 
 // interceptedConn is the client's connection after the 200: bytes already
-// read by the proxy's server come first, and closing it signals closed.
+// read by the proxy come first, and closing it signals closed. It counts
+// the bytes of the whole connection and the requests served on it.
 type interceptedConn struct {
 	net.Conn
 	early     []byte
 	target    string
+	plain     bool // HTTP without TLS
 	outer     context.Context
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	in, out  atomic.Int64 // bytes from and to the client
+	requests atomic.Int64
+
+	mu       sync.Mutex // guards the handler count
+	handlers int        // internal server handlers running for this connection
+	drained  bool       // no handler may start
+	idle     chan struct{}
+}
+
+// enter counts a handler in, unless the connection has been drained.
+func (c *interceptedConn) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drained {
+		return false
+	}
+	c.handlers++
+	return true
+}
+
+func (c *interceptedConn) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handlers--; c.handlers == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// drain stops handlers from starting and waits for the running ones.
+func (c *interceptedConn) drain() {
+	c.mu.Lock()
+	c.drained = true
+	if c.handlers == 0 {
+		c.mu.Unlock()
+		return
+	}
+	idle := make(chan struct{})
+	c.idle = idle
+	c.mu.Unlock()
+	<-idle
 }
 
 func (c *interceptedConn) Read(b []byte) (int, error) {
 	if len(c.early) > 0 {
 		n := copy(b, c.early)
 		c.early = c.early[n:]
+		c.in.Add(int64(n))
 		return n, nil
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *interceptedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.out.Add(int64(n))
+	return n, err
 }
 
 func (c *interceptedConn) Close() error {
@@ -392,11 +580,102 @@ func (l *oneConnListener) Close() error {
 
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
 
-// streamNetConn is an HTTP/2 CONNECT stream as a net.Conn for crypto/tls.
+// streamNetConn is an HTTP/2 CONNECT stream as a net.Conn for crypto/tls
+// and the internal server. Its read deadline is its own: HTTP/2's ends the
+// stream when it expires, but net/http sets one in the past to stop a
+// background read (before each request and on Hijack), and so does
+// peekClient, and both read on afterwards. So a goroutine reads the stream
+// ahead, a chunk at a time, and Read waits for a chunk or the deadline.
 type streamNetConn struct {
 	streamConn
 	rc            *http.ResponseController
 	local, remote net.Addr
+
+	startOnce sync.Once
+	chunks    chan readResult // from readAhead
+	stop      chan struct{}   // closed by Close
+	stopOnce  sync.Once
+	left      []byte // the rest of the last chunk, for the next Read
+	err       error  // the stream's read error, once reached
+
+	mu       sync.Mutex // guards deadline and changed
+	deadline time.Time
+	changed  chan struct{} // closed when the deadline changes
+}
+
+// readResult is one Read's outcome.
+type readResult struct {
+	data []byte
+	err  error
+}
+
+func newStreamNetConn(body io.ReadCloser, w http.ResponseWriter, rc *http.ResponseController, local, remote net.Addr) *streamNetConn {
+	return &streamNetConn{streamConn: streamConn{body: body, w: w}, rc: rc, local: local, remote: remote,
+		chunks: make(chan readResult, 1), stop: make(chan struct{}), changed: make(chan struct{})}
+}
+
+func (s *streamNetConn) Read(b []byte) (int, error) {
+	if len(s.left) == 0 && s.err == nil {
+		s.startOnce.Do(func() { go s.readAhead() })
+		if err := s.await(); err != nil {
+			return 0, err
+		}
+	}
+	if len(s.left) > 0 {
+		n := copy(b, s.left)
+		s.left = s.left[n:]
+		return n, nil
+	}
+	return 0, s.err
+}
+
+// await waits for the next chunk until the read deadline.
+func (s *streamNetConn) await() error {
+	for {
+		s.mu.Lock()
+		deadline, changed := s.deadline, s.changed
+		s.mu.Unlock()
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case res := <-s.chunks:
+			s.left, s.err = res.data, res.err
+			return nil
+		case <-expired:
+			return os.ErrDeadlineExceeded
+		case <-changed:
+		case <-s.stop:
+			return net.ErrClosed
+		}
+	}
+}
+
+func (s *streamNetConn) readAhead() {
+	for {
+		buf := make([]byte, 16<<10) // HTTP/2's default frame size
+		n, err := s.body.Read(buf)
+		select {
+		case s.chunks <- readResult{buf[:n], err}:
+		case <-s.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *streamNetConn) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	return s.body.Close()
 }
 
 func (s *streamNetConn) LocalAddr() net.Addr {
@@ -409,10 +688,18 @@ func (s *streamNetConn) LocalAddr() net.Addr {
 func (s *streamNetConn) RemoteAddr() net.Addr { return s.remote }
 
 func (s *streamNetConn) SetDeadline(t time.Time) error {
-	return errors.Join(s.rc.SetReadDeadline(t), s.rc.SetWriteDeadline(t))
+	return errors.Join(s.SetReadDeadline(t), s.rc.SetWriteDeadline(t))
 }
 
-func (s *streamNetConn) SetReadDeadline(t time.Time) error  { return s.rc.SetReadDeadline(t) }
+func (s *streamNetConn) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deadline = t
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return nil
+}
+
 func (s *streamNetConn) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDeadline(t) }
 
 type stringAddr string

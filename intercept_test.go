@@ -485,21 +485,23 @@ func (c *pipeConn) SetDeadline(time.Time) error      { return nil }
 func (c *pipeConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *pipeConn) SetWriteDeadline(time.Time) error { return nil }
 
-// TestInterceptBadClient: a client that speaks no TLS after the 200, or
-// hangs up mid-handshake, gets its connection closed; nothing hangs.
+// TestInterceptBadClient: a client that sends a broken TLS record after
+// the 200, or stays silent past the peek and has its tunnel fail, gets its
+// connection closed; nothing hangs. The target is a closed loopback port.
 func TestInterceptBadClient(t *testing.T) {
 	ca, _ := newTestCA(t)
 	tp := startProxy(t, WithInterception(ca), WithReadHeaderTimeout(500*time.Millisecond))
+	target := closedPort(t)
 	for _, tc := range []struct {
 		name, send string
 	}{
-		{"plain HTTP", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{"garbage", "\x16\x03\x01\x00\x05hello"},
+		{"half a record", "\x16\x03"},
 		{"silence", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, br := tp.rawConn(t)
-			mustWrite(t, c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"+tc.send)
+			mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"+tc.send)
 			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("CONNECT: %v %v", resp, err)
@@ -568,5 +570,106 @@ func TestInterceptTelemetryAndRules(t *testing.T) {
 	}
 	if n := len(endedSpans(t, rec, trace.SpanKindClient)); n != 2 {
 		t.Errorf("%d client spans, want 2 (the denied request is not sent)", n)
+	}
+}
+
+// TestInterceptCipherSuites: the interception listener offers AEAD suites
+// only. A TLS 1.2 client offering nothing but one CBC suite (or a TLS 1.1
+// client) fails the handshake; one offering any single AEAD suite, or TLS
+// 1.3, succeeds with that suite.
+func TestInterceptCipherSuites(t *testing.T) {
+	ca, caPool := newTestCA(t)
+	tp := startProxy(t, WithInterception(ca))
+	for _, tc := range []struct {
+		name     string
+		version  uint16 // the client's maximum
+		suite    uint16 // the only TLS 1.2 suite offered; 0 for TLS 1.3
+		accepted bool
+	}{
+		{"ECDHE-ECDSA-AES128-SHA", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES256-SHA", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES128-SHA256", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, false},
+		{"TLS 1.1", tls.VersionTLS11, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES128-GCM-SHA256", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{"ECDHE-ECDSA-AES256-GCM-SHA384", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, true},
+		{"ECDHE-ECDSA-CHACHA20-POLY1305", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+		{"TLS 1.3", tls.VersionTLS13, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := tp.rawConn(t)
+			target := "127.0.0.1:1" // never dialled: the handshake is the proxy's
+			mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+			if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			conf := &tls.Config{RootCAs: caPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS10, MaxVersion: tc.version}
+			if tc.suite != 0 {
+				conf.CipherSuites = []uint16{tc.suite}
+			}
+			tc2 := tls.Client(c, conf)
+			err := tc2.Handshake()
+			if !tc.accepted {
+				if err == nil {
+					t.Fatalf("handshake succeeded with %s, %s; want it refused",
+						tls.VersionName(tc2.ConnectionState().Version), tls.CipherSuiteName(tc2.ConnectionState().CipherSuite))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			st := tc2.ConnectionState()
+			if st.Version != tc.version || (tc.suite != 0 && st.CipherSuite != tc.suite) {
+				t.Errorf("negotiated %s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+			}
+		})
+	}
+}
+
+// TestInterceptBypassAddresses: BypassHosts takes the access rules'
+// grammar, so IP addresses and CIDR ranges bypass CONNECTs to IP targets
+// (in any spelling the dialer accepts), and a bad pattern gets the same
+// message as from WithDenyHosts.
+func TestInterceptBypassAddresses(t *testing.T) {
+	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {})
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	ca, _ := newTestCA(t)
+	both := originRoots.Clone()
+	both.AddCert(ca.Leaf)
+	for _, tc := range []struct {
+		patterns    []string
+		host        string
+		intercepted bool
+	}{
+		{[]string{"127.0.0.1"}, "127.0.0.1", false},
+		{[]string{"127.0.0.1/32"}, "127.0.0.1", false},
+		{[]string{"127.0.0.0/8"}, "127.0.0.1", false},
+		{[]string{"example.com", "127.0.0.0/8"}, "2130706433", false}, // 127.0.0.1 spelt as one number
+		{[]string{"::ffff:127.0.0.1"}, "127.0.0.1", false},
+		{[]string{"10.0.0.0/8", "127.0.0.2"}, "127.0.0.1", true},
+		{[]string{"*.example.com"}, "127.0.0.1", true},
+	} {
+		t.Run(strings.Join(tc.patterns, ",")+" "+tc.host, func(t *testing.T) {
+			tp := startProxy(t, WithUpstreamRootCAs(originRoots), WithInterception(ca, BypassHosts(tc.patterns...)))
+			c, _ := connectTLS(t, tp, net.JoinHostPort(tc.host, port), "127.0.0.1", both)
+			got := c.ConnectionState().PeerCertificates[0].CheckSignatureFrom(ca.Leaf) == nil
+			if got != tc.intercepted {
+				t.Errorf("intercepted = %v, want %v", got, tc.intercepted)
+			}
+		})
+	}
+	for _, bad := range []string{"a.*.b", "10.0.0.0/33", "", "exa mple.com", "*.10.0.0.1/8"} {
+		t.Run("bad "+bad, func(t *testing.T) {
+			_, berr := New(WithInterception(ca, BypassHosts(bad)))
+			_, derr := New(WithDenyHosts(bad))
+			if berr == nil || derr == nil {
+				t.Fatalf("BypassHosts(%q): %v; WithDenyHosts: %v; want errors", bad, berr, derr)
+			}
+			_, bmsg, _ := strings.Cut(berr.Error(), "BypassHosts: ")
+			_, dmsg, _ := strings.Cut(derr.Error(), "WithDenyHosts: ")
+			if bmsg == "" || bmsg != dmsg {
+				t.Errorf("BypassHosts says %q, WithDenyHosts %q; want the same reason", berr, derr)
+			}
+		})
 	}
 }

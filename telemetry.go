@@ -266,6 +266,11 @@ type reqState struct {
 	failure  *Error
 	duration durationSeconds
 
+	// An intercepted CONNECT (intercept.go) counts the requests served
+	// inside it.
+	intercepted bool
+	requests    int64
+
 	tb *traceBufs // nil unless tracing
 
 	// The client trace that reports the upstream connection, kept here so
@@ -280,7 +285,7 @@ type reqState struct {
 // allocated with its reqState only when tracing is on.
 type traceBufs struct {
 	attrBuf   [6]attribute.KeyValue
-	endBuf    [4]attribute.KeyValue
+	endBuf    [5]attribute.KeyValue
 	clientEnd [2]attribute.KeyValue
 	startOpts [3]trace.SpanStartOption
 }
@@ -398,6 +403,9 @@ func (p *Proxy) endRequest(t requestTrack) {
 			attrs = append(attrs,
 				attribute.Int64("fwdproxy.tunnel.bytes_sent", rs.tunUp),
 				attribute.Int64("fwdproxy.tunnel.bytes_received", rs.tunDown))
+		}
+		if rs.intercepted {
+			attrs = append(attrs, attribute.Int64("fwdproxy.intercept.requests", rs.requests))
 		}
 		rs.span.SetAttributes(attrs...)
 		if status >= 500 || (status == 0 && errType != "") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -96,6 +97,48 @@ func TestInterception(t *testing.T) {
 	}
 }
 
+// TestInterceptionBypassIP: -mitm-bypass takes IP addresses and CIDR
+// ranges (as -deny-host does): a CONNECT to a matching IP target is
+// tunnelled, so the client sees the origin's own certificate.
+func TestInterceptionBypassIP(t *testing.T) {
+	bin := build(t)
+	o := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer o.Close()
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	for _, tc := range []struct {
+		bypass, issuer string
+	}{
+		{"127.0.0.1", "Acme Co"},
+		{"127.0.0.0/8,::1", "Acme Co"},
+		{"10.0.0.0/8", "fwdproxy interception CA"},
+	} {
+		t.Run(tc.bypass, func(t *testing.T) {
+			caDir := filepath.Join(t.TempDir(), "ca")
+			_, addr := startServer(t, bin, "-allow-private", "-allow-port", port, "-mitm-ca-dir", caDir, "-mitm-bypass", tc.bypass)
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			target := "127.0.0.1:" + port
+			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+			br := bufio.NewReader(c)
+			if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			// Verification is not the point: the issuer says who answered.
+			tc2 := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+			if err := tc2.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if got := tc2.ConnectionState().PeerCertificates[0].Issuer.String(); !strings.Contains(got, tc.issuer) {
+				t.Errorf("issuer %q, want %q", got, tc.issuer)
+			}
+		})
+	}
+}
+
 // TestInterceptionFlags: bad interception flags stop the server with a
 // clear error.
 func TestInterceptionFlags(t *testing.T) {
@@ -113,6 +156,7 @@ func TestInterceptionFlags(t *testing.T) {
 	}{
 		{"bypass without CA", []string{"-mitm-bypass", "example.com"}, "needs -mitm-ca-dir"},
 		{"bad bypass pattern", []string{"-mitm-ca-dir", filepath.Join(tmp, "ca"), "-mitm-bypass", "a.*.b"}, "BypassHosts"},
+		{"bad bypass CIDR", []string{"-mitm-ca-dir", filepath.Join(tmp, "ca"), "-mitm-bypass", "10.0.0.0/33"}, `"10.0.0.0/33" is neither a host pattern nor a CIDR range`},
 		{"missing upstream CA", []string{"-upstream-ca", filepath.Join(tmp, "nope.pem")}, "-upstream-ca"},
 		{"upstream CA not PEM", []string{"-upstream-ca", notPEM}, "no PEM certificate"},
 		{"half a CA", []string{"-mitm-ca-dir", halfCA}, "only one of"},

@@ -113,8 +113,8 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `ADDR` (host:port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")
-	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing)")
-	fs.Var(&f.mitmBypass, "mitm-bypass", "host `PATTERN` (example.com or *.example.com) to tunnel, not intercept (repeatable or comma-separated)")
+	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS in CONNECTs with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing); plain HTTP in a CONNECT is served too, other protocols are tunnelled")
+	fs.Var(&f.mitmBypass, "mitm-bypass", "tunnel, not intercept, CONNECTs to destinations matching `PATTERN`: host, *.domain, IP or CIDR, as for -deny-host; IPs and CIDRs match IP targets (repeatable or comma-separated)")
 	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
 	f.limits.register(fs)
 	fs.Usage = func() {

@@ -132,3 +132,41 @@ func inRanges(ranges []PortRange, port uint16) bool {
 	}
 	return false
 }
+
+// Matcher matches a destination against host patterns (see Pattern) and
+// CIDR ranges, as Rules match their deny or allow lists. It is immutable and
+// safe for concurrent use.
+type Matcher struct {
+	hosts hostSet
+	cidrs *netguard.PrefixSet
+}
+
+// NewMatcher compiles host patterns and CIDR ranges into a Matcher.
+func NewMatcher(hosts []string, cidrs []netip.Prefix) (*Matcher, error) {
+	hs, err := newHostSet(hosts)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := netguard.NewPrefixSet(cidrs...)
+	if err != nil {
+		return nil, fmt.Errorf("acl: CIDRs: %w", err)
+	}
+	return &Matcher{hosts: hs, cidrs: ps}, nil
+}
+
+// Match reports whether host matches a host pattern or ip (when valid) lies
+// in a CIDR range, directly or by the IPv4 address it embeds. As for
+// Rules.Check, a host that is an IP literal should be passed as ip too.
+func (m *Matcher) Match(host string, ip netip.Addr) bool {
+	if _, ok := m.hosts.match(host); ok {
+		return true
+	}
+	if ip.IsValid() {
+		_, ok := m.cidrs.Lookup(ip)
+		return ok
+	}
+	return false
+}
+
+// Empty reports whether m has no pattern and no range: it matches nothing.
+func (m *Matcher) Empty() bool { return m.hosts.len() == 0 && m.cidrs.Len() == 0 }

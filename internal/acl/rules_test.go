@@ -135,3 +135,44 @@ func BenchmarkCheck(b *testing.B) {
 		r.Check("www.api.example.com", ip, 443, true)
 	}
 }
+
+func TestMatcher(t *testing.T) {
+	m, err := NewMatcher([]string{"example.com", "*.corp.test"}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::1/128")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host string
+		ip   string
+		want bool
+	}{
+		{"example.com", "", true},
+		{"EXAMPLE.com.", "", true},
+		{"a.example.com", "", false},
+		{"x.y.corp.test", "", true},
+		{"corp.test", "", false},
+		{"10.1.2.3", "10.1.2.3", true},
+		{"::ffff:10.1.2.3", "::ffff:10.1.2.3", true},
+		{"11.1.2.3", "11.1.2.3", false},
+		{"2001:db8::1", "2001:db8::1", true},
+		{"2001:db8::2", "2001:db8::2", false},
+		{"intranet", "", false},
+	} {
+		var ip netip.Addr
+		if tc.ip != "" {
+			ip = netip.MustParseAddr(tc.ip)
+		}
+		if got := m.Match(tc.host, ip); got != tc.want {
+			t.Errorf("Match(%q, %v) = %v, want %v", tc.host, ip, got, tc.want)
+		}
+	}
+	if m.Empty() {
+		t.Error("Empty() on a full matcher")
+	}
+	if e, _ := NewMatcher(nil, nil); !e.Empty() || e.Match("example.com", netip.MustParseAddr("10.0.0.1")) {
+		t.Error("an empty matcher matched")
+	}
+	if _, err := NewMatcher([]string{"a.*.b"}, nil); err == nil {
+		t.Error("bad pattern accepted")
+	}
+}

@@ -248,8 +248,32 @@ func (i *Issuer) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 // "http/1.1"; none disables ALPN. Run the handshake with HandshakeContext
 // and a context from WithConnectHost so that clients without SNI are
 // served. The result may be shared by all intercepted connections.
+//
+// It offers AEAD suites only, as Mozilla's "intermediate" profile does: TLS
+// 1.3 (whose suites are all AEAD), and TLS 1.2 with ECDHE and AES-GCM or
+// ChaCha20-Poly1305 (aeadSuites). Go's defaults would also offer the CBC
+// suites (ECDHE-ECDSA-AES128-SHA and -AES256-SHA), which TLS scanners flag
+// for LUCKY13; a client that offers nothing better fails the handshake.
 func (i *Issuer) TLSConfig(nextProtos ...string) *tls.Config {
-	return &tls.Config{GetCertificate: i.GetCertificate, NextProtos: slices.Clone(nextProtos)}
+	return &tls.Config{
+		GetCertificate: i.GetCertificate,
+		NextProtos:     slices.Clone(nextProtos),
+		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   slices.Clone(aeadSuites),
+	}
+}
+
+// aeadSuites are the TLS 1.2 cipher suites an intercepting server offers, in
+// order of preference (crypto/tls reorders them by the client's hardware):
+// ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, for ECDSA leaves (the
+// ones minted here) and RSA ones.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 // Stats counts an Issuer's certificate requests since it was created.
