@@ -322,6 +322,13 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 			rs.errKind = "tls_handshake"
 		}
 	}
+	if err != nil {
+		// One record for the failure: the CONNECT's access record when the
+		// access log is on, else a Warn line (logFailure).
+		p.logFailure(r, newError(ErrMalformed, target, "the client's TLS handshake with the minted certificate failed: "+
+			"clients must trust the interception CA (or bypass this host with BypassHosts, -mitm-bypass on the example server)", err),
+			"intercepted TLS handshake failed")
+	}
 	mode := "tls"
 	if conn.plain {
 		mode = "http"
@@ -343,9 +350,7 @@ func (p *Proxy) serveInterceptTLS(r *http.Request, ic *interceptor, conn *interc
 	cancel()
 	if err != nil {
 		tc.Close()
-		p.log.LogAttrs(r.Context(), slog.LevelInfo, "intercepted TLS handshake failed",
-			slog.String("target", conn.target), slog.String("client", r.RemoteAddr), slog.String("error", err.Error()))
-		return tls.ConnectionState{}, err
+		return tls.ConnectionState{}, err // logged by serveIntercept
 	}
 	p.serveInner(ic, tc, conn)
 	return tc.ConnectionState(), nil

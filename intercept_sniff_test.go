@@ -558,6 +558,12 @@ func TestInterceptAccounting(t *testing.T) {
 			t.Errorf("failed-handshake CONNECT record %s = %v, want %v", k, failed[k], v)
 		}
 	}
+	if reason, _ := failed["reason"].(string); !strings.Contains(reason, "trust the interception CA") {
+		t.Errorf("failed-handshake CONNECT record's reason %q does not say the client must trust the CA", reason)
+	}
+	if strings.Contains(buf.String(), "intercepted TLS handshake failed") {
+		t.Error("the failed handshake has a log line besides its access record")
+	}
 	if s := p.Stats(); s.Errors != (ErrorCounts{}) || s.ActiveTunnels != 0 {
 		t.Errorf("Stats: errors %+v, active tunnels %d; want none", s.Errors, s.ActiveTunnels)
 	}
