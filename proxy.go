@@ -154,6 +154,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, newError(ErrMalformed, target, "bad request target "+strconv.Quote(r.URL.String())+": "+err.Error(), err))
 		return
 	}
+	if e := checkLookAlikes(r.Header, target); e != nil {
+		p.fail(w, r, e)
+		return
+	}
 	ctx, ok := p.admit(w, r, target, host, port, false)
 	if !ok {
 		return
@@ -221,6 +225,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.writeResponse(w, r, resp)
+}
+
+// checkLookAlikes refuses a request carrying a look-alike of a framing or
+// routing field (httpx.FramingLookAlike): "Transfer_Encoding: chunked"
+// would be forwarded next to the proxy's own framing, and an origin that
+// reads '_' as '-' would frame the body by it.
+func checkLookAlikes(h http.Header, target string) *Error {
+	for k := range h {
+		if field, ok := httpx.FramingLookAlike(k); ok {
+			return newError(ErrMalformed, target, "request field "+strconv.Quote(k)+
+				" looks like "+field+" to servers that read '_' as '-'; refused", nil)
+		}
+	}
+	return nil
 }
 
 // outboundRequest derives the request sent upstream from the client's. The
