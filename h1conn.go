@@ -30,11 +30,6 @@ import (
 // upstreams, requests with a body, Upgrade and Expect requests, and proxying
 // through an environment proxy.
 
-// defaultUserAgent is what http.Transport sends when the request has no
-// User-Agent field; the fast path sends the same, so that both paths put the
-// same request on the wire.
-const defaultUserAgent = "Go-http-client/1.1"
-
 // max1xxResponses bounds the informational responses skipped before the
 // final one, as http.Transport does.
 const max1xxResponses = 5
@@ -71,9 +66,24 @@ const livenessCheckAfter = 500 * time.Millisecond
 func (p *Proxy) upstreamRoundTrip(out *http.Request) (*http.Response, error) {
 	key, ok := p.fastPath(out)
 	if !ok {
+		noDefaultUserAgent(out)
 		return p.transport.RoundTrip(out)
 	}
 	return p.h1RoundTrip(out, key)
+}
+
+// noDefaultUserAgent keeps http.Transport from adding its own User-Agent
+// ("Go-http-client/1.1") to a request that has none: a proxy passes what
+// came. Its HTTP/1 and HTTP/2 writers both send no User-Agent for a key
+// present with no value. (The fast path's writeRequest adds none anyway.)
+func noDefaultUserAgent(out *http.Request) {
+	if _, ok := out.Header["User-Agent"]; ok {
+		return
+	}
+	if out.Header == nil {
+		out.Header = make(http.Header, 1)
+	}
+	out.Header["User-Agent"] = nil
 }
 
 // fastPath reports whether out takes the fast path and, if so, the
@@ -293,9 +303,10 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 }
 
 // writeRequest writes the request line and header of the bodyless request
-// out to pc in one write, as http.Transport would write them: Host first,
-// the default User-Agent when none is set, Content-Length: 0 for POST, PUT
-// and PATCH only.
+// out to pc in one write, as http.Transport would write them (Host first,
+// Content-Length: 0 for POST, PUT and PATCH only), except that a request
+// without a User-Agent goes without one, as noDefaultUserAgent makes the
+// transport send it.
 func writeRequest(pc *pconn, out *http.Request) error {
 	bw := h1Writers.Get().(*bufio.Writer)
 	bw.Reset(pc.conn)
@@ -317,12 +328,9 @@ func writeRequest(pc *pconn, out *http.Request) error {
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
 	h := out.Header
-	ua := defaultUserAgent
-	if v, ok := h["User-Agent"]; ok {
-		ua = ""
-		if len(v) > 0 {
-			ua = textproto.TrimString(v[0])
-		}
+	ua := ""
+	if v := h["User-Agent"]; len(v) > 0 {
+		ua = textproto.TrimString(v[0])
 	}
 	if ua != "" {
 		bw.WriteString("\r\nUser-Agent: ")
