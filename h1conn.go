@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,13 +64,43 @@ const livenessCheckAfter = 500 * time.Millisecond
 // upstreamRoundTrip sends out upstream and returns the response: on the
 // HTTP/1.1 fast path when out qualifies, through the shared transport
 // otherwise.
-func (p *Proxy) upstreamRoundTrip(out *http.Request) (*http.Response, error) {
-	key, ok := p.fastPath(out)
-	if !ok {
+func (p *Proxy) upstreamRoundTrip(out *http.Request) (resp *http.Response, err error) {
+	if key, ok := p.fastPath(out); ok {
+		resp, err = p.h1RoundTrip(out, key)
+	} else {
 		noDefaultUserAgent(out)
-		return p.transport.RoundTrip(out)
+		resp, err = p.transport.RoundTrip(out)
 	}
-	return p.h1RoundTrip(out, key)
+	if err != nil {
+		if over, h2 := responseHeadTooLarge(err); over || h2 {
+			target := out.URL.Host
+			limit := strconv.Itoa(p.cfg.maxResponseHeader) + " bytes (the WithMaxResponseHeaderBytes limit)"
+			reason := "upstream " + target + " sent a response header over " + limit
+			if h2 {
+				reason = "upstream " + target + " broke the HTTP/2 protocol, or sent a response header over " + limit
+			}
+			err = newError(ErrUpstream, target, reason, err)
+		}
+	}
+	return resp, err
+}
+
+// responseHeadTooLarge reports whether err is a response head over
+// WithMaxResponseHeaderBytes (over): the own client's error, or one of
+// http.Transport's, which has no error value for it, so its messages are
+// matched (TestResponseHeaderLimit checks them). Over HTTP/2 a head that
+// passes the limit by more than a frame ends the connection with a
+// PROTOCOL_ERROR that tells nothing more; h2 reports such an error.
+func responseHeadTooLarge(err error) (over, h2 bool) {
+	if errors.Is(err, errResponseHeadTooLarge) {
+		return true, false
+	}
+	s := err.Error()
+	if strings.Contains(s, "server response headers exceeded") || // HTTP/1
+		strings.Contains(s, "response header list larger than advertised limit") { // HTTP/2, within a frame
+		return true, false
+	}
+	return false, strings.Contains(s, "connection error: PROTOCOL_ERROR")
 }
 
 // noDefaultUserAgent keeps http.Transport from adding its own User-Agent
@@ -235,7 +266,8 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 	}
 	pc.setReadDeadline(time.Now().Add(p.cfg.responseHeaderTimeout))
 	br := h1Readers.Get().(*bufio.Reader)
-	br.Reset(pc.conn)
+	pc.headLeft = int64(p.cfg.maxResponseHeader)
+	br.Reset(pc)
 	release := func() {
 		br.Reset(nil)
 		h1Readers.Put(br)
@@ -272,7 +304,9 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 			release()
 			return fail(errTooMany1xx, false)
 		}
+		pc.headLeft = int64(p.cfg.maxResponseHeader) // each head has the limit, as in http.Transport
 	}
+	pc.headLeft = -1 // the body is not limited
 	if resp.Body != http.NoBody && (resp.ContentLength < 0 || resp.ContentLength > int64(br.Buffered())) {
 		// More of the body is to be read: the header timeout ends here. (A
 		// body that is all buffered needs no read, and the next use of the

@@ -24,18 +24,19 @@ const (
 func (p *Proxy) newTransport() *http.Transport {
 	c := &p.cfg
 	t := &http.Transport{
-		DialContext:           p.dial,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          c.maxIdleConns,
-		MaxIdleConnsPerHost:   c.maxIdleConnsPerHost,
-		IdleConnTimeout:       c.idleConnTimeout,
-		TLSHandshakeTimeout:   c.tlsHandshakeTimeout,
-		ResponseHeaderTimeout: c.responseHeaderTimeout,
-		ExpectContinueTimeout: c.expectContinueTimeout,
-		DisableCompression:    true, // a proxy passes bodies through untouched
-		ReadBufferSize:        upstreamReadBufferSize,
-		WriteBufferSize:       upstreamWriteBufferSize,
-		TLSClientConfig:       upstreamTLSConfig(c.upstreamRoots),
+		DialContext:            p.dial,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           c.maxIdleConns,
+		MaxIdleConnsPerHost:    c.maxIdleConnsPerHost,
+		IdleConnTimeout:        c.idleConnTimeout,
+		TLSHandshakeTimeout:    c.tlsHandshakeTimeout,
+		ResponseHeaderTimeout:  c.responseHeaderTimeout,
+		MaxResponseHeaderBytes: int64(c.maxResponseHeader),
+		ExpectContinueTimeout:  c.expectContinueTimeout,
+		DisableCompression:     true, // a proxy passes bodies through untouched
+		ReadBufferSize:         upstreamReadBufferSize,
+		WriteBufferSize:        upstreamWriteBufferSize,
+		TLSClientConfig:        upstreamTLSConfig(c.upstreamRoots),
 	}
 	if c.proxyFromEnvironment {
 		t.Proxy = http.ProxyFromEnvironment
