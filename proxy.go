@@ -175,6 +175,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := p.outboundRequest(ctx, r)
+	body, _ := out.Body.(*clientBody) // taken now: a hook may replace out.Body
 	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
 		if answered := p.maxForwards(w, r, out); answered {
 			return
@@ -193,13 +194,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		}
 		resp, err = p.roundTrip(out) // telemetry.go: client span, then upstreamRoundTrip
 		if err != nil {
-			if lb, ok := out.Body.(*limitedBody); ok && lb.over.Load() {
+			if lb, ok := body.limited(); ok && lb.over.Load() {
 				p.fail(w, r, newError(ErrTooLarge, target, "request body is over the limit of "+
 					strconv.FormatInt(p.cfg.maxBodyBytes, 10)+" bytes", nil))
 				return
 			}
 			if ctx.Err() != nil {
 				p.logClientGone(r, err)
+				return
+			}
+			if bodyErr := body.failed(); bodyErr != nil {
+				// The client's fault, not the upstream's: a malformed
+				// chunked body, or one cut short.
+				p.fail(w, r, newError(ErrMalformed, target, "reading the request body failed: "+bodyErr.Error(), bodyErr))
 				return
 			}
 			p.fail(w, r, asError(target, err))
@@ -251,10 +258,52 @@ func (p *Proxy) outboundRequest(ctx context.Context, r *http.Request) *http.Requ
 	out.Header = p.outboundHeader(r)
 	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		out.Body = http.NoBody
-	} else if p.cfg.maxBodyBytes > 0 && r.ContentLength < 0 {
-		out.Body = &limitedBody{ReadCloser: r.Body, left: p.cfg.maxBodyBytes}
+		return out
 	}
+	body := r.Body
+	if p.cfg.maxBodyBytes > 0 && r.ContentLength < 0 {
+		body = &limitedBody{ReadCloser: body, left: p.cfg.maxBodyBytes}
+	}
+	out.Body = &clientBody{ReadCloser: body}
 	return out
+}
+
+// clientBody is the client's request body on its way upstream. It keeps
+// the first error reading it, so that a failed round trip is put down to
+// the client (400: a malformed chunked body, say, which net/http's server
+// reports as a read error) rather than to the upstream (502).
+type clientBody struct {
+	io.ReadCloser
+	err atomic.Pointer[error]
+}
+
+// Read implements io.Reader.
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err.Load() == nil {
+		b.err.Store(&err)
+	}
+	return n, err
+}
+
+// failed returns the error reading the body, if any (b may be nil).
+func (b *clientBody) failed() error {
+	if b == nil {
+		return nil
+	}
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// limited returns the WithMaxRequestBodyBytes limiter inside b, if any.
+func (b *clientBody) limited() (*limitedBody, bool) {
+	if b == nil {
+		return nil, false
+	}
+	lb, ok := b.ReadCloser.(*limitedBody)
+	return lb, ok
 }
 
 // maxForwards applies Max-Forwards to TRACE and OPTIONS (RFC 9110 §7.6.2):
