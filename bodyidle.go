@@ -117,28 +117,33 @@ func (w *idleWatch) stop() {
 // never fires.
 func (w *idleWatch) hasFired() bool { return w != nil && w.fired.Load() }
 
-// idleBody is a client's request body under the body idle timeout. The
-// watch starts with the first read, so the time before the transport asks
-// for the body (a slow dial, Expect: 100-continue) does not count.
-type idleBody struct {
+// clientBody is the client's request body on its way upstream. It is
+// watched by the body idle timeout, whose watch starts with the first read
+// so that the time before the transport asks for the body (a slow dial,
+// Expect: 100-continue) does not count; and it keeps the first error reading
+// it, so that a failed round trip is put down to the client (400: a
+// malformed chunked body, say, which net/http's server reports as a read
+// error) rather than to the upstream (502).
+type clientBody struct {
 	io.ReadCloser
 	w       idleWatch
 	started bool // only the reading goroutine touches it
+	err     atomic.Pointer[error]
 }
 
 // watchRequestBody wraps body so that a client that stops sending it for
 // the body idle timeout has its pending read interrupted through w's
 // http.ResponseController.
-func (p *Proxy) watchRequestBody(w http.ResponseWriter, body io.ReadCloser) *idleBody {
+func (p *Proxy) watchRequestBody(w http.ResponseWriter, body io.ReadCloser) *clientBody {
 	rc := http.NewResponseController(w)
-	b := &idleBody{ReadCloser: body}
+	b := &clientBody{ReadCloser: body}
 	b.w.idle, b.w.gated = p.cfg.bodyIdleTimeout, true
 	b.w.fire = func() { _ = rc.SetReadDeadline(aLongTimeAgo) }
 	return b
 }
 
 // Read implements io.Reader.
-func (b *idleBody) Read(p []byte) (int, error) {
+func (b *clientBody) Read(p []byte) (int, error) {
 	if !b.started {
 		b.started = true
 		b.w.start()
@@ -154,14 +159,28 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		if b.w.fired.Load() {
 			err = errClientBodyIdle
 		}
+		if err != io.EOF && b.err.Load() == nil {
+			b.err.Store(&err)
+		}
 	}
 	return n, err
 }
 
 // Close implements io.Closer.
-func (b *idleBody) Close() error {
+func (b *clientBody) Close() error {
 	b.w.stop()
 	return b.ReadCloser.Close()
+}
+
+// failed returns the error reading the body, if any (b may be nil).
+func (b *clientBody) failed() error {
+	if b == nil {
+		return nil
+	}
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // watchResponseBody starts the body idle watch of an upstream response

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,11 +30,6 @@ import (
 // Everything else goes through the shared http.Transport, unchanged: https
 // upstreams, requests with a body, Upgrade and Expect requests, and proxying
 // through an environment proxy.
-
-// defaultUserAgent is what http.Transport sends when the request has no
-// User-Agent field; the fast path sends the same, so that both paths put the
-// same request on the wire.
-const defaultUserAgent = "Go-http-client/1.1"
 
 // max1xxResponses bounds the informational responses skipped before the
 // final one, as http.Transport does.
@@ -68,12 +64,57 @@ const livenessCheckAfter = 500 * time.Millisecond
 // upstreamRoundTrip sends out upstream and returns the response: on the
 // HTTP/1.1 fast path when out qualifies, through the shared transport
 // otherwise.
-func (p *Proxy) upstreamRoundTrip(out *http.Request) (*http.Response, error) {
-	key, ok := p.fastPath(out)
-	if !ok {
-		return p.transport.RoundTrip(out)
+func (p *Proxy) upstreamRoundTrip(out *http.Request) (resp *http.Response, err error) {
+	if key, ok := p.fastPath(out); ok {
+		resp, err = p.h1RoundTrip(out, key)
+	} else {
+		noDefaultUserAgent(out)
+		resp, err = p.transport.RoundTrip(out)
 	}
-	return p.h1RoundTrip(out, key)
+	if err != nil {
+		if over, h2 := responseHeadTooLarge(err); over || h2 {
+			target := out.URL.Host
+			limit := strconv.Itoa(p.cfg.maxResponseHeader) + " bytes (the WithMaxResponseHeaderBytes limit)"
+			reason := "upstream " + target + " sent a response header over " + limit
+			if h2 {
+				reason = "upstream " + target + " broke the HTTP/2 protocol, or sent a response header over " + limit
+			}
+			err = newError(ErrUpstream, target, reason, err)
+		}
+	}
+	return resp, err
+}
+
+// responseHeadTooLarge reports whether err is a response head over
+// WithMaxResponseHeaderBytes (over): the own client's error, or one of
+// http.Transport's, which has no error value for it, so its messages are
+// matched (TestResponseHeaderLimit checks them). Over HTTP/2 a head that
+// passes the limit by more than a frame ends the connection with a
+// PROTOCOL_ERROR that tells nothing more; h2 reports such an error.
+func responseHeadTooLarge(err error) (over, h2 bool) {
+	if errors.Is(err, errResponseHeadTooLarge) {
+		return true, false
+	}
+	s := err.Error()
+	if strings.Contains(s, "server response headers exceeded") || // HTTP/1
+		strings.Contains(s, "response header list larger than advertised limit") { // HTTP/2, within a frame
+		return true, false
+	}
+	return false, strings.Contains(s, "connection error: PROTOCOL_ERROR")
+}
+
+// noDefaultUserAgent keeps http.Transport from adding its own User-Agent
+// ("Go-http-client/1.1") to a request that has none: a proxy passes what
+// came. Its HTTP/1 and HTTP/2 writers both send no User-Agent for a key
+// present with no value. (The fast path's writeRequest adds none anyway.)
+func noDefaultUserAgent(out *http.Request) {
+	if _, ok := out.Header["User-Agent"]; ok {
+		return
+	}
+	if out.Header == nil {
+		out.Header = make(http.Header, 1)
+	}
+	out.Header["User-Agent"] = nil
 }
 
 // fastPath reports whether out takes the fast path and, if so, the
@@ -225,7 +266,8 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 	}
 	pc.setReadDeadline(time.Now().Add(p.cfg.responseHeaderTimeout))
 	br := h1Readers.Get().(*bufio.Reader)
-	br.Reset(pc.conn)
+	pc.headLeft = int64(p.cfg.maxResponseHeader)
+	br.Reset(pc)
 	release := func() {
 		br.Reset(nil)
 		h1Readers.Put(br)
@@ -262,7 +304,9 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 			release()
 			return fail(errTooMany1xx, false)
 		}
+		pc.headLeft = int64(p.cfg.maxResponseHeader) // each head has the limit, as in http.Transport
 	}
+	pc.headLeft = -1 // the body is not limited
 	if resp.Body != http.NoBody && (resp.ContentLength < 0 || resp.ContentLength > int64(br.Buffered())) {
 		// More of the body is to be read: the header timeout ends here. (A
 		// body that is all buffered needs no read, and the next use of the
@@ -293,9 +337,10 @@ func (p *Proxy) h1Send(ctx context.Context, pc *pconn, out *http.Request) (resp 
 }
 
 // writeRequest writes the request line and header of the bodyless request
-// out to pc in one write, as http.Transport would write them: Host first,
-// the default User-Agent when none is set, Content-Length: 0 for POST, PUT
-// and PATCH only.
+// out to pc in one write, as http.Transport would write them (Host first,
+// Content-Length: 0 for POST, PUT and PATCH only), except that a request
+// without a User-Agent goes without one, as noDefaultUserAgent makes the
+// transport send it.
 func writeRequest(pc *pconn, out *http.Request) error {
 	bw := h1Writers.Get().(*bufio.Writer)
 	bw.Reset(pc.conn)
@@ -317,12 +362,9 @@ func writeRequest(pc *pconn, out *http.Request) error {
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
 	h := out.Header
-	ua := defaultUserAgent
-	if v, ok := h["User-Agent"]; ok {
-		ua = ""
-		if len(v) > 0 {
-			ua = textproto.TrimString(v[0])
-		}
+	ua := ""
+	if v := h["User-Agent"]; len(v) > 0 {
+		ua = textproto.TrimString(v[0])
 	}
 	if ua != "" {
 		bw.WriteString("\r\nUser-Agent: ")

@@ -34,6 +34,7 @@ type config struct {
 	idleConnTimeout       time.Duration
 	proxyFromEnvironment  bool
 	upstreamRoots         *x509.CertPool
+	maxResponseHeader     int // WithMaxResponseHeaderBytes
 	resolver              *Resolver
 	dnsServers            []string
 
@@ -78,19 +79,20 @@ type config struct {
 // Defaults. They favour safety (every wait is bounded) and pool reuse under
 // load; see the package documentation for the reasoning.
 const (
-	DefaultDialTimeout           = 10 * time.Second
-	DefaultTLSHandshakeTimeout   = 10 * time.Second
-	DefaultResponseHeaderTimeout = 30 * time.Second
-	DefaultMaxIdleConns          = 1024
-	DefaultMaxIdleConnsPerHost   = 64
-	DefaultIdleConnTimeout       = 90 * time.Second
-	DefaultReadHeaderTimeout     = 10 * time.Second
-	DefaultClientIdleTimeout     = 120 * time.Second
-	DefaultMaxHeaderBytes        = 64 << 10
-	DefaultTunnelIdleTimeout     = 5 * time.Minute
-	DefaultBodyIdleTimeout       = 60 * time.Second
-	DefaultMaxConns              = 4096
-	DefaultMaxTunnels            = 1024
+	DefaultDialTimeout            = 10 * time.Second
+	DefaultTLSHandshakeTimeout    = 10 * time.Second
+	DefaultResponseHeaderTimeout  = 30 * time.Second
+	DefaultMaxIdleConns           = 1024
+	DefaultMaxIdleConnsPerHost    = 64
+	DefaultIdleConnTimeout        = 90 * time.Second
+	DefaultMaxResponseHeaderBytes = 256 << 10
+	DefaultReadHeaderTimeout      = 10 * time.Second
+	DefaultClientIdleTimeout      = 120 * time.Second
+	DefaultMaxHeaderBytes         = 64 << 10
+	DefaultTunnelIdleTimeout      = 5 * time.Minute
+	DefaultBodyIdleTimeout        = 60 * time.Second
+	DefaultMaxConns               = 4096
+	DefaultMaxTunnels             = 1024
 )
 
 func defaultConfig() config {
@@ -102,6 +104,7 @@ func defaultConfig() config {
 		maxIdleConns:          DefaultMaxIdleConns,
 		maxIdleConnsPerHost:   DefaultMaxIdleConnsPerHost,
 		idleConnTimeout:       DefaultIdleConnTimeout,
+		maxResponseHeader:     DefaultMaxResponseHeaderBytes,
 		readHeaderTimeout:     DefaultReadHeaderTimeout,
 		clientIdleTimeout:     DefaultClientIdleTimeout,
 		maxHeaderBytes:        DefaultMaxHeaderBytes,
@@ -163,6 +166,27 @@ func WithMaxIdleConns(perHost, total int) Option {
 			return fmt.Errorf("WithMaxIdleConns: need 1 <= perHost <= total, got %d, %d", perHost, total)
 		}
 		c.maxIdleConnsPerHost, c.maxIdleConns = perHost, total
+		return nil
+	}
+}
+
+// WithMaxResponseHeaderBytes bounds the size of an upstream's response
+// head (status line and header fields, each informational response
+// counted on its own), on every upstream path: the proxy's own HTTP/1.1
+// client and http.Transport over HTTP/1.1 and HTTP/2 (where the limit is
+// advertised as SETTINGS_MAX_HEADER_LIST_SIZE and counted as HTTP/2 counts
+// it). Past it the client gets 502 naming the limit. n must be from 1024
+// to 1 GiB. Default DefaultMaxResponseHeaderBytes, 256 KiB: far above what
+// real origins send (nginx and Envoy refuse more than 8 and 60 KiB by
+// default) yet small enough that a thousand responses waiting upstream
+// cannot hold more than a quarter of a GiB in heads (net/http's 10 MB
+// would allow 10 GB).
+func WithMaxResponseHeaderBytes(n int) Option {
+	return func(c *config) error {
+		if n < 1024 || n > 1<<30 {
+			return fmt.Errorf("WithMaxResponseHeaderBytes: need 1024 to %d bytes, got %d", 1<<30, n)
+		}
+		c.maxResponseHeader = n
 		return nil
 	}
 }

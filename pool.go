@@ -1,6 +1,7 @@
 package fwdproxy
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -64,6 +65,9 @@ type pconn struct {
 	// suspect is set after a response without a body (HEAD, 204, 304),
 	// behind which broken servers send one anyway.
 	suspect bool
+	// headLeft is what Read may still return while a response head is
+	// read (WithMaxResponseHeaderBytes), or -1 once the body is.
+	headLeft int64
 
 	prev, next *pconn // on the pool's idle list
 
@@ -285,6 +289,28 @@ func (cp *connPool) unlink(c *pconn) {
 	}
 	c.prev, c.next = nil, nil
 	cp.total--
+}
+
+// errResponseHeadTooLarge is pconn.Read's error once a response head has
+// used up its limit.
+var errResponseHeadTooLarge = errors.New("response header too large")
+
+// Read reads from the connection; the h1 client's bufio.Reader reads
+// through it, so that a response head that passes its limit fails (as
+// http.Transport's persistConn.Read does).
+func (pc *pconn) Read(p []byte) (int, error) {
+	if pc.headLeft < 0 {
+		return pc.conn.Read(p)
+	}
+	if pc.headLeft == 0 {
+		return 0, errResponseHeadTooLarge
+	}
+	if int64(len(p)) > pc.headLeft {
+		p = p[:pc.headLeft]
+	}
+	n, err := pc.conn.Read(p)
+	pc.headLeft -= int64(n)
+	return n, err
 }
 
 // cancel aborts whatever pc is doing: the client went away.

@@ -156,6 +156,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, newError(ErrMalformed, target, "bad request target "+strconv.Quote(r.URL.String())+": "+err.Error(), err))
 		return
 	}
+	if e := checkLookAlikes(r.Header, target); e != nil {
+		p.fail(w, r, e)
+		return
+	}
 	ctx, ok := p.admit(w, r, target, host, port, false)
 	if !ok {
 		return
@@ -174,11 +178,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	out := p.outboundRequest(ctx, r)
 	lb, _ := out.Body.(*limitedBody)
-	var ib *idleBody
+	var body *clientBody // taken now: a hook may replace out.Body
 	if out.Body != http.NoBody && out.Body != nil {
-		ib = p.watchRequestBody(w, out.Body) // bodyidle.go
-		defer ib.w.stop()
-		out.Body = ib
+		body = p.watchRequestBody(w, out.Body) // bodyidle.go
+		defer body.w.stop()
+		out.Body = body
 	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
 		if answered := p.maxForwards(w, r, out); answered {
@@ -198,7 +202,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		}
 		resp, err = p.roundTrip(out) // telemetry.go: client span, then upstreamRoundTrip
 		if err != nil {
-			if ib != nil && ib.w.hasFired() {
+			if body != nil && body.w.hasFired() {
 				// Checked first: the server cancels the request's context
 				// when the interrupted read fails.
 				w.Header()["Connection"] = []string{"close"} // the rest of the body is still unread
@@ -213,6 +217,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			}
 			if ctx.Err() != nil {
 				p.logClientGone(r, err)
+				return
+			}
+			if bodyErr := body.failed(); bodyErr != nil {
+				// The client's fault, not the upstream's: a malformed
+				// chunked body, or one cut short.
+				p.fail(w, r, newError(ErrMalformed, target, "reading the request body failed: "+bodyErr.Error(), bodyErr))
 				return
 			}
 			p.fail(w, r, asError(target, err))
@@ -240,6 +250,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	p.writeResponse(w, r, resp)
 }
 
+// checkLookAlikes refuses a request carrying a look-alike of a framing or
+// routing field (httpx.FramingLookAlike): "Transfer_Encoding: chunked"
+// would be forwarded next to the proxy's own framing, and an origin that
+// reads '_' as '-' would frame the body by it.
+func checkLookAlikes(h http.Header, target string) *Error {
+	for k := range h {
+		if field, ok := httpx.FramingLookAlike(k); ok {
+			return newError(ErrMalformed, target, "request field "+strconv.Quote(k)+
+				" looks like "+field+" to servers that read '_' as '-'; refused", nil)
+		}
+	}
+	return nil
+}
+
 // outboundRequest derives the request sent upstream from the client's. The
 // copy is shallow: the body, trailer map and context are shared, so the
 // upstream request is cancelled when the client goes away.
@@ -250,7 +274,9 @@ func (p *Proxy) outboundRequest(ctx context.Context, r *http.Request) *http.Requ
 	out.Header = p.outboundHeader(r)
 	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		out.Body = http.NoBody
-	} else if p.cfg.maxBodyBytes > 0 && r.ContentLength < 0 {
+		return out
+	}
+	if p.cfg.maxBodyBytes > 0 && r.ContentLength < 0 {
 		out.Body = &limitedBody{ReadCloser: r.Body, left: p.cfg.maxBodyBytes}
 	}
 	return out

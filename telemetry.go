@@ -565,6 +565,8 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		errType = kindName(asError(target, err).Kind)
 		if ctx.Err() != nil {
 			errType = "canceled"
+		} else if cb, _ := out.Body.(*clientBody); cb.failed() != nil {
+			errType = kindName(ErrMalformed) // the client's body, not the upstream, failed
 		}
 	} else {
 		status = resp.StatusCode

@@ -24,18 +24,19 @@ const (
 func (p *Proxy) newTransport() *http.Transport {
 	c := &p.cfg
 	t := &http.Transport{
-		DialContext:           p.dial,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          c.maxIdleConns,
-		MaxIdleConnsPerHost:   c.maxIdleConnsPerHost,
-		IdleConnTimeout:       c.idleConnTimeout,
-		TLSHandshakeTimeout:   c.tlsHandshakeTimeout,
-		ResponseHeaderTimeout: c.responseHeaderTimeout,
-		ExpectContinueTimeout: c.expectContinueTimeout,
-		DisableCompression:    true, // a proxy passes bodies through untouched
-		ReadBufferSize:        upstreamReadBufferSize,
-		WriteBufferSize:       upstreamWriteBufferSize,
-		TLSClientConfig:       upstreamTLSConfig(c.upstreamRoots),
+		DialContext:            p.dial,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           c.maxIdleConns,
+		MaxIdleConnsPerHost:    c.maxIdleConnsPerHost,
+		IdleConnTimeout:        c.idleConnTimeout,
+		TLSHandshakeTimeout:    c.tlsHandshakeTimeout,
+		ResponseHeaderTimeout:  c.responseHeaderTimeout,
+		MaxResponseHeaderBytes: int64(c.maxResponseHeader),
+		ExpectContinueTimeout:  c.expectContinueTimeout,
+		DisableCompression:     true, // a proxy passes bodies through untouched
+		ReadBufferSize:         upstreamReadBufferSize,
+		WriteBufferSize:        upstreamWriteBufferSize,
+		TLSClientConfig:        upstreamTLSConfig(c.upstreamRoots),
 	}
 	if c.proxyFromEnvironment {
 		t.Proxy = http.ProxyFromEnvironment
@@ -97,13 +98,26 @@ func (v *viaValues) forProto(major, minor int) string {
 	return v.v11
 }
 
+// dropped reports whether filterHeader drops the field k: a hop-by-hop
+// field, or a look-alike of a framing or routing field, which a recipient
+// reading '_' as '-' would take for the real one. (Requests carrying a
+// look-alike are refused before this; responses are cleaned here.)
+func dropped(k string) bool {
+	if httpx.IsHopByHop(k) {
+		return true
+	}
+	_, lookAlike := httpx.FramingLookAlike(k)
+	return lookAlike
+}
+
 // filterHeader copies the end-to-end fields of src into dst, dropping the
-// hop-by-hop fields and every field named in src's Connection header, then
+// hop-by-hop fields, look-alikes of framing and routing fields, and every
+// field named in src's Connection header, then
 // appends via to the Via field (to none if Connection names Via). Values
 // are shared with src, not copied; field order within a name is kept.
 func filterHeader(dst, src http.Header, via string) {
 	for k, vv := range src {
-		if !httpx.IsHopByHop(k) {
+		if !dropped(k) {
 			dst[k] = vv
 		}
 	}
@@ -115,7 +129,7 @@ func filterHeader(dst, src http.Header, via string) {
 func filterHeaderInPlace(h http.Header, via string) {
 	conn, prior := h["Connection"], h["Via"]
 	for k := range h {
-		if httpx.IsHopByHop(k) {
+		if dropped(k) {
 			delete(h, k)
 		}
 	}

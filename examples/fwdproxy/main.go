@@ -69,6 +69,7 @@ type flags struct {
 	denyHosts    listFlag
 	allowHosts   listFlag
 	allowPorts   listFlag
+	maxRespHead  int // -max-response-header-bytes; 0: the library's default
 
 	// telemetry.go
 	metricsListen string
@@ -109,6 +110,7 @@ func parseFlags(args []string, stderr *os.File) (*flags, error) {
 	fs.Var(&f.denyHosts, "deny-host", "refuse destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
 	fs.Var(&f.allowHosts, "allow-host", "allow only destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
 	fs.Var(&f.allowPorts, "allow-port", "also allow CONNECT to port `N` (443 is always allowed; repeatable or comma-separated)")
+	fs.IntVar(&f.maxRespHead, "max-response-header-bytes", 0, "refuse (502) upstream response heads over `N` bytes (0: the library default, 256 KiB)")
 	fs.Var(&f.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `ADDR` (host:port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
@@ -143,6 +145,9 @@ func (f *flags) options() ([]fwdproxy.Option, error) {
 	}
 	if len(f.dnsServers) > 0 {
 		opts = append(opts, fwdproxy.WithDNSServers(f.dnsServers...))
+	}
+	if f.maxRespHead != 0 {
+		opts = append(opts, fwdproxy.WithMaxResponseHeaderBytes(f.maxRespHead))
 	}
 	if len(f.auth) > 0 {
 		users := make(map[string]string, len(f.auth))

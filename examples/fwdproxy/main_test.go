@@ -224,6 +224,7 @@ func TestFlags(t *testing.T) {
 		{"bad port", []string{"-allow-port", "0"}, "", 1, "-allow-port"},
 		{"bad host pattern", []string{"-deny-host", "bad pattern!"}, "", 1, "WithDenyHosts"},
 		{"bad env pattern", nil, "FWDPROXY_ALLOW_HOST=*.", 1, "WithAllowHosts"},
+		{"tiny response header limit", []string{"-max-response-header-bytes", "100"}, "", 1, "WithMaxResponseHeaderBytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

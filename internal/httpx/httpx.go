@@ -1,5 +1,6 @@
 // Package httpx holds the HTTP intermediary rules that the proxy applies to
-// every message: the hop-by-hop header table (RFC 9110 §7.6.1), Connection
+// every message: the hop-by-hop header table (RFC 9110 §7.6.1), the table
+// of framing and routing fields whose look-alikes are refused, Connection
 // token handling, and the parsing of CONNECT targets and absolute-form URLs.
 package httpx
 
@@ -21,6 +22,69 @@ func IsHopByHop(k string) bool {
 		return true
 	}
 	return false
+}
+
+// framingFields are the fields whose look-alikes (a name that equals one of
+// them when read case-insensitively with '_' as '-', as CGI, WSGI and
+// several application servers read HTTP_* variables) the proxy refuses in
+// requests and drops from responses: a look-alike passes every rule the
+// proxy applies to the real field, and an origin that reads it as the real
+// one acts on it behind the proxy's back. They are
+//   - the framing fields, Content-Length and Transfer-Encoding: a
+//     look-alike makes such an origin frame the body differently from the
+//     proxy, which smuggles a request into another client's on a pooled
+//     connection (RFC 9112 §11.2);
+//   - Host, by which the origin routes where the proxy judged the URL;
+//   - every hop-by-hop field (IsHopByHop): the proxy removes or acts on
+//     them itself (Connection and what it names, Upgrade's tunnel limit,
+//     Proxy-Authorization's credentials), so a look-alike that got through
+//     would do at the origin what the proxy decided should not happen;
+//   - Expect, which the proxy honours end to end itself.
+//
+// Only names with a '-' have look-alikes by that rule; the others are
+// listed so that the table states the whole intent, and cost nothing.
+var framingFields = [...]string{
+	"Content-Length", "Transfer-Encoding", "Host", "Connection",
+	"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Upgrade", "Expect",
+}
+
+// FramingLookAlike reports whether the field name k is a look-alike of a
+// framing or routing field (see framingFields), and of which: k holds a '_'
+// and equals that field's name case-insensitively once '_' is read as '-'.
+// The real fields are not look-alikes. It does not allocate, and a name
+// without '_' costs one byte scan.
+func FramingLookAlike(k string) (field string, ok bool) {
+	if strings.IndexByte(k, '_') < 0 {
+		return "", false
+	}
+	for _, f := range framingFields {
+		if len(f) == len(k) && equalFoldDash(k, f) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// equalFoldDash reports whether k equals name (same length, ASCII) ignoring
+// case, with '_' in k standing for '-' in name.
+func equalFoldDash(k, name string) bool {
+	for i := 0; i < len(k); i++ {
+		c, n := k[i], name[i]
+		if c == '_' {
+			c = '-'
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= n && n <= 'Z' {
+			n += 'a' - 'A'
+		}
+		if c != n {
+			return false
+		}
+	}
+	return true
 }
 
 // Tokens calls fn for every comma-separated token in the values of a

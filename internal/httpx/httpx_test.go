@@ -161,3 +161,40 @@ func FuzzCheckURL(f *testing.F) {
 		}
 	})
 }
+
+func TestFramingLookAlike(t *testing.T) {
+	for _, tc := range []struct {
+		k, field string
+	}{
+		{"Transfer_encoding", "Transfer-Encoding"},
+		{"Transfer_Encoding", "Transfer-Encoding"},
+		{"TRANSFER_ENCODING", "Transfer-Encoding"},
+		{"Content_length", "Content-Length"},
+		{"Content_Length", "Content-Length"},
+		{"Proxy_connection", "Proxy-Connection"},
+		{"Keep_alive", "Keep-Alive"},
+		{"Proxy_authorization", "Proxy-Authorization"},
+		{"Proxy_authenticate", "Proxy-Authenticate"},
+		{"Transfer-Encoding", ""}, // the real fields are not look-alikes
+		{"Content-Length", ""},
+		{"content-length", ""},
+		{"Host", ""},
+		{"X_forwarded_for", ""},
+		{"Content_type", ""},
+		{"Content__length", ""},
+		{"Content_lengths", ""},
+		{"_", ""},
+		{"", ""},
+	} {
+		field, ok := FramingLookAlike(tc.k)
+		if field != tc.field || ok != (tc.field != "") {
+			t.Errorf("FramingLookAlike(%q) = %q, %v; want %q", tc.k, field, ok, tc.field)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		FramingLookAlike("User-Agent")
+		FramingLookAlike("Transfer_Encoding")
+	}); n != 0 {
+		t.Errorf("FramingLookAlike allocates %v times", n)
+	}
+}
