@@ -548,7 +548,9 @@ func TestConnLimit(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "too many client connections") || !resp.Close {
 		t.Fatalf("third connection: %d %q close=%v, want 503 and close", resp.StatusCode, body, resp.Close)
 	}
-	if _, err := cbr.ReadByte(); err != io.EOF {
+	// Refused at accept, the connection is closed before the request is
+	// read, so the request that arrives after the close may draw a reset.
+	if _, err := cbr.ReadByte(); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("third connection not closed after the 503: %v", err)
 	}
 	b.Close()
