@@ -348,19 +348,10 @@ func h2Tunnel(t *testing.T, addr, ua string, opts ...Option) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(p)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(func() {
-		srv.Close()
-		_ = p.Shutdown(context.Background())
-	})
-	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Protocols: new(http.Protocols)}
-	tr.Protocols.SetHTTP2(true)
-	defer tr.CloseIdleConnections()
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	tr, front := h2Front(t, p) // intercept_sniff_test.go
 	pr, pw := io.Pipe()
-	u, _ := url.Parse(srv.URL)
-	req := &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "https", Host: u.Host}, Host: addr, Header: http.Header{}, Body: pr}
+	req := &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "https", Host: front}, Host: addr, Header: http.Header{}, Body: pr}
 	if ua != "" {
 		req.Header.Set("User-Agent", ua)
 	}

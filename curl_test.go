@@ -19,14 +19,7 @@ import (
 // skipped when curl is not installed (.ci/run installs it).
 func curl(t *testing.T, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-sS", "--noproxy", "", "--max-time", "20"}, args...)...)
-	cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "ALL_PROXY=", "NO_PROXY=")
+	cmd := curlCommand(t, args...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
@@ -36,6 +29,21 @@ func curl(t *testing.T, args ...string) string {
 		t.Fatalf("curl %q: %v: %s", args, err, stderr)
 	}
 	return string(out)
+}
+
+// curlCommand is curl with args, with no proxy from the environment and a
+// time limit; the test is skipped when curl is not installed.
+func curlCommand(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	bin, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-sS", "--noproxy", "", "--max-time", "20"}, args...)...)
+	cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "ALL_PROXY=", "NO_PROXY=")
+	return cmd
 }
 
 func TestCurl(t *testing.T) {

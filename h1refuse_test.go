@@ -2,13 +2,11 @@ package fwdproxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -128,17 +126,10 @@ func TestLoopRefusesTLSAndSOCKS(t *testing.T) {
 // standard error.
 func curlFails(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	bin, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-sS", "--noproxy", "", "--max-time", "20"}, args...)...)
-	cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "ALL_PROXY=", "NO_PROXY=")
+	cmd := curlCommand(t, args...) // curl_test.go
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	ee, ok := err.(*exec.ExitError)
 	if !ok {
 		t.Fatalf("curl %q: want a failure, got %v", args, err)

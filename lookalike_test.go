@@ -215,31 +215,15 @@ func TestLookAlikeRefused(t *testing.T) {
 		name string
 		send func(t *testing.T, field string) int
 	}
-	raw := func(t *testing.T, addr, req string) int {
-		t.Helper()
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		mustWrite(t, c, req)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	get := func(field string) string {
 		return "GET http://" + o.addr + "/get HTTP/1.1\r\nHost: " + o.addr + "\r\n" + field + "\r\n"
 	}
 	frontEnds := []frontEnd{
-		{"own loop", func(t *testing.T, field string) int { return raw(t, tp.Addr, get(field)) }},
+		{"own loop", func(t *testing.T, field string) int { return rawStatus(t, tp.Addr, get(field)) }},
 		{"hand-off (body)", func(t *testing.T, field string) int {
-			return raw(t, tp.Addr, "POST http://"+o.addr+"/post HTTP/1.1\r\nHost: "+o.addr+"\r\nContent-Length: 1\r\n"+field+"\r\nx")
+			return rawStatus(t, tp.Addr, "POST http://"+o.addr+"/post HTTP/1.1\r\nHost: "+o.addr+"\r\nContent-Length: 1\r\n"+field+"\r\nx")
 		}},
-		{"mounted http.Server", func(t *testing.T, field string) int { return raw(t, mountedAddr, get(field)) }},
+		{"mounted http.Server", func(t *testing.T, field string) int { return rawStatus(t, mountedAddr, get(field)) }},
 		{"intercepted", func(t *testing.T, field string) int {
 			target := tlsO.Listener.Addr().String()
 			tc, br := connectTLS(t, tp, target, "127.0.0.1", caPool, "http/1.1")
