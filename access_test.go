@@ -24,46 +24,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// hitCountingOrigin is an origin that counts the requests it receives.
-func hitCountingOrigin(t *testing.T) (*atomic.Int64, string) {
-	var hits atomic.Int64
-	o := origin(t, func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		io.WriteString(w, "origin reached")
-	})
-	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
-	return &hits, port
-}
-
-// send writes one request by hand and returns the status and body.
-func send(t *testing.T, tp *testProxy, req string) (int, string, http.Header) {
-	t.Helper()
-	c, br := tp.rawConn(t)
-	mustWrite(t, c, req)
-	method := "GET"
-	if strings.HasPrefix(req, "CONNECT") {
-		method = "CONNECT"
-	}
-	resp, err := http.ReadResponse(br, &http.Request{Method: method})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == 200 && method == "CONNECT" {
-		return 200, "", resp.Header
-	}
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
-}
-
-func get(target string) string {
-	return "GET http://" + target + "/ HTTP/1.1\r\nHost: " + target + "\r\n\r\n"
-}
-
-func connect(target string) string {
-	return "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n"
-}
-
 // TestPrivateAddressGuard: by default every special-purpose destination is
 // refused with 403, whether named by an IP literal in any encoding or by a
 // name that resolves to it, for plain requests and CONNECT, and the origin

@@ -1,7 +1,6 @@
 package fwdproxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,57 +11,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// syncBuffer is a bytes.Buffer safe for the log goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// records waits until the buffer holds n JSON records with message msg and
-// returns them.
-func records(t testing.TB, buf *syncBuffer, msg string, n int) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var out []map[string]any
-		for line := range strings.Lines(buf.String()) {
-			var m map[string]any
-			if err := json.Unmarshal([]byte(line), &m); err != nil {
-				t.Fatalf("log line is not JSON: %q", line)
-			}
-			if m["msg"] == msg {
-				out = append(out, m)
-			}
-		}
-		if len(out) >= n {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d %q records, want %d; log:\n%s", len(out), msg, n, buf.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestAccessLogAndCapture: one record per request and per tunnel with the
 // documented fields, captures of headers and body prefixes, and every

@@ -171,20 +171,6 @@ func wsSession(t *testing.T, c io.ReadWriter, br *bufio.Reader, target, path str
 	}
 }
 
-// h2Front serves p over TLS with HTTP/2 and returns a transport that can
-// open CONNECT streams to it.
-func h2Front(t testing.TB, p *Proxy) (*http.Transport, string) {
-	t.Helper()
-	srv := httptest.NewUnstartedServer(p)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Protocols: new(http.Protocols)}
-	tr.Protocols.SetHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
-	return tr, srv.Listener.Addr().String()
-}
-
 // h2Connect opens a CONNECT stream to target through the HTTP/2 front.
 func h2Connect(t testing.TB, tr *http.Transport, front, target string) (*pipeConn, *bufio.Reader) {
 	t.Helper()
@@ -228,27 +214,6 @@ func serveLoopback(t testing.TB, p *Proxy) *testProxy {
 		<-done
 	})
 	return &testProxy{Proxy: p, URL: &url.URL{Scheme: "http", Host: l.Addr().String()}, Addr: l.Addr().String()}
-}
-
-// connectRecords returns the access-log records of CONNECTs, once there are n.
-func connectRecords(t testing.TB, buf *syncBuffer, n int) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var out []map[string]any
-		for _, r := range records(t, buf, "tunnel", 0) {
-			if r["method"] == "CONNECT" {
-				out = append(out, r)
-			}
-		}
-		if len(out) >= n || time.Now().After(deadline) {
-			if len(out) < n {
-				t.Fatalf("%d CONNECT records, want %d; log:\n%s", len(out), n, buf.String())
-			}
-			return out
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestInterceptWebSocket: plain ws:// through CONNECT with interception on

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -20,51 +19,6 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// tlsOrigin starts an HTTPS origin (HTTP/2 enabled) for h; its certificate
-// (SANs example.com, 127.0.0.1, ::1) is trusted through the returned pool.
-func tlsOrigin(t testing.TB, h http.HandlerFunc) (*httptest.Server, *x509.CertPool) {
-	t.Helper()
-	s := httptest.NewUnstartedServer(h)
-	s.EnableHTTP2 = true
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(s.Certificate())
-	return s, pool
-}
-
-// newTestCA returns a fresh interception CA and a pool trusting it.
-func newTestCA(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	ca, _, _, err := NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Leaf)
-	return ca, pool
-}
-
-// connectTLS sends CONNECT target through the proxy and starts TLS on the
-// tunnel as a client trusting roots, offering protos.
-func connectTLS(t testing.TB, tp *testProxy, target, serverName string, roots *x509.CertPool, protos ...string) (*tls.Conn, *bufio.Reader) {
-	t.Helper()
-	c, br := tp.rawConn(t)
-	mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("CONNECT: %v %v", resp, err)
-	}
-	if br.Buffered() > 0 {
-		t.Fatal("bytes after the 200")
-	}
-	tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: serverName, NextProtos: protos})
-	if err := tc.Handshake(); err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	return tc, bufio.NewReader(tc)
-}
 
 func interceptStats(tp *testProxy) (mints, hits, coalesced uint64) {
 	s := tp.cfg.intercept.issuer.Stats()

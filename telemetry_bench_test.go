@@ -6,10 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -64,38 +63,9 @@ func BenchmarkTelemetry(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			tp := startProxy(b, bc.opts(b)...)
-			c := tp.client(b, nil)
-			get := func() {
-				resp, err := c.Get(o.URL + "/small")
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatal(resp.Status)
-				}
-			}
-			get()
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu0 := processCPU()
-			for i := 0; i < b.N; i++ {
-				get()
-			}
-			b.StopTimer()
-			// CPU time of the whole process (client, proxy and origin) per
-			// request: less noisy than wall time on a shared machine.
-			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			proxytest.BenchGET(b, tp.client(b, nil), o.URL+"/small")
 		})
 	}
-}
-
-// processCPU returns the user and system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // discardSpans is a span exporter that drops what it is given.

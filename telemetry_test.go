@@ -10,8 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -39,23 +39,6 @@ func metering(t testing.TB) (Option, *sdkmetric.ManualReader) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	return WithMeterProvider(mp), rd
-}
-
-// quiesce waits until the proxy has no request or tunnel in flight, so
-// that what they record at their end has been recorded.
-func quiesce(t testing.TB, p *Proxy) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := p.Stats()
-		if s.ActiveRequests == 0 && s.ActiveTunnels == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still active: %+v", s)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func attrMap(kvs []attribute.KeyValue) map[string]string {
@@ -208,34 +191,6 @@ func TestTraceErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-// closedPort returns a loopback address where nothing listens.
-func closedPort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-// tunnelRoundTrip opens a CONNECT tunnel to an echo server, sends n bytes,
-// reads them back, and closes.
-func tunnelRoundTrip(t testing.TB, tp *testProxy, addr string, n int) {
-	t.Helper()
-	c, br := tp.connect(t, addr, "")
-	payload := strings.Repeat("y", n)
-	mustWrite(t, c, payload)
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(br)
-	if err != nil || len(b) != n {
-		t.Fatalf("echo: %d bytes, %v", len(b), err)
-	}
-	c.Close()
 }
 
 // TestTunnelSpan: a CONNECT tunnel is one server span carrying its bytes
@@ -392,21 +347,13 @@ func TestMetrics(t *testing.T) {
 // TestNoopAllocations: with no-op providers the request path allocates
 // exactly as much as with telemetry switched off.
 func TestNoopAllocations(t *testing.T) {
-	answer := WithRequestHook(func(ctx context.Context, out *http.Request) (*http.Response, error) {
-		return &http.Response{StatusCode: 204, Body: http.NoBody, ContentLength: 0, ProtoMajor: 1, ProtoMinor: 1}, nil
-	})
 	allocs := func(opts ...Option) float64 {
-		p, err := New(append([]Option{answer, WithLogger(testLogger(t))}, opts...)...)
+		p, err := New(append([]Option{WithRequestHook(proxytest.NoContent), WithLogger(testLogger(t))}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer p.Shutdown(context.Background())
-		req := httptest.NewRequest("GET", "http://example.com/", nil)
-		w := httptest.NewRecorder()
-		return testing.AllocsPerRun(200, func() {
-			w.Body.Reset()
-			p.ServeHTTP(w, req)
-		})
+		return proxytest.ServeHTTPAllocs(p)
 	}
 	off := allocs(func(c *config) error { c.telemetryOff = true; return nil })
 	noop := allocs(WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider()))
