@@ -21,48 +21,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
 	"github.com/miekg/dns"
-	"go.opentelemetry.io/otel/attribute"
 )
-
-// hitCountingOrigin is an origin that counts the requests it receives.
-func hitCountingOrigin(t *testing.T) (*atomic.Int64, string) {
-	var hits atomic.Int64
-	o := origin(t, func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		io.WriteString(w, "origin reached")
-	})
-	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
-	return &hits, port
-}
-
-// send writes one request by hand and returns the status and body.
-func send(t *testing.T, tp *testProxy, req string) (int, string, http.Header) {
-	t.Helper()
-	c, br := tp.rawConn(t)
-	mustWrite(t, c, req)
-	method := "GET"
-	if strings.HasPrefix(req, "CONNECT") {
-		method = "CONNECT"
-	}
-	resp, err := http.ReadResponse(br, &http.Request{Method: method})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == 200 && method == "CONNECT" {
-		return 200, "", resp.Header
-	}
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
-}
-
-func get(target string) string {
-	return "GET http://" + target + "/ HTTP/1.1\r\nHost: " + target + "\r\n\r\n"
-}
-
-func connect(target string) string {
-	return "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n"
-}
 
 // TestPrivateAddressGuard: by default every special-purpose destination is
 // refused with 403, whether named by an IP literal in any encoding or by a
@@ -649,46 +608,5 @@ func TestSlowloris(t *testing.T) {
 	wg.Wait()
 	if elapsed := time.Since(start); err != nil || elapsed > 5*time.Second {
 		t.Errorf("slow client: read ended after %v with %v; want the connection closed at the header timeout", elapsed, err)
-	}
-}
-
-// TestDenialMetrics: refusals by access control are counted by reason in
-// the fwdproxy.denials metric and in Stats.
-func TestDenialMetrics(t *testing.T) {
-	_, port := hitCountingOrigin(t)
-	mopt, rd := metering(t)
-	tp := startGuardedProxy(t, mopt, WithDenyHosts("denied.test"), WithRateLimit(1000, 1000),
-		WithBasicAuth(StaticCredentials(map[string]string{"u": "p"})),
-		WithAccessHook(func(_ context.Context, a Access) error {
-			if a.Host == "hooked.test" {
-				return errors.New("no")
-			}
-			return nil
-		}))
-	auth := "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("u:p")) + "\r\n"
-	req := func(host string, creds string) string {
-		return "GET http://" + host + "/ HTTP/1.1\r\nHost: " + host + "\r\n" + creds + "\r\n"
-	}
-	for _, r := range []string{
-		req("127.0.0.1:"+port, auth),   // private_address
-		req("[::1]:"+port, auth),       // private_address
-		req("denied.test:"+port, auth), // rule
-		req("hooked.test:"+port, auth), // hook
-		req("denied.test:"+port, ""),   // auth
-		connect("127.0.0.1:" + port),   // auth (no credentials)
-	} {
-		if status, body, _ := send(t, tp, r); status != 403 && status != 407 {
-			t.Errorf("%.40q: %d %q", r, status, body)
-		}
-	}
-	quiesce(t, tp.Proxy)
-	m := collect(t, rd)["fwdproxy.denials"]
-	for reason, want := range map[string]int64{"private_address": 2, "rule": 1, "hook": 1, "auth": 2} {
-		if got := sumOf(t, m, attribute.String("fwdproxy.denial.reason", reason)); got != want {
-			t.Errorf("denials{reason=%s} = %d, want %d", reason, got, want)
-		}
-	}
-	if s := tp.Stats(); s.Denials != 6 || s.Errors.Forbidden != 4 || s.Errors.AuthRequired != 2 {
-		t.Errorf("Stats: denials %d, errors %+v", s.Denials, s.Errors)
 	}
 }

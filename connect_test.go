@@ -11,60 +11,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// tcpOrigin runs a raw TCP server on 127.0.0.1 calling handle per connection.
-func tcpOrigin(t testing.TB, network, addr string, handle func(net.Conn)) string {
-	t.Helper()
-	l, err := net.Listen(network, addr)
-	if err != nil {
-		t.Skipf("listen %s %s: %v", network, addr, err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
-
-func echo(c net.Conn) { _, _ = io.Copy(c, c) }
-
-// connect opens a tunnel through the proxy and returns the raw connection
-// after a 200, with any early bytes already sent.
-func (tp *testProxy) connect(t testing.TB, target, early string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, br := tp.rawConn(t)
-	mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"+early)
-	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("CONNECT %s: %d %q", target, resp.StatusCode, b)
-	}
-	return c, br
-}
 
 // TestConnectTLSWithHTTP2 runs HTTPS with HTTP/2 inside a CONNECT tunnel.
 func TestConnectTLSWithHTTP2(t *testing.T) {

@@ -1099,9 +1099,7 @@ func TestLoopLargeBody(t *testing.T) {
 						t.Errorf("access log bytes_out = %v, want %d", rec["bytes_out"], size)
 					}
 				}
-				logBuf.mu.Lock()
-				logBuf.b.Reset()
-				logBuf.mu.Unlock()
+				logBuf.Reset()
 			}
 		})
 	}

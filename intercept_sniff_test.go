@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -23,9 +22,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // The tests here cover what an intercepting proxy does with a CONNECT whose
@@ -171,20 +167,6 @@ func wsSession(t *testing.T, c io.ReadWriter, br *bufio.Reader, target, path str
 	}
 }
 
-// h2Front serves p over TLS with HTTP/2 and returns a transport that can
-// open CONNECT streams to it.
-func h2Front(t testing.TB, p *Proxy) (*http.Transport, string) {
-	t.Helper()
-	srv := httptest.NewUnstartedServer(p)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Protocols: new(http.Protocols)}
-	tr.Protocols.SetHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
-	return tr, srv.Listener.Addr().String()
-}
-
 // h2Connect opens a CONNECT stream to target through the HTTP/2 front.
 func h2Connect(t testing.TB, tr *http.Transport, front, target string) (*pipeConn, *bufio.Reader) {
 	t.Helper()
@@ -228,27 +210,6 @@ func serveLoopback(t testing.TB, p *Proxy) *testProxy {
 		<-done
 	})
 	return &testProxy{Proxy: p, URL: &url.URL{Scheme: "http", Host: l.Addr().String()}, Addr: l.Addr().String()}
-}
-
-// connectRecords returns the access-log records of CONNECTs, once there are n.
-func connectRecords(t testing.TB, buf *syncBuffer, n int) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var out []map[string]any
-		for _, r := range records(t, buf, "tunnel", 0) {
-			if r["method"] == "CONNECT" {
-				out = append(out, r)
-			}
-		}
-		if len(out) >= n || time.Now().After(deadline) {
-			if len(out) < n {
-				t.Fatalf("%d CONNECT records, want %d; log:\n%s", len(out), n, buf.String())
-			}
-			return out
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestInterceptWebSocket: plain ws:// through CONNECT with interception on
@@ -474,112 +435,5 @@ func TestInterceptUntouched(t *testing.T) {
 		if r["status"] != float64(200) || r["error"] != nil || r["requests"] != nil || r["bytes_in"].(float64) <= 0 || r["bytes_out"].(float64) <= 0 {
 			t.Errorf("CONNECT record %v, want a plain tunnel's: status 200, bytes both ways, no requests, no error", r)
 		}
-	}
-}
-
-// countingConn counts the bytes a client reads and writes.
-type countingConn struct {
-	net.Conn
-	read, written atomic.Int64
-}
-
-func (c *countingConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.read.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.written.Add(int64(n))
-	return n, err
-}
-
-// TestInterceptAccounting: an intercepted CONNECT is a tunnel to Stats,
-// the access log and its span: status 200, the bytes of the whole
-// connection each way, the number of requests served inside, and an error
-// only when there was one (a failed handshake).
-func TestInterceptAccounting(t *testing.T) {
-	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
-	target := o.Listener.Addr().String()
-	ca, caPool := newTestCA(t)
-	topt, rec := tracing(t)
-	p, buf := newLoggedProxy(t, topt, WithInterception(ca), WithUpstreamRootCAs(originRoots))
-	tp := serveLoopback(t, p)
-
-	c, _ := tp.connect(t, target, "")
-	cc := &countingConn{Conn: c}
-	tc := tls.Client(cc, &tls.Config{RootCAs: caPool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
-	br := bufio.NewReader(tc)
-	for i := range 3 {
-		h := ""
-		if i == 2 {
-			h = "Connection: close\r\n"
-		}
-		mustWrite(t, tc, "GET /"+fmt.Sprint(i)+" HTTP/1.1\r\nHost: "+target+"\r\n"+h+"\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if i == 0 {
-			if s := p.Stats(); s.ActiveTunnels != 1 {
-				t.Errorf("ActiveTunnels = %d during an intercepted connection, want 1", s.ActiveTunnels)
-			}
-		}
-	}
-	if _, err := io.ReadAll(br); err != nil { // the proxy closes after Connection: close
-		t.Fatal(err)
-	}
-	written, read := cc.written.Load(), cc.read.Load()
-	tc.Close()
-
-	// A client that does not trust the CA fails its handshake.
-	c2, _ := tp.connect(t, target, "")
-	if err := tls.Client(c2, &tls.Config{ServerName: "127.0.0.1"}).Handshake(); err == nil {
-		t.Fatal("handshake succeeded without trusting the CA")
-	}
-	c2.Close()
-
-	quiesce(t, p)
-	recs := connectRecords(t, buf, 2)
-	ok, failed := recs[0], recs[1]
-	if ok["error"] != nil { // the records may come in either order
-		ok, failed = failed, ok
-	}
-	for k, v := range map[string]any{"status": float64(200), "requests": float64(3), "bytes_in": float64(written), "bytes_out": float64(read), "error": nil} {
-		if ok[k] != v {
-			t.Errorf("intercepted CONNECT record %s = %v, want %v", k, ok[k], v)
-		}
-	}
-	for k, v := range map[string]any{"status": float64(200), "requests": float64(0), "error": "tls_handshake"} {
-		if failed[k] != v {
-			t.Errorf("failed-handshake CONNECT record %s = %v, want %v", k, failed[k], v)
-		}
-	}
-	if reason, _ := failed["reason"].(string); !strings.Contains(reason, "trust the interception CA") {
-		t.Errorf("failed-handshake CONNECT record's reason %q does not say the client must trust the CA", reason)
-	}
-	if strings.Contains(buf.String(), "intercepted TLS handshake failed") {
-		t.Error("the failed handshake has a log line besides its access record")
-	}
-	if s := p.Stats(); s.Errors != (ErrorCounts{}) || s.ActiveTunnels != 0 {
-		t.Errorf("Stats: errors %+v, active tunnels %d; want none", s.Errors, s.ActiveTunnels)
-	}
-	var spans []string
-	for _, s := range endedSpans(t, rec, trace.SpanKindServer) {
-		a := attrMap(s.Attributes())
-		if a["http.request.method"] != "CONNECT" {
-			continue
-		}
-		if s.Status().Code == codes.Error {
-			t.Errorf("CONNECT span has error status %v", s.Status())
-		}
-		spans = append(spans, fmt.Sprintf("%s requests=%s error=%q", a["http.response.status_code"], a["fwdproxy.intercept.requests"], a["error.type"]))
-	}
-	slices.Sort(spans)
-	if got, want := strings.Join(spans, "; "), `200 requests=0 error="tls_handshake"; 200 requests=3 error=""`; got != want {
-		t.Errorf("CONNECT spans %q, want %q", got, want)
 	}
 }

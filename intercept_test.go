@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -18,53 +17,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
-	"go.opentelemetry.io/otel/trace"
 )
-
-// tlsOrigin starts an HTTPS origin (HTTP/2 enabled) for h; its certificate
-// (SANs example.com, 127.0.0.1, ::1) is trusted through the returned pool.
-func tlsOrigin(t testing.TB, h http.HandlerFunc) (*httptest.Server, *x509.CertPool) {
-	t.Helper()
-	s := httptest.NewUnstartedServer(h)
-	s.EnableHTTP2 = true
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(s.Certificate())
-	return s, pool
-}
-
-// newTestCA returns a fresh interception CA and a pool trusting it.
-func newTestCA(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	ca, _, _, err := NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Leaf)
-	return ca, pool
-}
-
-// connectTLS sends CONNECT target through the proxy and starts TLS on the
-// tunnel as a client trusting roots, offering protos.
-func connectTLS(t testing.TB, tp *testProxy, target, serverName string, roots *x509.CertPool, protos ...string) (*tls.Conn, *bufio.Reader) {
-	t.Helper()
-	c, br := tp.rawConn(t)
-	mustWrite(t, c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("CONNECT: %v %v", resp, err)
-	}
-	if br.Buffered() > 0 {
-		t.Fatal("bytes after the 200")
-	}
-	tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: serverName, NextProtos: protos})
-	if err := tc.Handshake(); err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	return tc, bufio.NewReader(tc)
-}
 
 func interceptStats(tp *testProxy) (mints, hits, coalesced uint64) {
 	s := tp.cfg.intercept.issuer.Stats()
@@ -512,64 +465,6 @@ func TestInterceptBadClient(t *testing.T) {
 				t.Fatal("connection not closed")
 			}
 		})
-	}
-}
-
-// TestInterceptTelemetryAndRules: each decrypted request gets its own
-// server and client span (https URL, its own status) and passes the same
-// access rules as plain requests.
-func TestInterceptTelemetryAndRules(t *testing.T) {
-	o, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/missing" {
-			http.NotFound(w, r)
-			return
-		}
-		io.WriteString(w, "ok")
-	})
-	ca, caPool := newTestCA(t)
-	topt, rec := tracing(t)
-	tp := startProxy(t, topt, WithInterception(ca), WithUpstreamRootCAs(originRoots),
-		WithAccessHook(func(_ context.Context, a Access) error {
-			if !a.Connect && a.Method == http.MethodDelete {
-				return Deny(http.StatusForbidden, "no deletes")
-			}
-			return nil
-		}))
-	target := o.Listener.Addr().String()
-	tc, br := connectTLS(t, tp, target, "127.0.0.1", caPool, "http/1.1")
-	defer tc.Close()
-	for _, req := range []struct {
-		method, path string
-		status       int
-	}{{"GET", "/a", 200}, {"GET", "/missing", 404}, {"DELETE", "/a", 403}} {
-		mustWrite(t, tc, req.method+" "+req.path+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode != req.status {
-			t.Errorf("%s %s: %d, want %d", req.method, req.path, resp.StatusCode, req.status)
-		}
-	}
-	tc.Close()
-	quiesce(t, tp.Proxy)
-	got := map[string]bool{}
-	for _, s := range endedSpans(t, rec, trace.SpanKindServer) {
-		a := attrMap(s.Attributes())
-		got[a["http.request.method"]+" "+a["url.full"]+" "+a["http.response.status_code"]] = true
-	}
-	for _, want := range []string{
-		"GET https://" + target + "/a 200",
-		"GET https://" + target + "/missing 404",
-		"DELETE https://" + target + "/a 403",
-	} {
-		if !got[want] {
-			t.Errorf("no server span %q among %v", want, got)
-		}
-	}
-	if n := len(endedSpans(t, rec, trace.SpanKindClient)); n != 2 {
-		t.Errorf("%d client spans, want 2 (the denied request is not sent)", n)
 	}
 }
 

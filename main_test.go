@@ -2,21 +2,15 @@ package fwdproxy
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
-	"errors"
-	"io"
-	"log/slog"
+	"crypto/x509"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
+	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	"go.uber.org/goleak"
 )
 
@@ -56,90 +50,79 @@ func startGuardedProxy(t testing.TB, opts ...Option) *testProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	u := &url.URL{Scheme: "http", Host: l.Addr().String()}
-	return &testProxy{Proxy: p, URL: u, Addr: l.Addr().String()}
+	addr := proxytest.Serve(t, p)
+	u := &url.URL{Scheme: "http", Host: addr}
+	return &testProxy{Proxy: p, URL: u, Addr: addr}
 }
+
+// The helpers that the test-only modules (internal/oteltest) use as well
+// live in internal/proxytest; these are their names in this package's tests.
+var (
+	origin            = proxytest.Origin
+	tlsOrigin         = proxytest.TLSOrigin
+	hitCountingOrigin = proxytest.HitCountingOrigin
+	tcpOrigin         = proxytest.TCPOrigin
+	echo              = proxytest.Echo
+	closedPort        = proxytest.ClosedPort
+	newTestCA         = proxytest.NewCA
+	h2Front           = proxytest.H2Front
+	testLogger        = proxytest.Logger
+	records           = proxytest.Records
+	connectRecords    = proxytest.ConnectRecords
+	get               = proxytest.GetRequest
+	connect           = proxytest.ConnectRequest
+	mustWrite         = proxytest.MustWrite
+	mustGet           = proxytest.MustGet
+	eventually        = proxytest.Eventually
+)
+
+// syncBuffer is a bytes.Buffer safe for the log goroutine and the test.
+type syncBuffer = proxytest.SyncBuffer
 
 // client returns an HTTP client that sends every request through the proxy.
 func (tp *testProxy) client(t testing.TB, tlsConf *tls.Config) *http.Client {
-	tr := &http.Transport{
-		Proxy:              http.ProxyURL(tp.URL),
-		DisableCompression: true,
-		ForceAttemptHTTP2:  true,
-		TLSClientConfig:    tlsConf,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
-}
-
-// origin starts an httptest server for h, closed when the test ends.
-func origin(t testing.TB, h http.HandlerFunc) *httptest.Server {
-	t.Helper()
-	s := httptest.NewServer(h)
-	t.Cleanup(s.Close)
-	return s
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("FWDPROXY_TEST_LOG") == "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return proxytest.Client(t, tp.URL, tlsConf)
 }
 
 // rawConn dials the proxy for tests that speak HTTP/1.1 by hand.
 func (tp *testProxy) rawConn(t testing.TB) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c, err := net.Dial("tcp", tp.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	return c, bufio.NewReader(c)
+	return proxytest.RawConn(t, tp.Addr)
 }
 
-func mustWrite(t testing.TB, w io.Writer, s string) {
+// connect opens a tunnel through the proxy and returns the raw connection
+// after a 200, with any early bytes already sent.
+func (tp *testProxy) connect(t testing.TB, target, early string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	if _, err := io.WriteString(w, s); err != nil {
-		t.Fatal(err)
-	}
+	return proxytest.Connect(t, tp.Addr, target, early)
 }
 
-func mustGet(t testing.TB, c *http.Client, u string) (*http.Response, string) {
+// connectTLS sends CONNECT target through the proxy and starts TLS on the
+// tunnel as a client trusting roots, offering protos.
+func connectTLS(t testing.TB, tp *testProxy, target, serverName string, roots *x509.CertPool, protos ...string) (*tls.Conn, *bufio.Reader) {
 	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(b)
+	return proxytest.ConnectTLS(t, tp.Addr, target, serverName, roots, protos...)
+}
+
+// tunnelRoundTrip opens a CONNECT tunnel to an echo server, sends n bytes,
+// reads them back, and closes.
+func tunnelRoundTrip(t testing.TB, tp *testProxy, addr string, n int) {
+	t.Helper()
+	proxytest.TunnelRoundTrip(t, tp.Addr, addr, n)
+}
+
+// send writes one request by hand and returns the status and body.
+func send(t *testing.T, tp *testProxy, req string) (int, string, http.Header) {
+	t.Helper()
+	return proxytest.Send(t, tp.Addr, req)
+}
+
+// quiesce waits until the proxy has no request or tunnel in flight, so
+// that what they record at their end has been recorded.
+func quiesce(t testing.TB, p *Proxy) {
+	t.Helper()
+	proxytest.Quiesce(t, func() (bool, any) {
+		s := p.Stats()
+		return s.ActiveRequests == 0 && s.ActiveTunnels == 0, s
+	})
 }

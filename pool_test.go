@@ -42,18 +42,6 @@ func newCountingOrigin(t testing.TB, h http.HandlerFunc) *countingOrigin {
 
 func (o *countingOrigin) key() string { return o.Listener.Addr().String() }
 
-// eventually polls cond until it holds or 5 s have passed.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestFastPathSelection(t *testing.T) {
 	mk := func(method, target string, mod func(*http.Request)) *http.Request {
 		r := httptest.NewRequest(method, target, nil)

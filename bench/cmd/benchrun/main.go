@@ -63,8 +63,8 @@ func run() error {
 	scenarioList := flag.String("scenarios", "all", "comma-separated scenarios, or all: "+names(scenarios, func(s scenario) string { return s.name }))
 	quick := flag.Bool("quick", false, "smoke test: -rounds 1 -duration 2s -warmup 1s unless given")
 	pin := flag.Bool("pin", false, "pin the proxy to CPU "+proxyCPU+" and the load generator and origin to CPU "+loadCPU+" (taskset)")
-	fwdSrc := flag.String("fwdproxy-src", "..", "fwdproxy module to build ./examples/fwdproxy from")
-	baseSrc := flag.String("fwdproxy-base-src", "", "a second fwdproxy module (e.g. the previous commit), measured as target fwdproxy-base")
+	fwdSrc := flag.String("fwdproxy-src", "..", "fwdproxy source tree whose examples/fwdproxy is built and measured")
+	baseSrc := flag.String("fwdproxy-base-src", "", "a second fwdproxy source tree (e.g. the previous commit), measured as target fwdproxy-base")
 	out := flag.String("out", "", "directory for results.md, results.json and proxy logs (default results/<UTC time>)")
 	flag.Parse()
 	if *quick {
@@ -214,8 +214,7 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building the harness: %v\n%s", err, out)
 	}
-	build = exec.Command("go", "build", "-o", filepath.Join(h.tmp, "fwdproxy"), "./examples/fwdproxy")
-	build.Dir = fwdSrc
+	build = fwdproxyBuild(fwdSrc, filepath.Join(h.tmp, "fwdproxy"))
 	if out, err := build.CombinedOutput(); err != nil {
 		h.fwdproxyErr = strings.TrimSpace(string(out))
 		fmt.Fprintf(os.Stderr, "benchrun: fwdproxy did not build, skipping it: %s\n", out)
@@ -224,8 +223,7 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 		h.fwdproxyMITM = fwdproxySupportsMITM(h.fwdproxy)
 	}
 	if baseSrc != "" {
-		build = exec.Command("go", "build", "-o", filepath.Join(h.tmp, "fwdproxy-base"), "./examples/fwdproxy")
-		build.Dir = baseSrc
+		build = fwdproxyBuild(baseSrc, filepath.Join(h.tmp, "fwdproxy-base"))
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "benchrun: fwdproxy-base did not build, skipping it: %s\n", out)
 		} else {
@@ -377,6 +375,23 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// fwdproxyBuild returns the command that builds the example server of the
+// fwdproxy tree src into out. A tree whose examples/ is a module of its own
+// (with a replace to the library beside it) is built from there; an older
+// one, whose examples were packages of the library's module, from its root.
+// Both with GOWORK=off: each tree is built on its own go.mod files wherever
+// it was unpacked, never through a go.work found above it.
+func fwdproxyBuild(src, out string) *exec.Cmd {
+	build := exec.Command("go", "build", "-o", out, "./examples/fwdproxy")
+	build.Dir = src
+	if _, err := os.Stat(filepath.Join(src, "examples", "go.mod")); err == nil {
+		build = exec.Command("go", "build", "-o", out, "./fwdproxy")
+		build.Dir = filepath.Join(src, "examples")
+	}
+	build.Env = append(os.Environ(), "GOWORK=off")
+	return build
 }
 
 // fwdproxyVersion describes the fwdproxy source that was measured.
