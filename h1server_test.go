@@ -22,9 +22,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 )
 
-// Tests of Serve's own HTTP/1.1 loop (h1server.go), through real sockets.
+// Tests of Serve's own HTTP/1.1 loop (internal/h1), through real sockets.
 // Each speaks HTTP by hand so that it sees the bytes the loop sends, and
 // tells the loop's answers from net/http's (after a hand-off) by counting
 // the connections the loop holds.
@@ -33,16 +35,14 @@ import (
 // not handed off to net/http, hijacked or closed.
 func loopConns(p *Proxy) int {
 	p.mu.Lock()
-	loops := make([]*h1server, 0, len(p.loops))
+	loops := make([]*h1.Server, 0, len(p.loops))
 	for s := range p.loops {
 		loops = append(loops, s)
 	}
 	p.mu.Unlock()
 	n := 0
 	for _, s := range loops {
-		s.mu.Lock()
-		n += len(s.conns)
-		s.mu.Unlock()
+		n += s.LoopConns()
 	}
 	return n
 }
@@ -1213,216 +1213,6 @@ func TestLoopPipelinedNotCancelled(t *testing.T) {
 	})
 }
 
-// TestLoopHeaderEnd checks headerEnd on hand-made blocks.
-func TestLoopHeaderEnd(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int
-	}{
-		{"", -1},
-		{"GET / HTTP/1.1", -1},
-		{"GET / HTTP/1.1\r\n", -1},
-		{"GET / HTTP/1.1\r\nHost: a\r\n", -1},
-		{"GET / HTTP/1.1\r\nHost: a\r\n\r", -1},
-		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27},
-		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", 27},
-		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n", 27},
-		{"GET / HTTP/1.1\nHost: a\n\n", 24},
-		{"GET / HTTP/1.1\r\nHost: a\n\r\n", 26},
-		{"GET / HTTP/1.1\nHost: a\r\n\n", 25},
-		{"\r\n", 2},
-		{"\n", 1},
-		{"\r\n\r\n", 2},
-		{"a\r\r\n\r\n", 6},
-		{"a\n\rb\n\n", 6},
-		{"a\n \n\n", 5},
-		{"a\n\t\r\n\r\n", 7},
-	} {
-		if got := headerEnd([]byte(tc.in)); got != tc.want {
-			t.Errorf("headerEnd(%q) = %d, want %d", tc.in, got, tc.want)
-		}
-	}
-}
-
-// refHeaderEnd is headerEnd written the slow way.
-func refHeaderEnd(b []byte) int {
-	off := 0
-	for _, line := range strings.SplitAfter(string(b), "\n") {
-		if !strings.HasSuffix(line, "\n") {
-			return -1
-		}
-		off += len(line)
-		if line == "\n" || line == "\r\n" {
-			return off
-		}
-	}
-	return -1
-}
-
-func FuzzLoopHeaderEnd(f *testing.F) {
-	for _, s := range []string{"", "\n", "\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\nrest", "a\nb\r\n\r\r\n\n", "\r\r\n\n"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		got, want := headerEnd(b), refHeaderEnd(b)
-		if got != want {
-			t.Fatalf("headerEnd(%q) = %d, want %d", b, got, want)
-		}
-		if got >= 0 {
-			// More bytes behind the block do not move its end.
-			if again := headerEnd(append(b[:got:got], "GET / HTTP/1.1\r\n\r\n"...)); again != got {
-				t.Fatalf("headerEnd with more behind = %d, want %d", again, got)
-			}
-		}
-	})
-}
-
-// FuzzLoopHeaderEndParse: where http.ReadRequest accepts a request, it
-// reads exactly the header block headerEnd finds, so that the loop, which
-// parses from the connection's buffer, stays in step with the client.
-func FuzzLoopHeaderEndParse(f *testing.F) {
-	for _, s := range []string{
-		"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\nGET http://b/ HTTP/1.1\r\n\r\n",
-		"GET http://a/ HTTP/1.1\nHost: a\n\n",
-		"GET http://a/ HTTP/1.1\r\nX: a\r\n b\r\n \r\n\r\nrest",
-		"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
-		"CONNECT a:1 HTTP/1.1\r\n\r\n",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) > 4096 {
-			return
-		}
-		br := bufio.NewReaderSize(bytes.NewReader(in), 4096)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		if read, end := len(in)-br.Buffered(), headerEnd(in); read != end {
-			t.Fatalf("ReadRequest read %d bytes of %q, headerEnd says %d", read, in, end)
-		}
-	})
-}
-
-// TestLoopHostFields checks hostFields on hand-made blocks.
-func TestLoopHostFields(t *testing.T) {
-	for _, tc := range []struct {
-		in     string
-		n      int
-		value  string
-		folded bool
-	}{
-		{"GET http://a/ HTTP/1.1\r\n\r\n", 0, "", false},
-		{"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 1, "a", false},
-		{"GET http://a/ HTTP/1.1\r\nhost:a\r\n\r\n", 1, "a", false},
-		{"GET http://a/ HTTP/1.1\r\nHOST: \t a:80 \t\r\n\r\n", 1, "a:80", false},
-		{"GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n", 1, "", false},
-		{"GET http://a/ HTTP/1.1\r\nHost: a\r\nX: y\r\nHost: b\r\n\r\n", 2, "b", false},
-		{"GET http://a/ HTTP/1.1\nHost: a\nHost: b\n\n", 2, "b", false},
-		{"GET http://host:1/ HTTP/1.1\r\nX-Host: a\r\nHostname: b\r\n\r\n", 0, "", false},
-		{"Host: a\r\nX: y\r\n\r\n", 0, "", false}, // the request line is not a field
-		{"GET http://a/ HTTP/1.1\r\nX: y\r\n Host: b\r\n\r\n", 0, "", true},
-		{"GET http://a/ HTTP/1.1\r\nHost: a\r\n b\r\n\r\n", 1, "a", true},
-	} {
-		t.Run("", func(t *testing.T) {
-			n, v, folded := hostFields([]byte(tc.in))
-			if n != tc.n || v != tc.value || folded != tc.folded {
-				t.Errorf("hostFields(%q) = %d, %q, %v; want %d, %q, %v", tc.in, n, v, folded, tc.n, tc.value, tc.folded)
-			}
-		})
-	}
-}
-
-// FuzzLoopHostFields compares hostFields with textproto's reading of the
-// same block, wherever textproto accepts it.
-func FuzzLoopHostFields(f *testing.F) {
-	for _, s := range []string{
-		"Host: a\r\n", "host: a\r\nHOST: b\r\n", "X: y\r\n Host: b\r\n", "Host:\r\n", "Host: [::1]:80 \r\n", "Host: a\nX: b\n",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, fields string) {
-		head := "GET http://a/ HTTP/1.1\r\n" + fields + "\r\n"
-		if headerEnd([]byte(head)) != len(head) {
-			return // the block ends early: not a block with these fields
-		}
-		h, err := textproto.NewReader(bufio.NewReader(strings.NewReader(fields + "\r\n"))).ReadMIMEHeader()
-		if err != nil {
-			return
-		}
-		n, v, folded := hostFields([]byte(head))
-		if folded {
-			return // parseRequest hands folded blocks to net/http
-		}
-		hosts := h["Host"]
-		if n != len(hosts) || (n > 0 && v != hosts[n-1]) {
-			t.Fatalf("hostFields(%q) = %d, %q; textproto reads %q", head, n, v, hosts)
-		}
-	})
-}
-
-// refValidHost is RFC 3986's host and port characters, as net/http checks
-// the Host field: unreserved, sub-delims, ':', '[', ']' and '%'.
-func refValidHost(h string) bool {
-	for _, c := range []byte(h) {
-		isAlnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-		if !isAlnum && !strings.ContainsRune("-._~"+"!$&'()*+,;="+":[]%", rune(c)) {
-			return false
-		}
-	}
-	return true
-}
-
-func TestLoopValidHostHeader(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want bool
-	}{
-		{"", true},
-		{"example.com", true},
-		{"example.com:8080", true},
-		{"[2001:db8::1]:443", true},
-		{"[fe80::1%25eth0]", true},
-		{"a_b-c~d", true},
-		{"!$&'()*+,;=", true},
-		{"a b", false},
-		{"a\tb", false},
-		{"a/b", false},
-		{"a?b", false},
-		{"a#b", false},
-		{"a@b", false},
-		{"a\"b", false},
-		{"a\x00b", false},
-		{"a\x7f", false},
-		{"é.example", false},
-		{"a\r", false},
-	} {
-		if got := validHostHeader(tc.in); got != tc.want {
-			t.Errorf("validHostHeader(%q) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-	for c := range 256 {
-		s := "a" + string(rune(c)) + "b"
-		if c >= 0x80 {
-			s = "a" + string([]byte{byte(c)}) + "b"
-		}
-		if got, want := validHostHeader(s), refValidHost(s); got != want {
-			t.Errorf("validHostHeader(%q) = %v, want %v", s, got, want)
-		}
-	}
-}
-
-func FuzzLoopValidHostHeader(f *testing.F) {
-	for _, s := range []string{"", "a:1", "[::1]", "a b", "\xff"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, h string) {
-		if got, want := validHostHeader(h), refValidHost(h); got != want {
-			t.Fatalf("validHostHeader(%q) = %v, want %v", h, got, want)
-		}
-	})
-}
-
 // TestLoopHeaderFieldsSanitized: header fields a hook puts in a response
 // cannot break the response's framing: values with CR or LF are flattened
 // and fields whose name is not a token are dropped, as net/http does.
@@ -1589,48 +1379,6 @@ func TestLoopConnAccounting(t *testing.T) {
 	}
 }
 
-// TestLoopResponseInvalidLength: a Content-Length the handler set that is
-// not a length (ServeHTTP never sets one, but a ResponseWriter must not
-// trust it) is left out, and the body is framed by one the writer computes
-// or by chunking, never by two conflicting fields.
-func TestLoopResponseInvalidLength(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		body    string
-		chunked bool
-	}{
-		{"small body, length computed", "hello", false},
-		{"large body, chunked", strings.Repeat("x", 3*bufferBeforeChunking), true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			client, server := tcpPair(t)
-			sc := &srvConn{s: &h1server{}, c: server, tcp: server}
-			req, _ := http.NewRequest("GET", "http://example.test/", nil)
-			w := &srvResponse{sc: sc, req: req, header: make(http.Header), cl: -1}
-			w.Header()["Content-Length"] = []string{"bogus"}
-			w.WriteHeader(200)
-			if _, err := io.WriteString(w, tc.body); err != nil {
-				t.Fatal(err)
-			}
-			w.finish()
-			resp, err := http.ReadResponse(bufio.NewReader(client), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := io.ReadAll(resp.Body)
-			if err != nil || string(b) != tc.body {
-				t.Fatalf("body %d bytes, %v; want %d bytes", len(b), err, len(tc.body))
-			}
-			if cl := resp.Header.Values("Content-Length"); len(cl) > 1 || (len(cl) == 1 && cl[0] != strconv.Itoa(len(tc.body))) {
-				t.Errorf("Content-Length fields %q", cl)
-			}
-			if got := len(resp.TransferEncoding) > 0; got != tc.chunked {
-				t.Errorf("chunked = %v, want %v", got, tc.chunked)
-			}
-		})
-	}
-}
-
 // TestLoopTLSListener: Serve on a TLS listener (an HTTPS proxy) leaves the
 // connections to net/http, which does the handshake; they are counted
 // against WithMaxConns all the same.
@@ -1681,92 +1429,6 @@ func TestLoopTLSListener(t *testing.T) {
 	wantOpenConns(t, p, 1)
 	tr.CloseIdleConnections()
 	wantOpenConns(t, p, 0)
-}
-
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
-// TestLoopResponseInformational: a 1xx other than 101 goes out at once
-// with the header as it is, and the final response follows on the same
-// connection.
-func TestLoopResponseInformational(t *testing.T) {
-	client, server := tcpPair(t)
-	sc := &srvConn{s: &h1server{}, c: server, tcp: server}
-	req, _ := http.NewRequest("GET", "http://example.test/", nil)
-	w := &srvResponse{sc: sc, req: req, header: make(http.Header), cl: -1}
-	w.Header().Set("Link", "</style.css>; rel=preload")
-	w.WriteHeader(http.StatusEarlyHints)
-	br := bufio.NewReader(client)
-	tpr := textproto.NewReader(br)
-	line, err := tpr.ReadLine()
-	if err != nil || line != "HTTP/1.1 103 Early Hints" {
-		t.Fatalf("first line %q, %v", line, err)
-	}
-	h, err := tpr.ReadMIMEHeader()
-	if err != nil || h.Get("Link") != "</style.css>; rel=preload" {
-		t.Fatalf("1xx header %v, %v", h, err)
-	}
-	w.Header().Del("Link")
-	w.WriteHeader(http.StatusOK)
-	_, _ = io.WriteString(w, "final")
-	w.finish()
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || string(b) != "final" || resp.Header.Get("Link") != "" {
-		t.Errorf("final response %d %q %v", resp.StatusCode, b, resp.Header)
-	}
-}
-
-// TestLoopHandoffConnReads: a handed-off connection yields the bytes
-// parsing consumed, then those left in the buffer, then the socket's, by
-// Read and by WriteTo (which io.Copy prefers, and which *net.TCPConn's
-// own would take straight from the socket).
-func TestLoopHandoffConnReads(t *testing.T) {
-	for _, viaWriteTo := range []bool{false, true} {
-		client, server := tcpPair(t)
-		mustWrite(t, client, "BUFFERED")
-		br := srvReaders.Get().(*bufio.Reader)
-		br.Reset(server)
-		if _, err := br.Peek(len("BUFFERED")); err != nil {
-			t.Fatal(err)
-		}
-		hc := &handoffTCPConn{TCPConn: server, ra: prefetched{consumed: []byte("CONSUMED "), br: br}}
-		mustWrite(t, client, " SOCKET")
-		if err := client.CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		var got bytes.Buffer
-		var err error
-		if viaWriteTo {
-			_, err = hc.WriteTo(&got)
-		} else {
-			_, err = io.Copy(&got, struct{ io.Reader }{hc}) // Read only
-		}
-		if err != nil || got.String() != "CONSUMED BUFFERED SOCKET" {
-			t.Errorf("WriteTo=%v: read %q, %v", viaWriteTo, got.String(), err)
-		}
-	}
 }
 
 // TestLoopResponseHeaderAdopted checks that a relayed response's header is
@@ -1851,25 +1513,36 @@ func TestLoopResponseHeaderAdopted(t *testing.T) {
 	}
 	mu.Unlock()
 
+	// The loop's writer adopts only while its header is untouched
+	// (internal/h1's TestResponseAdoptHeader); the request state around a
+	// writer passes the call on, and refuses for one that cannot adopt.
 	for _, tc := range []struct {
-		name   string
-		before func(w *srvResponse)
-		h      http.Header
-		adopt  bool
+		name  string
+		rw    http.ResponseWriter
+		h     http.Header
+		adopt bool
 	}{
-		{"untouched", func(*srvResponse) {}, http.Header{}, true},
-		{"nil map", func(*srvResponse) {}, nil, false},
-		{"header asked for", func(w *srvResponse) { w.Header() }, http.Header{}, false},
-		{"status set", func(w *srvResponse) { w.status = http.StatusOK }, http.Header{}, false},
-		{"hijacked", func(w *srvResponse) { w.hijacked = true }, http.Header{}, false},
+		{"adopting writer", &adoptingWriter{ok: true}, http.Header{}, true},
+		{"writer refuses", &adoptingWriter{ok: false}, http.Header{}, false},
+		{"plain writer", httptest.NewRecorder(), http.Header{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := &srvResponse{cl: -1}
-			tc.before(w)
-			rs := &reqState{rw: w}
-			if got := rs.adoptHeader(tc.h); got != tc.adopt {
-				t.Errorf("adoptHeader = %v, want %v", got, tc.adopt)
+			rs := &reqState{rw: tc.rw}
+			if got := rs.AdoptHeader(tc.h); got != tc.adopt {
+				t.Errorf("AdoptHeader = %v, want %v", got, tc.adopt)
+			}
+			if a, ok := tc.rw.(*adoptingWriter); ok && a.calls != 1 {
+				t.Errorf("the writer was asked %d times, want once", a.calls)
 			}
 		})
 	}
 }
+
+// adoptingWriter is an h1.HeaderAdopter that answers ok.
+type adoptingWriter struct {
+	httptest.ResponseRecorder
+	ok    bool
+	calls int
+}
+
+func (w *adoptingWriter) AdoptHeader(http.Header) bool { w.calls++; return w.ok }

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 )
 
 // countingOrigin is an httptest origin that counts the connections it
@@ -51,50 +53,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func TestFastPathSelection(t *testing.T) {
-	mk := func(method, target string, mod func(*http.Request)) *http.Request {
-		r := httptest.NewRequest(method, target, nil)
-		r.Body = http.NoBody
-		r.RequestURI = ""
-		if mod != nil {
-			mod(r)
-		}
-		return r
-	}
-	for _, tc := range []struct {
-		name string
-		req  *http.Request
-		key  string // "" for the transport
-	}{
-		{"GET with port", mk("GET", "http://example.com:8080/x", nil), "example.com:8080"},
-		{"GET default port", mk("GET", "http://example.com/x", nil), "example.com:80"},
-		{"empty port", mk("GET", "http://example.com:/x", nil), "example.com:80"},
-		{"IPv6 literal", mk("HEAD", "http://[::1]/x", nil), "[::1]:80"},
-		{"DELETE", mk("DELETE", "http://example.com/x", nil), "example.com:80"},
-		{"https", mk("GET", "https://example.com/x", nil), ""},
-		{"body", mk("POST", "http://example.com/x", func(r *http.Request) {
-			r.Body = io.NopCloser(strings.NewReader("x"))
-			r.ContentLength = 1
-		}), ""},
-		{"chunked body", mk("POST", "http://example.com/x", func(r *http.Request) {
-			r.Body = io.NopCloser(strings.NewReader("x"))
-			r.ContentLength = -1
-		}), ""},
-		{"upgrade", mk("GET", "http://example.com/x", func(r *http.Request) { r.Header.Set("Upgrade", "websocket") }), ""},
-		{"expect", mk("GET", "http://example.com/x", func(r *http.Request) { r.Header.Set("Expect", "100-continue") }), ""},
-		{"trailer", mk("GET", "http://example.com/x", func(r *http.Request) { r.Trailer = http.Header{"X": nil} }), ""},
-		{"non-ASCII host", mk("GET", "http://b\u00fccher.example/x", nil), ""},
-		{"zone", mk("GET", "http://[fe80::1%25eth0]:80/x", nil), ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			key, ok := fastPathKey(tc.req)
-			if ok != (tc.key != "") || key != tc.key {
-				t.Errorf("fastPathKey = %q, %v; want %q", key, ok, tc.key)
-			}
-		})
 	}
 }
 
@@ -217,7 +175,7 @@ func TestPoolReuse(t *testing.T) {
 		t.Errorf("origin saw %d connections for %d sequential requests; want 1", n, 3*(len(paths)+1))
 	}
 	eventually(t, "the connection to be idle", func() bool {
-		h, total := tp.h1pool.idleCount(o.key())
+		h, total := tp.idleConns(o.key())
 		return h == 1 && total == 1
 	})
 }
@@ -273,8 +231,8 @@ func TestPoolIdleLimits(t *testing.T) {
 	burst()
 	start := time.Now()
 	eventually(t, "idle limits", func() bool {
-		h1, total := tp.h1pool.idleCount(o1.key())
-		h2, _ := tp.h1pool.idleCount(o2.key())
+		h1, total := tp.idleConns(o1.key())
+		h2, _ := tp.idleConns(o2.key())
 		return h1 <= 2 && h2 <= 2 && total == 3 && o1.closed.Load()+o2.closed.Load() == 2*n-3
 	})
 	if d := time.Since(start); d < 500*time.Millisecond {
@@ -282,13 +240,13 @@ func TestPoolIdleLimits(t *testing.T) {
 	}
 	// The idle ones expire.
 	eventually(t, "idle timeout", func() bool {
-		_, total := tp.h1pool.idleCount("")
+		_, total := tp.idleConns("")
 		return total == 0 && o1.closed.Load()+o2.closed.Load() == 2*n
 	})
 	// And the pool works after it emptied itself.
 	mustGet(t, c, o1.URL)
 	eventually(t, "one idle connection", func() bool {
-		_, total := tp.h1pool.idleCount("")
+		_, total := tp.idleConns("")
 		return total == 1
 	})
 }
@@ -318,7 +276,7 @@ func TestPoolIdleClosedByOrigin(t *testing.T) {
 				t.Fatalf("first request: %d", resp.StatusCode)
 			}
 			eventually(t, "an idle upstream connection", func() bool {
-				h, _ := tp.h1pool.idleCount(o.key())
+				h, _ := tp.idleConns(o.key())
 				return h == 1
 			})
 			opened, closed := o.opened.Load(), o.closed.Load()
@@ -522,7 +480,7 @@ func TestPoolBodyNotRead(t *testing.T) {
 		}
 		c.Close()
 		eventually(t, "the upstream connection to be closed", func() bool { return o.closed.Load() == 1 })
-		if h, _ := tp.h1pool.idleCount(o.key()); h != 0 {
+		if h, _ := tp.idleConns(o.key()); h != 0 {
 			t.Errorf("chunked=%v: %d idle connections, want 0", chunked, h)
 		}
 		_, body := mustGet(t, tp.client(t, nil), o.URL+"/small")
@@ -650,7 +608,7 @@ func TestH1BodyAfterError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := resp.Body.(*h1Body); !ok {
+		if _, ok := resp.Body.(*h1.Body); !ok {
 			t.Fatalf("body is %T, want the fast path's", resp.Body)
 		}
 		var first error
@@ -669,7 +627,7 @@ func TestH1BodyAfterError(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	if h, _ := p.h1pool.idleCount(o.key()); h != 0 {
+	if h, _ := p.idleConns(o.key()); h != 0 {
 		t.Errorf("%d idle connections after failed exchanges, want 0", h)
 	}
 }

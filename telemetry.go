@@ -21,7 +21,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // instrumentationName names the tracer and meter of this package.
@@ -430,9 +432,10 @@ func (p *Proxy) endRequest(t requestTrack) {
 
 func (rs *reqState) Header() http.Header { return rs.rw.Header() }
 
-func (rs *reqState) adoptHeader(h http.Header) bool {
-	a, ok := rs.rw.(headerAdopter)
-	return ok && a.adoptHeader(h)
+// AdoptHeader passes h1.HeaderAdopter's call on to the server's writer.
+func (rs *reqState) AdoptHeader(h http.Header) bool {
+	a, ok := rs.rw.(h1.HeaderAdopter)
+	return ok && a.AdoptHeader(h)
 }
 
 func (rs *reqState) WriteHeader(code int) {
@@ -459,9 +462,9 @@ func (rs *reqState) Write(b []byte) (int, error) {
 func (rs *reqState) ReadFrom(src io.Reader) (int64, error) {
 	rf, ok := rs.rw.(io.ReaderFrom)
 	if !ok || rs.capture != nil {
-		buf := getBuffer()
-		defer putBuffer(buf)
-		return io.CopyBuffer(writerOnly{rs}, src, buf[:])
+		buf := netx.GetBuffer()
+		defer netx.PutBuffer(buf)
+		return io.CopyBuffer(netx.WriterOnly{Writer: rs}, src, buf[:])
 	}
 	if rs.status == 0 {
 		rs.status = http.StatusOK
@@ -550,7 +553,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	if rs.metrics || rs.logging {
 		if _, fast := p.fastPath(out); fast && ctx == out.Context() {
 			// The fast path reports the connection to rs itself
-			// (h1RoundTrip): no client trace, no copy of the request.
+			// (connObserver): no client trace, no copy of the request.
 			rs.traceTel, rs.traceCtx = &p.tel, ctx
 		} else {
 			ctx = rs.withClientTrace(ctx, &p.tel) // telemetry_fast.go

@@ -1,4 +1,4 @@
-package fwdproxy
+package h1
 
 import (
 	"bytes"
@@ -340,4 +340,21 @@ func indexCRLF(b []byte) int {
 		return -1
 	}
 	return i - 1
+}
+
+// headerEnd returns the length of the request line and header fields in b,
+// up to and including the empty line that ends them, or -1 if b holds no
+// empty line yet. Bare LF line ends count, as textproto accepts them.
+func headerEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		line := b[i : i+j]
+		i += j + 1
+		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+			return i
+		}
+	}
 }
