@@ -6,16 +6,10 @@ import (
 	"time"
 )
 
-// httpDate returns now in the format of the Date field, formatted once a
-// second.
-func httpDate(now time.Time) string {
-	sec := now.Unix()
-	if d := dateCache.Load(); d != nil && d.sec == sec {
-		return d.s
-	}
-	d := &cachedDate{sec: sec, s: now.UTC().Format(http.TimeFormat)}
-	dateCache.Store(d)
-	return d.s
+// dateCache holds a Server's Date field value, formatted once a second
+// rather than per response.
+type dateCache struct {
+	p atomic.Pointer[cachedDate]
 }
 
 type cachedDate struct {
@@ -23,4 +17,13 @@ type cachedDate struct {
 	s   string
 }
 
-var dateCache atomic.Pointer[cachedDate]
+// format returns now in the format of the Date field.
+func (c *dateCache) format(now time.Time) string {
+	sec := now.Unix()
+	if d := c.p.Load(); d != nil && d.sec == sec {
+		return d.s
+	}
+	d := &cachedDate{sec: sec, s: now.UTC().Format(http.TimeFormat)}
+	c.p.Store(d)
+	return d.s
+}

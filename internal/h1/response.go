@@ -219,7 +219,7 @@ func (w *srvResponse) sendHeader(done bool) {
 	}
 	if _, ok := h["Date"]; !ok {
 		_, _ = bw.WriteString("Date: ")
-		_, _ = bw.WriteString(httpDate(time.Now()))
+		_, _ = bw.WriteString(w.sc.s.date.format(time.Now()))
 		_, _ = bw.WriteString("\r\n")
 	}
 	if computed {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLoopResponseInvalidLength: a Content-Length the handler set that is
@@ -131,5 +132,24 @@ func TestResponseAdoptHeader(t *testing.T) {
 				t.Errorf("AdoptHeader = %v, want %v", got, tc.adopt)
 			}
 		})
+	}
+}
+
+// TestDateCache: the Date value is formatted once a second, per Server.
+func TestDateCache(t *testing.T) {
+	var a, b dateCache
+	now := time.Unix(1_700_000_000, 0)
+	if got, want := a.format(now), now.UTC().Format(http.TimeFormat); got != want {
+		t.Fatalf("format = %q, want %q", got, want)
+	}
+	first := a.p.Load()
+	if a.format(now.Add(999 * time.Millisecond)); a.p.Load() != first {
+		t.Error("reformatted within the same second")
+	}
+	if got := a.format(now.Add(time.Second)); got != now.Add(time.Second).UTC().Format(http.TimeFormat) || a.p.Load() == first {
+		t.Errorf("next second: %q", got)
+	}
+	if b.p.Load() != nil {
+		t.Error("one Server's cache filled another's")
 	}
 }

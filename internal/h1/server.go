@@ -115,6 +115,7 @@ type Server struct {
 	refused  *atomic.Uint64
 	hl       *handoffListener
 
+	date    dateCache
 	closing atomic.Bool
 	// Refusals are logged at most once a second each (refuse.go).
 	overLimitLog, nonHTTPLog logLimiter
