@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Short parsers for the request and response heads a forward proxy sees
@@ -58,7 +59,7 @@ func fastRequest(head []byte) *http.Request {
 		return nil
 	}
 	hosts := h["Host"]
-	if len(hosts) != 1 || !validHostHeader(hosts[0]) {
+	if len(hosts) != 1 || !httpguts.ValidHostHeader(hosts[0]) {
 		return nil // none (a 400 from net/http), several, or a bad one
 	}
 	for _, k := range [...]string{"Content-Length", "Transfer-Encoding", "Connection", "Expect", "Upgrade", "Http2-Settings", "Trailer", "Pragma"} {

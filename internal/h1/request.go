@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
-	"strings"
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"golang.org/x/net/http/httpguts"
 )
 
 // parseRequest parses the header block head, all buffered in br, from br
@@ -39,7 +39,7 @@ func parseRequest(br *bufio.Reader, head []byte) *http.Request {
 		return nil // obsolete line folding: net/http joins the lines, and judges the result
 	case hosts > 1:
 		return nil
-	case hosts == 1 && !validHostHeader(host):
+	case hosts == 1 && !httpguts.ValidHostHeader(host): // net/http server's own check
 		return nil
 	case hosts == 0 && req.ProtoMinor >= 1 && req.Method != http.MethodConnect:
 		return nil
@@ -73,39 +73,22 @@ func hostFields(head []byte) (n int, value string, folded bool) {
 	return n, value, folded
 }
 
-// validHostHeader is net/http's check of a Host field: characters allowed
-// in a host, port, or IPv6 literal, and nothing else.
-func validHostHeader(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!$&'()*+,-.:;=[]_~%", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // ValidRequest reports whether out has a method that is a token and
 // header fields whose names are tokens and whose values hold no control
-// character but tab: what a server lets in, and what a request hook may
-// have broken since. A request that fails is not the Transport's to send
-// (http.Transport reports it).
+// character but tab (net/http's rules, from httpguts): what a server lets
+// in, and what a request hook may have broken since. A request that fails
+// is not the Transport's to send (http.Transport reports it).
 func ValidRequest(out *http.Request) bool {
 	if !httpx.ValidToken(out.Method) {
 		return false
 	}
 	for k, vv := range out.Header {
-		if !httpx.ValidToken(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return false
 		}
 		for _, v := range vv {
-			for i := 0; i < len(v); i++ {
-				if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
-					return false
-				}
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return false
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/netx"
+	"golang.org/x/net/http/httpguts"
 )
 
 // bufferBeforeChunking is how much of a response body of unknown length
@@ -148,9 +149,10 @@ var newlinesToSpace = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ")
 
 // writeField writes a header field's values, each on its own line, with
 // CR and LF turned into spaces as net/http does. A field whose name is not
-// a token (a hook may set anything) is left out, as net/http leaves it.
+// a token (a hook may set anything) is left out, as net/http leaves it
+// (httpguts.ValidHeaderFieldName is its check).
 func writeField(bw *bufio.Writer, k string, vv []string) {
-	if !httpx.ValidToken(k) {
+	if !httpguts.ValidHeaderFieldName(k) {
 		return
 	}
 	for _, v := range vv {
