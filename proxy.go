@@ -204,7 +204,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.roundTrip(out) // telemetry.go: client span, then upstreamRoundTrip
+		resp, err = p.roundTrip(out) // transport.go: the router, then the client span (telemetry.go) around send
 		if err != nil {
 			if body != nil && body.w.hasFired() {
 				// Checked first: the server cancels the request's context

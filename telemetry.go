@@ -530,13 +530,11 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 	}
 }
 
-// roundTrip sends out upstream (upstreamRoundTrip: the HTTP/1.1 fast path
-// or the shared transport), inside a client span whose context is injected into out's header, and measures it.
-func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
-	rs := reqStateFrom(out.Context())
-	if rs == nil {
-		return p.upstreamRoundTrip(out)
-	}
+// observeRoundTrip sends out upstream (send: the own HTTP/1.1 transport to
+// addr when fast, as the router decided, or the shared transport), inside a
+// client span whose context is injected into out's header, and measures
+// it for rs.
+func (p *Proxy) observeRoundTrip(rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
 	ctx := out.Context()
 	start := time.Now()
 	target := out.URL.Host
@@ -550,11 +548,13 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method), rs.tb.startOpts[:2]...)
 		p.tel.prop.Inject(ctx, headerCarrier(out.Header))
 	}
+	var obs h1.ConnObserver
 	if rs.metrics || rs.logging {
-		if _, fast := p.fastPath(out); fast && ctx == out.Context() {
-			// The fast path reports the connection to rs itself
-			// (connObserver): no client trace, no copy of the request.
+		if fast && ctx == out.Context() {
+			// The own transport reports the connection to rs itself
+			// (rs.GotConn): no client trace, no copy of the request.
 			rs.traceTel, rs.traceCtx = &p.tel, ctx
+			obs = rs
 		} else {
 			ctx = rs.withClientTrace(ctx, &p.tel) // telemetry_fast.go
 		}
@@ -562,7 +562,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.upstreamRoundTrip(out)
+	resp, err := p.send(out, addr, fast, obs) // transport.go
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(target, err).Kind)

@@ -1,7 +1,6 @@
 package fwdproxy
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -47,12 +46,26 @@ func (p *Proxy) newTransport() *http.Transport {
 	return t
 }
 
-// upstreamRoundTrip sends out upstream and returns the response: on the
-// HTTP/1.1 fast path when out qualifies, through the shared transport
-// otherwise.
-func (p *Proxy) upstreamRoundTrip(out *http.Request) (resp *http.Response, err error) {
-	if key, ok := p.fastPath(out); ok {
-		resp, err = p.h1.Send(out, key, connObserver(out.Context()))
+// roundTrip sends out upstream and returns the response. It is the router
+// of the upstream chain: it decides once (fastPath) whether the own
+// HTTP/1.1 transport (pool.go) or the shared http.Transport takes out, and
+// when telemetry follows the request it hands that decision to the
+// client-side measurement (observeRoundTrip, telemetry.go), which sends out
+// through send.
+func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
+	addr, fast := p.fastPath(out)
+	if rs := reqStateFrom(out.Context()); rs != nil {
+		return p.observeRoundTrip(rs, out, addr, fast)
+	}
+	return p.send(out, addr, fast, nil)
+}
+
+// send sends out on the path roundTrip chose: the own transport to addr
+// when fast, which reports the upstream connection to obs (when not nil),
+// or the shared transport.
+func (p *Proxy) send(out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
+	if fast {
+		resp, err = p.h1.Send(out, addr, obs)
 	} else {
 		noDefaultUserAgent(out)
 		resp, err = p.transport.RoundTrip(out)
@@ -116,15 +129,6 @@ func (p *Proxy) fastPath(out *http.Request) (string, bool) {
 		return "", false
 	}
 	return key, true
-}
-
-// connObserver returns the request state the own transport reports the
-// upstream connection to, when roundTrip left that to it (telemetry.go).
-func connObserver(ctx context.Context) h1.ConnObserver {
-	if rs := reqStateFrom(ctx); rs != nil && rs.traceTel != nil {
-		return rs
-	}
-	return nil
 }
 
 // upstreamTLSConfig verifies upstream certificates against the system roots
