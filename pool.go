@@ -32,7 +32,3 @@ func (p *Proxy) newH1Transport() *h1.Transport {
 
 // h1Settings returns the own transport's settings in force.
 func (p *Proxy) h1Settings() *h1.TransportSettings { return &p.h1tr }
-
-// idleConns reports the own transport's idle upstream connections to addr
-// ("host:port") and in all.
-func (p *Proxy) idleConns(addr string) (host, total int) { return p.h1.IdleConns(addr) }

@@ -53,10 +53,3 @@ func TestLoopHandoffConnReads(t *testing.T) {
 		}
 	}
 }
-
-func mustWrite(t testing.TB, w io.Writer, s string) {
-	t.Helper()
-	if _, err := io.WriteString(w, s); err != nil {
-		t.Fatal(err)
-	}
-}
