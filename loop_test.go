@@ -129,7 +129,7 @@ func TestLoopOriginForm(t *testing.T) {
 	}
 }
 
-// TestLoopFraming: how srvResponse frames each kind of response body, and
+// TestLoopFraming: how the loop's writer frames each kind of response body, and
 // that the connection stays usable after each.
 func TestLoopFraming(t *testing.T) {
 	o, host := pathOrigin(t)
