@@ -17,12 +17,13 @@ import (
 
 // The HTTP/1.1 fast path. A bodyless request to a plain-http upstream is
 // sent by the handler goroutine itself on a connection from the
-// Transport's own pool (pool.go): the request is written straight into a pooled bufio.Writer
-// (one write system call), the response is parsed from a pooled bufio.Reader
-// (by fastResponse when it has the common shape, by http.ReadResponse
-// otherwise), and a body framed by Content-Length is handed to the
-// client connection's ReadFrom as an io.LimitedReader over the upstream
-// *net.TCPConn, so on Linux the kernel splices it. There is no per-connection
+// Transport's own pool (pool.go): the request is written straight into a
+// pooled bufio.Writer (one write system call), the response is parsed from
+// a pooled bufio.Reader (by fastResponse when it has the common shape, by
+// http.ReadResponse otherwise), and a body framed by Content-Length is
+// handed to the client connection's ReadFrom as an io.LimitedReader over
+// the upstream *net.TCPConn (Body.SpliceTo), so on Linux the kernel
+// splices it. There is no per-connection
 // goroutine and no hand-off between goroutines, and an idle connection holds
 // no buffers.
 //
@@ -56,7 +57,7 @@ var errTooMany1xx = errors.New("too many 1xx informational responses")
 // checked (pconn.alive, one system call) before a replayable request is
 // sent on it. Upstreams close idle connections after seconds, not
 // microseconds, so a connection back in use within this time is very likely
-// open; if it is not, the request is replayed on a new one (h1RoundTrip).
+// open; if it is not, the request is replayed on a new one (Send).
 // Requests that cannot be replayed, and connections that served a bodyless
 // response, are always checked.
 const livenessCheckAfter = 500 * time.Millisecond
@@ -112,6 +113,8 @@ func NewTransport(c TransportConfig) *Transport {
 // request (see Send): an httptrace.ClientTrace's GotConn without the
 // allocation of a ClientTrace and of the request copy that carries it.
 type ConnObserver interface {
+	// GotConn is called with the connection taken, and whether it was
+	// reused from the pool, before the request is written.
 	GotConn(httptrace.GotConnInfo)
 }
 
