@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 )
 
 // Body idle timeouts (WithBodyIdleTimeout): a plain request or response
@@ -99,9 +101,9 @@ func (w *idleWatch) check() {
 	w.timer.Reset(w.tick())
 }
 
-// stop ends the watch; fire is not called after it returns. A nil watch
-// may be stopped.
-func (w *idleWatch) stop() {
+// Stop ends the watch; fire is not called after it returns. A nil watch
+// may be stopped. An own-transport body stops its watch (h1.Stopper).
+func (w *idleWatch) Stop() {
 	if w == nil {
 		return
 	}
@@ -155,7 +157,7 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	if err != nil {
 		// Stopped at the body's end too: a deadline set after it would
 		// fail the server's next read of the connection.
-		b.w.stop()
+		b.w.Stop()
 		if b.w.fired.Load() {
 			err = errClientBodyIdle
 		}
@@ -168,7 +170,7 @@ func (b *clientBody) Read(p []byte) (int, error) {
 
 // Close implements io.Closer.
 func (b *clientBody) Close() error {
-	b.w.stop()
+	b.w.Stop()
 	return b.ReadCloser.Close()
 }
 
@@ -187,25 +189,28 @@ func (b *clientBody) failed() error {
 // body, or returns nil when the body needs none (it is all in memory).
 // copyBody bumps the watch's counter as it copies.
 func (p *Proxy) watchResponseBody(body io.ReadCloser) *idleWatch {
-	if b, ok := body.(*h1Body); ok {
-		return b.watchIdle(p.cfg.bodyIdleTimeout)
+	if b, ok := body.(*h1.Body); ok {
+		return watchH1Body(b, p.cfg.bodyIdleTimeout)
 	}
 	w := &idleWatch{idle: p.cfg.bodyIdleTimeout, fire: func() { _ = body.Close() }}
 	w.start()
 	return w
 }
 
-// watchIdle starts the body idle watch of a fast-path body that still has
-// bytes to read from the connection; finish stops it before the connection
-// can go back to the pool. The watch interrupts a read or splice by setting
-// the connection's read deadline in the past.
-func (b *h1Body) watchIdle(idle time.Duration) *idleWatch {
-	if b.pc == nil || b.closed || b.eof || (b.rc == nil && b.remain <= int64(b.br.Buffered())) {
+// watchH1Body starts the body idle watch of an own-transport body that
+// still has bytes to read from the connection; the body stops it (Stop)
+// before the connection can go back to the pool. The watch interrupts a
+// read or splice by setting the connection's read deadline in the past.
+func watchH1Body(b *h1.Body, idle time.Duration) *idleWatch {
+	conn, tcp := b.Conn()
+	if conn == nil {
 		return nil
 	}
-	conn := b.pc.conn
-	w := &idleWatch{idle: idle, tcp: b.pc.tcp, fire: func() { _ = conn.SetReadDeadline(aLongTimeAgo) }}
-	b.watch = w
+	w := &idleWatch{idle: idle, tcp: tcp, fire: func() { _ = conn.SetReadDeadline(aLongTimeAgo) }}
+	b.StopOnFinish(w)
 	w.start()
 	return w
 }
+
+// aLongTimeAgo is a deadline in the past, which aborts pending I/O at once.
+var aLongTimeAgo = time.Unix(1, 0)

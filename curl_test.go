@@ -1,6 +1,7 @@
 package fwdproxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -44,6 +45,21 @@ func curlCommand(t *testing.T, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-sS", "--noproxy", "", "--max-time", "20"}, args...)...)
 	cmd.Env = append(os.Environ(), "http_proxy=", "https_proxy=", "HTTPS_PROXY=", "ALL_PROXY=", "NO_PROXY=")
 	return cmd
+}
+
+// curlFails runs curl, which must fail, and returns its exit code and
+// standard error.
+func curlFails(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := curlCommand(t, args...) // curl_test.go
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	ee, ok := err.(*exec.ExitError)
+	if !ok {
+		t.Fatalf("curl %q: want a failure, got %v", args, err)
+	}
+	return ee.ExitCode(), stderr.String()
 }
 
 func TestCurl(t *testing.T) {

@@ -2,12 +2,17 @@ package fwdproxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
@@ -124,5 +129,43 @@ func quiesce(t testing.TB, p *Proxy) {
 	proxytest.Quiesce(t, func() (bool, any) {
 		s := p.Stats()
 		return s.ActiveRequests == 0 && s.ActiveTunnels == 0, s
+	})
+}
+
+// promptly bounds how long a refusal or a timeout may take to come (a
+// generous bound, not a speed check): before the refusals of Serve's loop,
+// each of the clients it answers waited out the 10 s header timeout.
+const promptly = 3 * time.Second
+
+// logCapture is a logger whose lines a test can read.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (lc *logCapture) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(lockedWriter{&lc.mu, &lc.buf}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func (lc *logCapture) String() string {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.buf.String()
+}
+
+// wantLogged waits for a log line containing every one of parts.
+func (lc *logCapture) wantLogged(t testing.TB, parts ...string) {
+	t.Helper()
+	eventually(t, "a log line with "+strings.Join(parts, ", "), func() bool {
+		for _, line := range strings.Split(lc.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(line, p)
+			}
+			if all {
+				return true
+			}
+		}
+		return false
 	})
 }

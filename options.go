@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -43,7 +44,7 @@ type config struct {
 	maxHeaderBytes    int
 	tunnelIdleTimeout time.Duration
 	bodyIdleTimeout   time.Duration
-	clientWatchDelay  time.Duration // Serve's loop: see defaultClientWatchDelay
+	clientWatchDelay  time.Duration // Serve's loop: see h1.DefaultClientWatchDelay
 
 	pseudonym string
 	fallback  http.Handler
@@ -110,7 +111,7 @@ func defaultConfig() config {
 		maxHeaderBytes:        DefaultMaxHeaderBytes,
 		tunnelIdleTimeout:     DefaultTunnelIdleTimeout,
 		bodyIdleTimeout:       DefaultBodyIdleTimeout,
-		clientWatchDelay:      defaultClientWatchDelay,
+		clientWatchDelay:      h1.DefaultClientWatchDelay,
 		maxConns:              DefaultMaxConns,
 		maxTunnels:            DefaultMaxTunnels,
 	}

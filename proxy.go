@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/acl"
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/netguard"
 	"golang.org/x/sync/semaphore"
@@ -34,7 +35,9 @@ import (
 type Proxy struct {
 	cfg          config
 	transport    *http.Transport
-	h1pool       *connPool // the HTTP/1.1 fast path's connections (h1conn.go)
+	h1           *h1.Transport // the own HTTP/1.1 transport and its pool (pool.go)
+	h1tr         h1.TransportSettings
+	h1srv        h1.ServerSettings // Serve's loops' (server.go)
 	dialer       net.Dialer
 	resolver     *Resolver
 	ownsResolver bool
@@ -49,7 +52,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	closing  bool
 	servers  map[*http.Server]struct{}
-	loops    map[*h1server]struct{} // Serve's own loops (h1server.go)
+	loops    map[*h1.Server]struct{} // Serve's own loops (internal/h1)
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
 
@@ -114,9 +117,10 @@ func New(opts ...Option) (*Proxy, error) {
 	p.tunnelSem = semaphore.NewWeighted(int64(p.cfg.maxTunnels))
 	p.dialer = net.Dialer{Timeout: p.cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	p.transport = p.newTransport()
-	p.h1pool = newConnPool(&p.cfg)
+	p.h1 = p.newH1Transport() // pool.go
+	p.h1srv = newServerSettings(&p.cfg)
 	p.servers = make(map[*http.Server]struct{})
-	p.loops = make(map[*h1server]struct{})
+	p.loops = make(map[*h1.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
@@ -181,7 +185,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	var body *clientBody // taken now: a hook may replace out.Body
 	if out.Body != http.NoBody && out.Body != nil {
 		body = p.watchRequestBody(w, out.Body) // bodyidle.go
-		defer body.w.stop()
+		defer body.w.Stop()
 		out.Body = body
 	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
@@ -200,7 +204,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.roundTrip(out) // telemetry.go: client span, then upstreamRoundTrip
+		resp, err = p.roundTrip(out) // transport.go: the router, then the client span (telemetry.go) around send
 		if err != nil {
 			if body != nil && body.w.hasFired() {
 				// Checked first: the server cancels the request's context
@@ -344,7 +348,7 @@ func (p *Proxy) seenBefore(via []string) bool {
 func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) {
 	var h http.Header
 	via := p.via.forProto(resp.ProtoMajor, resp.ProtoMinor)
-	if a, ok := w.(headerAdopter); ok && a.adoptHeader(resp.Header) {
+	if a, ok := w.(h1.HeaderAdopter); ok && a.AdoptHeader(resp.Header) {
 		h = resp.Header // Serve's loop: the upstream's map becomes the client's
 		filterHeaderInPlace(h, via)
 	} else {
@@ -379,7 +383,7 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 	}
 	watch := p.watchResponseBody(resp.Body) // bodyidle.go; nil when the body is all in memory
 	_, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
-	watch.stop()
+	watch.Stop()
 	if writeErr != nil {
 		p.logClientGone(r, writeErr)
 		return

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 )
 
 // Serve accepts client connections on l and serves them until Shutdown,
@@ -17,8 +19,9 @@ import (
 // timeouts, which would cut long downloads and tunnels.
 //
 // Bodyless proxy requests and CONNECT are served by a loop of the proxy's
-// own (h1server.go); a connection that sends anything else is handed, with
-// what was read of it, to an http.Server with the same settings.
+// own (internal/h1's Server); a connection that sends anything else is
+// handed, with what was read of it, to an http.Server with the same
+// settings.
 func (p *Proxy) Serve(l net.Listener) error {
 	srv := &http.Server{
 		Handler:           p,
@@ -29,7 +32,14 @@ func (p *Proxy) Serve(l net.Listener) error {
 		ConnContext:       p.countConn,
 		ConnState:         p.connState,
 	}
-	s := newH1Server(p, l, srv)
+	s := h1.NewServer(l, h1.ServerConfig{
+		Handler:  p,
+		HandOff:  srv,
+		Settings: p.serverSettings,
+		Logger:   p.log,
+		Conns:    &p.conns,
+		Refused:  &p.stats.refusedConns,
+	})
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
@@ -39,14 +49,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 	p.servers[srv] = struct{}{}
 	p.loops[s] = struct{}{}
 	p.mu.Unlock()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(s.hl)
-	}()
-	err := s.acceptLoop()
-	s.hl.Close()
-	<-served
+	err := s.Serve()
 	if errors.Is(err, http.ErrServerClosed) {
 		p.mu.Lock()
 		delete(p.servers, srv)
@@ -56,6 +59,24 @@ func (p *Proxy) Serve(l net.Listener) error {
 	// Otherwise the listener failed: the connections still open stay
 	// registered, for Shutdown to close.
 	return err
+}
+
+// tooManyConnsReason is the reason given to a connection past WithMaxConns.
+const tooManyConnsReason = "too many client connections: retry later (the limit is WithMaxConns, -max-conns on the example server)"
+
+// serverSettings are the settings of Serve's loops (internal/h1), made
+// from the configuration by New.
+func (p *Proxy) serverSettings() *h1.ServerSettings { return &p.h1srv }
+
+func newServerSettings(c *config) h1.ServerSettings {
+	return h1.ServerSettings{
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		IdleTimeout:       c.clientIdleTimeout,
+		MaxHeaderBytes:    c.maxHeaderBytes,
+		ClientWatchDelay:  c.clientWatchDelay,
+		MaxConns:          c.maxConns,
+		OverLimitReason:   tooManyConnsReason,
+	}
 }
 
 // ctxKeyOverLimit marks a client connection accepted past WithMaxConns.
@@ -68,7 +89,7 @@ type ctxKeyOverLimit struct{}
 // answered before its handshake, so it is marked for ServeHTTP to answer
 // its request with 503 and close it.
 func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
-	if _, ok := c.(*handoffTCPConn); ok {
+	if h1.HandedOff(c) {
 		return ctx
 	}
 	if p.conns.Add(1) > int64(p.cfg.maxConns) {
@@ -112,7 +133,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for s := range p.servers {
 		servers = append(servers, s)
 	}
-	loops := make([]*h1server, 0, len(p.loops))
+	loops := make([]*h1.Server, 0, len(p.loops))
 	for s := range p.loops {
 		loops = append(loops, s)
 	}
@@ -134,7 +155,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if s.shutdown(ctx) != nil {
+			if s.Shutdown(ctx) != nil {
 				forced.Store(true)
 			}
 		}()
@@ -161,7 +182,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	p.transport.CloseIdleConnections()
-	p.h1pool.closeIdle()
+	p.h1.CloseIdleConnections()
 	if p.ownsResolver {
 		p.resolver.Close()
 	}

@@ -7,6 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/h1"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // copyBody streams src to w in pooled buffers, never holding more than one
@@ -16,8 +19,8 @@ import (
 // It reports the bytes written and which side failed: readErr for the
 // source, writeErr for the client.
 func copyBody(w io.Writer, src io.Reader, flush bool, watch *idleWatch) (written int64, readErr, writeErr error) {
-	if b, ok := src.(*h1Body); ok && !flush {
-		if n, rerr, werr, spliced := b.spliceTo(w); spliced {
+	if b, ok := src.(*h1.Body); ok && !flush {
+		if n, rerr, werr, spliced := b.SpliceTo(w); spliced {
 			return n, rerr, werr
 		}
 	}
@@ -25,8 +28,8 @@ func copyBody(w io.Writer, src io.Reader, flush bool, watch *idleWatch) (written
 	if flush {
 		f, _ = w.(http.Flusher)
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
+	buf := netx.GetBuffer()
+	defer netx.PutBuffer(buf)
 	for {
 		n, rerr := src.Read(buf[:])
 		if watch != nil {
@@ -164,8 +167,8 @@ func (t *tunnel) pump(dst, src io.ReadWriteCloser, total *atomic.Int64) {
 // copyCounting copies src to dst through a pooled buffer, adding to total
 // as it goes so the idle watch sees progress. A clean EOF returns nil.
 func copyCounting(dst io.Writer, src io.Reader, total *atomic.Int64) error {
-	buf := getBuffer()
-	defer putBuffer(buf)
+	buf := netx.GetBuffer()
+	defer netx.PutBuffer(buf)
 	for {
 		n, rerr := src.Read(buf[:])
 		if n > 0 {

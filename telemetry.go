@@ -21,7 +21,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // instrumentationName names the tracer and meter of this package.
@@ -430,9 +432,10 @@ func (p *Proxy) endRequest(t requestTrack) {
 
 func (rs *reqState) Header() http.Header { return rs.rw.Header() }
 
-func (rs *reqState) adoptHeader(h http.Header) bool {
-	a, ok := rs.rw.(headerAdopter)
-	return ok && a.adoptHeader(h)
+// AdoptHeader passes h1.HeaderAdopter's call on to the server's writer.
+func (rs *reqState) AdoptHeader(h http.Header) bool {
+	a, ok := rs.rw.(h1.HeaderAdopter)
+	return ok && a.AdoptHeader(h)
 }
 
 func (rs *reqState) WriteHeader(code int) {
@@ -459,9 +462,9 @@ func (rs *reqState) Write(b []byte) (int, error) {
 func (rs *reqState) ReadFrom(src io.Reader) (int64, error) {
 	rf, ok := rs.rw.(io.ReaderFrom)
 	if !ok || rs.capture != nil {
-		buf := getBuffer()
-		defer putBuffer(buf)
-		return io.CopyBuffer(writerOnly{rs}, src, buf[:])
+		buf := netx.GetBuffer()
+		defer netx.PutBuffer(buf)
+		return io.CopyBuffer(netx.WriterOnly{Writer: rs}, src, buf[:])
 	}
 	if rs.status == 0 {
 		rs.status = http.StatusOK
@@ -527,13 +530,11 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 	}
 }
 
-// roundTrip sends out upstream (upstreamRoundTrip: the HTTP/1.1 fast path
-// or the shared transport), inside a client span whose context is injected into out's header, and measures it.
-func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
-	rs := reqStateFrom(out.Context())
-	if rs == nil {
-		return p.upstreamRoundTrip(out)
-	}
+// observeRoundTrip sends out upstream (send: the own HTTP/1.1 transport to
+// addr when fast, as the router decided, or the shared transport), inside a
+// client span whose context is injected into out's header, and measures
+// it for rs.
+func (p *Proxy) observeRoundTrip(rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
 	ctx := out.Context()
 	start := time.Now()
 	target := out.URL.Host
@@ -547,11 +548,13 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		ctx, span = p.tel.tracer.Start(ctx, spanName(out.Method), rs.tb.startOpts[:2]...)
 		p.tel.prop.Inject(ctx, headerCarrier(out.Header))
 	}
+	var obs h1.ConnObserver
 	if rs.metrics || rs.logging {
-		if _, fast := p.fastPath(out); fast && ctx == out.Context() {
-			// The fast path reports the connection to rs itself
-			// (h1RoundTrip): no client trace, no copy of the request.
+		if fast && ctx == out.Context() {
+			// The own transport reports the connection to rs itself
+			// (rs.GotConn): no client trace, no copy of the request.
 			rs.traceTel, rs.traceCtx = &p.tel, ctx
+			obs = rs
 		} else {
 			ctx = rs.withClientTrace(ctx, &p.tel) // telemetry_fast.go
 		}
@@ -559,7 +562,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.upstreamRoundTrip(out)
+	resp, err := p.send(out, addr, fast, obs) // transport.go
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(target, err).Kind)

@@ -188,14 +188,15 @@ func (rs *reqState) withClientTrace(ctx context.Context, tel *telemetry) context
 	rs.traceTel, rs.traceCtx = tel, ctx
 	if !rs.traceUsed {
 		rs.traceUsed = true
-		rs.clientTrace = httptrace.ClientTrace{GotConn: rs.gotConn}
+		rs.clientTrace = httptrace.ClientTrace{GotConn: rs.GotConn}
 		return httptrace.WithClientTrace(ctx, &rs.clientTrace)
 	}
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: rs.gotConn})
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: rs.GotConn})
 }
 
-// gotConn is the client trace's GotConn.
-func (rs *reqState) gotConn(info httptrace.GotConnInfo) {
+// GotConn is the client trace's GotConn, and what the own HTTP/1.1
+// transport reports to as an h1.ConnObserver.
+func (rs *reqState) GotConn(info httptrace.GotConnInfo) {
 	if info.Conn != nil {
 		rs.upstream = info.Conn.RemoteAddr().String()
 	}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"net/http"
 	"net/textproto"
+	"strconv"
 	"strings"
 
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 )
 
@@ -42,6 +44,91 @@ func (p *Proxy) newTransport() *http.Transport {
 		t.Proxy = http.ProxyFromEnvironment
 	}
 	return t
+}
+
+// roundTrip sends out upstream and returns the response. It is the router
+// of the upstream chain: it decides once (fastPath) whether the own
+// HTTP/1.1 transport (pool.go) or the shared http.Transport takes out, and
+// when telemetry follows the request it hands that decision to the
+// client-side measurement (observeRoundTrip, telemetry.go), which sends out
+// through send.
+func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
+	addr, fast := p.fastPath(out)
+	if rs := reqStateFrom(out.Context()); rs != nil {
+		return p.observeRoundTrip(rs, out, addr, fast)
+	}
+	return p.send(out, addr, fast, nil)
+}
+
+// send sends out on the path roundTrip chose: the own transport to addr
+// when fast, which reports the upstream connection to obs (when not nil),
+// or the shared transport.
+func (p *Proxy) send(out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
+	if fast {
+		resp, err = p.h1.Send(out, addr, obs)
+	} else {
+		noDefaultUserAgent(out)
+		resp, err = p.transport.RoundTrip(out)
+	}
+	if err != nil {
+		if over, h2 := responseHeadTooLarge(err); over || h2 {
+			target := out.URL.Host
+			limit := strconv.Itoa(p.cfg.maxResponseHeader) + " bytes (the WithMaxResponseHeaderBytes limit)"
+			reason := "upstream " + target + " sent a response header over " + limit
+			if h2 {
+				reason = "upstream " + target + " broke the HTTP/2 protocol, or sent a response header over " + limit
+			}
+			err = newError(ErrUpstream, target, reason, err)
+		}
+	}
+	return resp, err
+}
+
+// responseHeadTooLarge reports whether err is a response head over
+// WithMaxResponseHeaderBytes (over): the own transport's error, or one of
+// http.Transport's, which has no error value for it, so its messages are
+// matched (TestResponseHeaderLimit checks them). Over HTTP/2 a head that
+// passes the limit by more than a frame ends the connection with a
+// PROTOCOL_ERROR that tells nothing more; h2 reports such an error.
+func responseHeadTooLarge(err error) (over, h2 bool) {
+	if errors.Is(err, h1.ErrResponseHeadTooLarge) {
+		return true, false
+	}
+	s := err.Error()
+	if strings.Contains(s, "server response headers exceeded") || // HTTP/1
+		strings.Contains(s, "response header list larger than advertised limit") { // HTTP/2, within a frame
+		return true, false
+	}
+	return false, strings.Contains(s, "connection error: PROTOCOL_ERROR")
+}
+
+// noDefaultUserAgent keeps http.Transport from adding its own User-Agent
+// ("Go-http-client/1.1") to a request that has none: a proxy passes what
+// came. Its HTTP/1 and HTTP/2 writers both send no User-Agent for a key
+// present with no value. (The fast path's writeRequest adds none anyway.)
+func noDefaultUserAgent(out *http.Request) {
+	if _, ok := out.Header["User-Agent"]; ok {
+		return
+	}
+	if out.Header == nil {
+		out.Header = make(http.Header, 1)
+	}
+	out.Header["User-Agent"] = nil
+}
+
+// fastPath reports whether out takes the fast path (the own HTTP/1.1
+// transport, pool.go) and, if so, the "host:port" to dial. A request hook
+// may have broken what the server checked; such a request is left to
+// http.Transport, which reports it.
+func (p *Proxy) fastPath(out *http.Request) (string, bool) {
+	if p.h1 == nil || p.cfg.proxyFromEnvironment {
+		return "", false
+	}
+	key, ok := h1.CanSend(out)
+	if !ok || (len(p.cfg.requestHooks) > 0 && !h1.ValidRequest(out)) {
+		return "", false
+	}
+	return key, true
 }
 
 // upstreamTLSConfig verifies upstream certificates against the system roots
@@ -135,12 +222,6 @@ func filterHeaderInPlace(h http.Header, via string) {
 	}
 	dropListed(h, conn)
 	setVia(h, priorVia(prior, conn), via)
-}
-
-// headerAdopter is a ResponseWriter that can take a header map as its own
-// (srvResponse, and reqState around one).
-type headerAdopter interface {
-	adoptHeader(http.Header) bool
 }
 
 // dropListed deletes from h the fields that the Connection values conn

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package fwdproxy
+package h1
 
 // alive reports whether an idle pooled connection can carry a request. Off
 // Linux it cannot tell without blocking; a stale connection is then found

@@ -1,4 +1,4 @@
-package fwdproxy
+package h1
 
 import "golang.org/x/sys/unix"
 

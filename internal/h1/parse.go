@@ -1,4 +1,4 @@
-package fwdproxy
+package h1
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Short parsers for the request and response heads a forward proxy sees
@@ -58,7 +59,7 @@ func fastRequest(head []byte) *http.Request {
 		return nil
 	}
 	hosts := h["Host"]
-	if len(hosts) != 1 || !validHostHeader(hosts[0]) {
+	if len(hosts) != 1 || !httpguts.ValidHostHeader(hosts[0]) {
 		return nil // none (a 400 from net/http), several, or a bad one
 	}
 	for _, k := range [...]string{"Content-Length", "Transfer-Encoding", "Connection", "Expect", "Upgrade", "Http2-Settings", "Trailer", "Pragma"} {
@@ -340,4 +341,21 @@ func indexCRLF(b []byte) int {
 		return -1
 	}
 	return i - 1
+}
+
+// headerEnd returns the length of the request line and header fields in b,
+// up to and including the empty line that ends them, or -1 if b holds no
+// empty line yet. Bare LF line ends count, as textproto accepts them.
+func headerEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		line := b[i : i+j]
+		i += j + 1
+		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+			return i
+		}
+	}
 }

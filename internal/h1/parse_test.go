@@ -1,4 +1,4 @@
-package fwdproxy
+package h1
 
 import (
 	"bufio"
@@ -242,7 +242,7 @@ func checkFastResponse(t *testing.T, b []byte, method string) bool {
 	return true
 }
 
-// TestReadFixed checks h1Body's reading of a body fastResponse framed
+// TestReadFixed checks Body's reading of a body fastResponse framed
 // against what net/http's body returns for the same bytes: the data, io.EOF
 // with the last of it, io.ErrUnexpectedEOF when the connection ends early.
 func TestReadFixed(t *testing.T) {
@@ -259,7 +259,7 @@ func TestReadFixed(t *testing.T) {
 		{"empty", 3, "", "", io.ErrUnexpectedEOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &h1Body{br: bufio.NewReaderSize(strings.NewReader(tc.data), 16), remain: tc.cl}
+			b := &Body{br: bufio.NewReaderSize(strings.NewReader(tc.data), 16), remain: tc.cl}
 			var got []byte
 			var err error
 			p := make([]byte, 2)
@@ -333,6 +333,97 @@ func BenchmarkParseHead(b *testing.B) {
 			if _, err := http.ReadResponse(br, nil); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// TestLoopHeaderEnd checks headerEnd on hand-made blocks.
+func TestLoopHeaderEnd(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{"", -1},
+		{"GET / HTTP/1.1", -1},
+		{"GET / HTTP/1.1\r\n", -1},
+		{"GET / HTTP/1.1\r\nHost: a\r\n", -1},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r", -1},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", 27},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n", 27},
+		{"GET / HTTP/1.1\nHost: a\n\n", 24},
+		{"GET / HTTP/1.1\r\nHost: a\n\r\n", 26},
+		{"GET / HTTP/1.1\nHost: a\r\n\n", 25},
+		{"\r\n", 2},
+		{"\n", 1},
+		{"\r\n\r\n", 2},
+		{"a\r\r\n\r\n", 6},
+		{"a\n\rb\n\n", 6},
+		{"a\n \n\n", 5},
+		{"a\n\t\r\n\r\n", 7},
+	} {
+		if got := headerEnd([]byte(tc.in)); got != tc.want {
+			t.Errorf("headerEnd(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+// refHeaderEnd is headerEnd written the slow way.
+func refHeaderEnd(b []byte) int {
+	off := 0
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if !strings.HasSuffix(line, "\n") {
+			return -1
+		}
+		off += len(line)
+		if line == "\n" || line == "\r\n" {
+			return off
+		}
+	}
+	return -1
+}
+
+func FuzzLoopHeaderEnd(f *testing.F) {
+	for _, s := range []string{"", "\n", "\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\nrest", "a\nb\r\n\r\r\n\n", "\r\r\n\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, want := headerEnd(b), refHeaderEnd(b)
+		if got != want {
+			t.Fatalf("headerEnd(%q) = %d, want %d", b, got, want)
+		}
+		if got >= 0 {
+			// More bytes behind the block do not move its end.
+			if again := headerEnd(append(b[:got:got], "GET / HTTP/1.1\r\n\r\n"...)); again != got {
+				t.Fatalf("headerEnd with more behind = %d, want %d", again, got)
+			}
+		}
+	})
+}
+
+// FuzzLoopHeaderEndParse: where http.ReadRequest accepts a request, it
+// reads exactly the header block headerEnd finds, so that the loop, which
+// parses from the connection's buffer, stays in step with the client.
+func FuzzLoopHeaderEndParse(f *testing.F) {
+	for _, s := range []string{
+		"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\nGET http://b/ HTTP/1.1\r\n\r\n",
+		"GET http://a/ HTTP/1.1\nHost: a\n\n",
+		"GET http://a/ HTTP/1.1\r\nX: a\r\n b\r\n \r\n\r\nrest",
+		"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+		"CONNECT a:1 HTTP/1.1\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) > 4096 {
+			return
+		}
+		br := bufio.NewReaderSize(bytes.NewReader(in), 4096)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		if read, end := len(in)-br.Buffered(), headerEnd(in); read != end {
+			t.Fatalf("ReadRequest read %d bytes of %q, headerEnd says %d", read, in, end)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package fwdproxy
+package h1
 
 import (
 	"bytes"
@@ -11,45 +11,43 @@ import (
 	"time"
 )
 
-// What Serve's loop refuses before it reads a request: connections past
-// WithMaxConns (refuseOverLimit, at accept), clients that speak TLS or SOCKS
+// What the loop refuses before it reads a request: connections past
+// MaxConns (refuseOverLimit, at accept), clients that speak TLS or SOCKS
 // to the plain HTTP listener (refuseNonHTTP, on the first byte), and a
 // request line without an HTTP version (badRequestLine, which readHead hands
 // to net/http for its 400). Each is answered at once instead of after the
 // header timeout, so that none holds a descriptor for long.
 
-// tooManyConnsReason is the reason given to a connection past WithMaxConns.
-const tooManyConnsReason = "too many client connections: retry later (the limit is WithMaxConns, -max-conns on the example server)"
-
 // overLimitResponse is written, without reading anything, to a connection
-// accepted past WithMaxConns.
-var overLimitResponse = []byte("HTTP/1.1 503 Service Unavailable\r\n" +
-	"Content-Type: text/plain; charset=utf-8\r\n" +
-	"X-Content-Type-Options: nosniff\r\n" +
-	"Connection: close\r\n" +
-	"Content-Length: " + strconv.Itoa(len(tooManyConnsReason)+1) + "\r\n" +
-	"\r\n" +
-	tooManyConnsReason + "\n")
+// accepted past MaxConns: a 503 with reason as its body.
+func overLimitResponse(reason string) []byte {
+	return []byte("HTTP/1.1 503 Service Unavailable\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" +
+		"X-Content-Type-Options: nosniff\r\n" +
+		"Connection: close\r\n" +
+		"Content-Length: " + strconv.Itoa(len(reason)+1) + "\r\n" +
+		"\r\n" +
+		reason + "\n")
+}
 
 // refusedWriteTimeout bounds the write of a refusal. A new connection's
 // send buffer is empty, so the write does not block in practice; the bound
 // keeps the accept loop from waiting on a client that is not reading.
 const refusedWriteTimeout = 100 * time.Millisecond
 
-// refuseOverLimit answers a connection accepted past WithMaxConns with 503
+// refuseOverLimit answers a connection accepted past MaxConns with 503
 // and closes it, on the accept loop: it reads nothing, so a client that
 // sends nothing holds no descriptor and no goroutine. The refusal is counted
-// (Stats.RefusedConnections) and logged at most once a second.
-func (s *h1server) refuseOverLimit(c net.Conn) {
+// (ServerConfig.Refused) and logged at most once a second.
+func (s *Server) refuseOverLimit(c net.Conn, st *ServerSettings) {
 	_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
-	_, _ = c.Write(overLimitResponse)
+	_, _ = c.Write(overLimitResponse(st.OverLimitReason))
 	c.Close()
-	p := s.p
-	p.stats.refusedConns.Add(1)
+	s.refused.Add(1)
 	if n, ok := s.overLimitLog.allow(time.Now()); ok {
-		p.log.LogAttrs(context.Background(), slog.LevelWarn, "connection refused: too many client connections",
+		s.log.LogAttrs(context.Background(), slog.LevelWarn, "connection refused: too many client connections",
 			slog.String("client", c.RemoteAddr().String()),
-			slog.Int("max_conns", p.cfg.maxConns),
+			slog.Int("max_conns", st.MaxConns),
 			slog.Int64("refused_since_last_line", n))
 	}
 }
@@ -103,7 +101,7 @@ func (sc *srvConn) refuseNonHTTP(proto string, answer []byte) {
 		if proto != "TLS" {
 			hint = "this is an HTTP proxy, not a SOCKS proxy: use an http:// proxy URL"
 		}
-		s.p.log.LogAttrs(context.Background(), slog.LevelWarn, "client spoke "+proto+" to the HTTP listener; closed",
+		s.log.LogAttrs(context.Background(), slog.LevelWarn, "client spoke "+proto+" to the HTTP listener; closed",
 			slog.String("client", sc.remote), slog.String("hint", hint),
 			slog.Int64("refused_since_last_line", n))
 	}

@@ -1,0 +1,303 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// srvConn is a client connection served by the loop.
+type srvConn struct {
+	s      *Server
+	c      net.Conn
+	tcp    *net.TCPConn // c (the loop serves TCP connections only)
+	br     *bufio.Reader
+	state  atomic.Int32
+	remote string
+	// ctx holds the values requests see (server, local address). It is
+	// never cancelled, so that a request's own WithCancel
+	// registers nothing with it; shutdown cancels requests through wcancel.
+	ctx context.Context
+
+	// The read deadline last set by setReadTimeout, valid until something
+	// else sets one (the client watch, Hijack).
+	dlValid   bool
+	dlSet     time.Time
+	dlTimeout time.Duration
+
+	// The client watch (armWatch, watchClient, disarmWatch).
+	wmu     sync.Mutex
+	wtimer  *time.Timer
+	wstate  int // watchOff, watchArmed, watchRunning
+	wcancel context.CancelFunc
+	wdone   chan struct{}
+}
+
+const (
+	watchOff = iota
+	watchArmed
+	watchRunning
+)
+
+// serve runs the loop on one connection until it closes, is hijacked (a
+// tunnel), or is handed off.
+func (sc *srvConn) serve() {
+	s := sc.s
+	keep := false // the connection lives on: hijacked or handed off
+	defer func() {
+		if !keep {
+			sc.state.Store(connGone)
+			sc.c.Close()
+			s.open.Add(-1)
+		}
+		sc.releaseReader()
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	for first := true; ; first = false {
+		st := s.settings() // read once per request, so that a new value applies to the next one
+		timeout := st.IdleTimeout
+		if first {
+			timeout = st.ReadHeaderTimeout
+		}
+		sc.setReadTimeout(timeout)
+		sc.reader()
+		b, err := sc.br.Peek(1)
+		if err != nil {
+			return // closed, idle too long, or closed by shutdown
+		}
+		if first {
+			if proto, answer, ok := nonHTTP(b[0]); ok {
+				sc.refuseNonHTTP(proto, answer) // TLS or SOCKS: no HTTP will come
+				return
+			}
+		}
+		if !sc.state.CompareAndSwap(connIdle, connActive) {
+			return
+		}
+		head, err := sc.readHead(st, !first)
+		if err != nil {
+			return // timed out or closed mid-header: net/http closes quietly too
+		}
+		var req *http.Request
+		var read []byte // what parsing consumed, for a hand-off
+		if head != nil {
+			buffered := sc.br.Buffered()
+			if req = fastRequest(head); req != nil {
+				_, _ = sc.br.Discard(len(head))
+			} else if req = parseRequest(sc.br, head); req == nil {
+				// The header block was all buffered, so parsing read it
+				// without refilling: the bytes it consumed are intact.
+				read = bytes.Clone(head[:buffered-sc.br.Buffered()])
+			}
+		}
+		if req == nil {
+			keep = sc.handoff(read)
+			return
+		}
+		if sc.br.Buffered() == 0 {
+			sc.releaseReader() // nothing pipelined: the buffer is not needed while the request is served
+		}
+		req.RemoteAddr = sc.remote
+		again, hijacked := sc.serveRequest(req, st)
+		if hijacked {
+			keep = true
+			return
+		}
+		if !again || !sc.state.CompareAndSwap(connActive, connIdle) || s.closing.Load() {
+			return
+		}
+	}
+}
+
+// setReadTimeout sets the connection's read deadline d from now. Setting
+// a deadline costs a timer update; on a busy keep-alive connection the one
+// set less than a tenth of d (at most a second) ago is kept, so a timeout
+// may come that much early.
+func (sc *srvConn) setReadTimeout(d time.Duration) {
+	now := time.Now()
+	if sc.dlValid && sc.dlTimeout == d && now.Sub(sc.dlSet) < min(d/10, time.Second) {
+		return
+	}
+	if d > 0 {
+		_ = sc.c.SetReadDeadline(now.Add(d))
+	} else {
+		_ = sc.c.SetReadDeadline(time.Time{})
+	}
+	sc.dlValid, sc.dlSet, sc.dlTimeout = true, now, d
+}
+
+// readHead returns the request's header block, still buffered, once it is
+// complete; nil (and no error) when it is larger than the reader's buffer
+// or st.MaxHeaderBytes, which leaves the request to net/http. When the
+// block is not all there and timed is set, the header timeout starts (the
+// first request's idle wait is already timed by it).
+func (sc *srvConn) readHead(st *ServerSettings, timed bool) ([]byte, error) {
+	br := sc.br
+	limit := min(st.MaxHeaderBytes, br.Size())
+	for n := br.Buffered(); ; n = br.Buffered() {
+		buf, _ := br.Peek(n)
+		if end := headerEnd(buf); end >= 0 {
+			if end > limit {
+				return nil, nil
+			}
+			return buf[:end], nil
+		}
+		if n >= limit || badRequestLine(buf) {
+			return nil, nil // net/http answers (431, 400) or serves it
+		}
+		if timed {
+			sc.setReadTimeout(st.ReadHeaderTimeout)
+			timed = false
+		}
+		if _, err := br.Peek(n + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// srvReadBufferSize is the size of a client connection's read buffer,
+// which bounds the header blocks the loop takes.
+const srvReadBufferSize = 4 << 10
+
+// srvReaders are client connections' read buffers. A connection holds one
+// while it waits for and reads a request, not while the request is served
+// (unless the client pipelined another).
+var srvReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, srvReadBufferSize) }}
+
+// reader makes sure the connection has its read buffer.
+func (sc *srvConn) reader() {
+	if sc.br == nil {
+		sc.br = srvReaders.Get().(*bufio.Reader)
+		sc.br.Reset(sc.c)
+	}
+}
+
+func (sc *srvConn) releaseReader() {
+	if sc.br != nil {
+		putReader(sc.br)
+		sc.br = nil
+	}
+}
+
+// putReader returns a client connection's read buffer to its pool.
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	srvReaders.Put(br)
+}
+
+// serveRequest runs ServeHTTP on req. again reports whether the
+// connection may serve another request; hijacked that the handler took it.
+func (sc *srvConn) serveRequest(req *http.Request, st *ServerSettings) (again, hijacked bool) {
+	ctx, cancel := context.WithCancel(sc.ctx)
+	defer cancel()
+	req = req.WithContext(ctx)
+	w := &srvResponse{sc: sc, req: req, cl: -1}
+	watch := req.Method != http.MethodConnect
+	if watch {
+		sc.armWatch(cancel, st.ClientWatchDelay)
+	}
+	ok := sc.runHandler(w, req)
+	if watch && !w.hijacked {
+		sc.disarmWatch()
+	}
+	if w.hijacked {
+		return false, true
+	}
+	if !ok {
+		w.release()
+		return false, false
+	}
+	w.finish()
+	return !w.closeAfter, false
+}
+
+// runHandler calls ServeHTTP and reports whether it returned normally. A
+// panic other than http.ErrAbortHandler is logged with its stack, as
+// net/http does; either way the connection is then closed.
+func (sc *srvConn) runHandler(w *srvResponse, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				sc.s.log.Error("panic serving request", "client", sc.remote, "panic", v, "stack", string(debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	sc.s.handler.ServeHTTP(w, req)
+	return true
+}
+
+// armWatch starts the client watch for the request cancelled by cancel:
+// after delay (ClientWatchDelay) a goroutine reads from the connection, and a
+// disconnect (EOF or an error) cancels the request.
+func (sc *srvConn) armWatch(cancel context.CancelFunc, delay time.Duration) {
+	sc.wmu.Lock()
+	sc.wstate, sc.wcancel = watchArmed, cancel
+	sc.wmu.Unlock()
+	if sc.wtimer == nil {
+		sc.wtimer = time.AfterFunc(delay, sc.watchClient)
+	} else {
+		sc.wtimer.Reset(delay)
+	}
+}
+
+func (sc *srvConn) watchClient() {
+	sc.wmu.Lock()
+	if sc.wstate != watchArmed {
+		sc.wmu.Unlock()
+		return
+	}
+	sc.wstate = watchRunning
+	done := make(chan struct{})
+	sc.wdone = done
+	cancel := sc.wcancel
+	// Under the lock, so that disarmWatch's deadline comes after this one.
+	_ = sc.c.SetReadDeadline(time.Time{})
+	sc.wmu.Unlock()
+	defer close(done)
+	// A bodyless request leaves the reader alone while it is served, so
+	// the watch may peek: bytes that arrive (a pipelined request) stay
+	// buffered for the loop.
+	sc.reader()
+	if _, err := sc.br.Peek(1); err != nil && !isTimeout(err) {
+		cancel()
+	}
+}
+
+// disarmWatch stops the client watch and, if it is reading, interrupts
+// the read and waits for it to end.
+func (sc *srvConn) disarmWatch() {
+	sc.wtimer.Stop()
+	sc.wmu.Lock()
+	running := sc.wstate == watchRunning
+	sc.wstate, sc.wcancel = watchOff, nil
+	done := sc.wdone
+	sc.wdone = nil
+	if running {
+		_ = sc.c.SetReadDeadline(aLongTimeAgo)
+	}
+	sc.wmu.Unlock()
+	if running {
+		<-done
+		sc.dlValid = false
+	}
+}
+
+// isTimeout reports whether err is a timeout (a deadline passed).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// aLongTimeAgo is a deadline in the past, which aborts pending I/O at once.
+var aLongTimeAgo = time.Unix(1, 0)
