@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fwdproxy/fwdproxy/internal/acl"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 	"go.uber.org/goleak"
 )
 
@@ -43,7 +43,7 @@ func startProxy(t testing.TB, opts ...Option) *testProxy {
 // on random ones.
 func allowAnyConnectPort() Option {
 	return func(c *config) error {
-		c.rules.ConnectPorts = []acl.PortRange{{Lo: 1, Hi: 65535}}
+		c.rules.ConnectPorts = []policy.PortRange{{Lo: 1, Hi: 65535}}
 		return nil
 	}
 }

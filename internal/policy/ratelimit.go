@@ -1,4 +1,4 @@
-package acl
+package policy
 
 import (
 	"fmt"
@@ -34,13 +34,13 @@ type bucket struct {
 // maxClients at least 1.
 func NewRateLimiter(ratePerSec float64, burst int, maxClients int) (*RateLimiter, error) {
 	if !(ratePerSec > 0) || math.IsInf(ratePerSec, 0) {
-		return nil, fmt.Errorf("acl: rate %v must be positive and finite", ratePerSec)
+		return nil, fmt.Errorf("policy: rate %v must be positive and finite", ratePerSec)
 	}
 	if burst < 1 {
-		return nil, fmt.Errorf("acl: burst %d must be at least 1", burst)
+		return nil, fmt.Errorf("policy: burst %d must be at least 1", burst)
 	}
 	if maxClients < 1 {
-		return nil, fmt.Errorf("acl: max clients %d must be at least 1", maxClients)
+		return nil, fmt.Errorf("policy: max clients %d must be at least 1", maxClients)
 	}
 	clients, err := simplelru.NewLRU[string, *bucket](maxClients, nil)
 	if err != nil {

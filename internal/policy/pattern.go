@@ -1,14 +1,9 @@
-// Package acl holds the proxy's access-control pieces: host patterns and the
-// Rules that combine them with CIDR and port rules, Proxy-Authorization
-// Basic credentials, and a per-client rate limiter.
-package acl
+package policy
 
 import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
 )
 
 // maxName is the longest host name, without a trailing dot, that a pattern
@@ -25,7 +20,7 @@ const maxName = 253
 // A name is 1 to 253 bytes of dot-separated labels of 1 to 63 letters,
 // digits, '-' and '_'. '*' may only be the whole first label. IP addresses
 // are not patterns: rule them with CIDRs, which also catch the numeric
-// spellings of an address (see netguard.ParseHost).
+// spellings of an address (see ParseHost).
 type Pattern struct {
 	name     string // lower case, no trailing dot, no "*." prefix
 	wildcard bool
@@ -36,10 +31,10 @@ func ParsePattern(s string) (Pattern, error) {
 	name, wildcard := strings.CutPrefix(s, "*.")
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	if err := checkName(name); err != nil {
-		return Pattern{}, fmt.Errorf("acl: invalid host pattern %q: %w", s, err)
+		return Pattern{}, fmt.Errorf("policy: invalid host pattern %q: %w", s, err)
 	}
-	if _, isIP := netguard.ParseHost(name); isIP && !wildcard {
-		return Pattern{}, fmt.Errorf("acl: invalid host pattern %q: an IP address; use a CIDR rule", s)
+	if _, isIP := ParseHost(name); isIP && !wildcard {
+		return Pattern{}, fmt.Errorf("policy: invalid host pattern %q: an IP address; use a CIDR rule", s)
 	}
 	return Pattern{name: name, wildcard: wildcard}, nil
 }

@@ -1,8 +1,15 @@
-// Package netguard classifies destination IP addresses for the proxy's
-// private-address guard. The proxy resolves a name, classifies every
-// candidate address with Classify (or PrefixSet.Classify, which honours the
-// ranges the user opened) and dials only addresses judged Public, so a DNS
-// answer that changes between check and dial cannot slip through.
+package policy
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// The address classifier serves the proxy's private-address guard. The
+// proxy resolves a name, classifies every candidate address with Classify
+// (or PrefixSet.Classify, which honours the ranges the user opened) and
+// dials only addresses judged Public, so a DNS answer that changes between
+// check and dial cannot slip through.
 //
 // The ranges follow the IANA registries:
 //   - IPv4 Special-Purpose Address Registry
@@ -17,12 +24,6 @@
 // The guard is deliberately stricter than the registries' "globally
 // reachable" column in a few places: all of 192.0.0.0/24 is denied although
 // two anycast addresses in it are global, and both ORCHID blocks are denied.
-package netguard
-
-import (
-	"encoding/binary"
-	"net/netip"
-)
 
 // Class is the category of a destination address. Only Public may be dialed.
 // The zero value is Invalid, so a Class that was never set denies.

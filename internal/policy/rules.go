@@ -1,11 +1,9 @@
-package acl
+package policy
 
 import (
 	"fmt"
 	"net/netip"
 	"strconv"
-
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
 )
 
 // PortRange is an inclusive range of TCP ports, Lo <= Hi, both at least 1.
@@ -35,7 +33,7 @@ type Config struct {
 // Rules is a compiled, immutable Config, safe for concurrent use.
 type Rules struct {
 	allowHosts, denyHosts hostSet
-	allowCIDRs, denyCIDRs *netguard.PrefixSet
+	allowCIDRs, denyCIDRs *PrefixSet
 	ports, connectPorts   []PortRange // ports nil: any
 	connectPortHint       string
 }
@@ -50,15 +48,15 @@ func NewRules(c Config) (*Rules, error) {
 	if r.denyHosts, err = newHostSet(c.DenyHosts); err != nil {
 		return nil, err
 	}
-	if r.allowCIDRs, err = netguard.NewPrefixSet(c.AllowCIDRs...); err != nil {
-		return nil, fmt.Errorf("acl: allowed CIDRs: %w", err)
+	if r.allowCIDRs, err = NewPrefixSet(c.AllowCIDRs...); err != nil {
+		return nil, fmt.Errorf("policy: allowed CIDRs: %w", err)
 	}
-	if r.denyCIDRs, err = netguard.NewPrefixSet(c.DenyCIDRs...); err != nil {
-		return nil, fmt.Errorf("acl: denied CIDRs: %w", err)
+	if r.denyCIDRs, err = NewPrefixSet(c.DenyCIDRs...); err != nil {
+		return nil, fmt.Errorf("policy: denied CIDRs: %w", err)
 	}
 	for _, p := range append(c.Ports, c.ConnectPorts...) {
 		if p.Lo == 0 || p.Lo > p.Hi {
-			return nil, fmt.Errorf("acl: invalid port range %d-%d", p.Lo, p.Hi)
+			return nil, fmt.Errorf("policy: invalid port range %d-%d", p.Lo, p.Hi)
 		}
 	}
 	if len(c.Ports) > 0 {
@@ -73,13 +71,13 @@ func NewRules(c Config) (*Rules, error) {
 // Check decides whether a request may reach host:port; connect is true for
 // a CONNECT tunnel. ip is the destination address, or the zero netip.Addr
 // before the host is resolved. A host that is an IP literal should be passed
-// as ip too (netguard.ParseHost), since host patterns never match addresses.
+// as ip too (ParseHost), since host patterns never match addresses.
 //
 // The rules are applied in this order; the first that decides wins:
 //
 //  1. host matches a deny-host pattern: deny.
 //  2. ip is known and within a deny-CIDR (directly or by the IPv4 address it
-//     embeds, see netguard.PrefixSet.Lookup): deny.
+//     embeds, see PrefixSet.Lookup): deny.
 //  3. port is not allowed for this kind of request: deny.
 //  4. if any allow-host or allow-CIDR rule exists, host must match an
 //     allow-host pattern or ip an allow-CIDR, else deny. While ip is unknown,
@@ -138,7 +136,7 @@ func inRanges(ranges []PortRange, port uint16) bool {
 // safe for concurrent use.
 type Matcher struct {
 	hosts hostSet
-	cidrs *netguard.PrefixSet
+	cidrs *PrefixSet
 }
 
 // NewMatcher compiles host patterns and CIDR ranges into a Matcher.
@@ -147,9 +145,9 @@ func NewMatcher(hosts []string, cidrs []netip.Prefix) (*Matcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps, err := netguard.NewPrefixSet(cidrs...)
+	ps, err := NewPrefixSet(cidrs...)
 	if err != nil {
-		return nil, fmt.Errorf("acl: CIDRs: %w", err)
+		return nil, fmt.Errorf("policy: CIDRs: %w", err)
 	}
 	return &Matcher{hosts: hs, cidrs: ps}, nil
 }
