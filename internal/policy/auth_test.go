@@ -80,24 +80,3 @@ func FuzzParseBasic(f *testing.F) {
 		}
 	})
 }
-
-func TestEqualCreds(t *testing.T) {
-	tests := []struct {
-		user, pass, wantUser, wantPass string
-		want                           bool
-	}{
-		{"alice", "secret", "alice", "secret", true},
-		{"", "", "", "", true},
-		{"alice", "secret", "alice", "Secret", false},
-		{"alice", "secret", "Alice", "secret", false},
-		{"alice", "secret", "bob", "other", false},
-		{"alice", "secre", "alice", "secret", false},
-		{"alicesecret", "", "alice", "secret", false},
-		{"alice:secret", "", "alice", "secret", false},
-	}
-	for _, tt := range tests {
-		if got := EqualCreds(tt.user, tt.pass, tt.wantUser, tt.wantPass); got != tt.want {
-			t.Errorf("EqualCreds(%q, %q, %q, %q) = %v", tt.user, tt.pass, tt.wantUser, tt.wantPass, got)
-		}
-	}
-}
