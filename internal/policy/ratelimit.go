@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/time/rate"
 )
 
 // RateLimiter is a token bucket per client key (e.g. the client IP): each
@@ -14,18 +15,25 @@ import (
 // event takes one token. Memory is bounded: it tracks at most maxClients
 // keys, forgetting the least recently seen, whose next event then starts
 // with a full bucket. It starts no goroutines and is safe for concurrent use.
+//
+// The bucket is a golang.org/x/time/rate.Limiter; this type adds the
+// bounded set of clients around it. Measured against the hand-written
+// bucket it replaced (BenchmarkRateLimiterAllow in ratelimit_bench_test.go
+// keeps that bucket as the reference): a known client costs about 30 ns
+// more (two locks instead of one, rate's own bookkeeping), among 50,000
+// clients about 15 ns more, on two cores at once about 30 ns more, none
+// allocating; a new client, or one seen again after eviction, allocates
+// 160 bytes instead of 112 (about 3 MiB more with 65,536 clients tracked).
+// That is well under 0.1% of a proxied request (BenchmarkSmallGET: tens of
+// µs), and the issue asked for the library's own token bucket, so it is
+// kept.
 type RateLimiter struct {
-	rate  float64 // tokens per second
-	burst float64
+	limit rate.Limit
+	burst int
 	now   func() time.Time // the clock; tests replace it
 
 	mu      sync.Mutex
-	clients *simplelru.LRU[string, *bucket]
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
+	clients *simplelru.LRU[string, *rate.Limiter]
 }
 
 // NewRateLimiter returns a limiter allowing each client ratePerSec events
@@ -42,11 +50,11 @@ func NewRateLimiter(ratePerSec float64, burst int, maxClients int) (*RateLimiter
 	if maxClients < 1 {
 		return nil, fmt.Errorf("policy: max clients %d must be at least 1", maxClients)
 	}
-	clients, err := simplelru.NewLRU[string, *bucket](maxClients, nil)
+	clients, err := simplelru.NewLRU[string, *rate.Limiter](maxClients, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &RateLimiter{rate: ratePerSec, burst: float64(burst), now: time.Now, clients: clients}, nil
+	return &RateLimiter{limit: rate.Limit(ratePerSec), burst: burst, now: time.Now, clients: clients}, nil
 }
 
 // Allow reports whether client key may have one more event now, and if so
@@ -54,18 +62,14 @@ func NewRateLimiter(ratePerSec float64, burst int, maxClients int) (*RateLimiter
 func (l *RateLimiter) Allow(key string) bool {
 	now := l.now()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	b, ok := l.clients.Get(key)
 	if !ok {
-		b = &bucket{tokens: l.burst, last: now}
+		// A new client starts with a full bucket (rate.NewLimiter's).
+		b = rate.NewLimiter(l.limit, l.burst)
 		l.clients.Add(key, b)
-	} else if elapsed := now.Sub(b.last); elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
-		b.last = now
 	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	l.mu.Unlock()
+	// The bucket has its own lock: the shared one is held only for the
+	// LRU step.
+	return b.AllowN(now, 1)
 }
