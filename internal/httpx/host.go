@@ -27,6 +27,7 @@ var (
 // hold. Being a byte, it becomes an error without allocating.
 type hostnameByteError byte
 
+// Error names the byte, as a character when it is ASCII.
 func (e hostnameByteError) Error() string {
 	if e >= utf8.RuneSelf { // a byte of UTF-8 or worse, not a character
 		return "invalid byte 0x" + strconv.FormatUint(uint64(e), 16)

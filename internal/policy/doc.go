@@ -12,6 +12,8 @@
 //   - a per-client rate limiter (RateLimiter).
 //
 // It holds no package-level mutable state: every value is built by its
-// constructor and is safe for concurrent use. It grew from the former
+// constructor and is safe for concurrent use, and the package-level tables
+// (the classifier's ranges and class names) are filled at init and only
+// read. It grew from the former
 // packages internal/acl and internal/netguard.
 package policy
