@@ -13,8 +13,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
-	"github.com/fwdproxy/fwdproxy/internal/acl"
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 )
 
 // Access control. Every request and tunnel passes these checks, in this
@@ -58,7 +57,7 @@ func (b basicAuth) Authenticate(ctx context.Context, r *http.Request) (string, b
 	if len(v) != 1 {
 		return "", false
 	}
-	user, pass, ok := acl.ParseBasic(v[0])
+	user, pass, ok := policy.ParseBasic(v[0])
 	if !ok || !b.check(ctx, user, pass) {
 		return "", false
 	}
@@ -143,7 +142,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host strin
 			" bytes is over the limit of "+strconv.FormatInt(max, 10)))
 		return ctx, false
 	}
-	ip, _ := netguard.ParseHost(host)
+	ip, _ := policy.ParseHost(host)
 	if ok, reason := p.rules.Check(host, ip, port, connect); !ok {
 		if !p.reportOnly(r, target, reason) {
 			p.fail(w, r, denied(ErrForbidden, "rule", target, "access denied: "+reason))

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
@@ -418,56 +419,25 @@ const (
 )
 
 // normalizeHost returns host lower-cased without its trailing dot, and its
-// kind. It does not allocate unless host holds upper-case letters. Names
-// follow the rules of Go's resolver: letters, digits, '-' and '_', labels of
-// 1 to 63 bytes, at most 253 bytes, and not all-numeric.
+// kind. It does not allocate unless host holds upper-case letters. A name
+// passes httpx.CheckHostname, the proxy's one host-name rule, and the
+// narrower rule of Go's resolver, which the two steps after it add.
 func normalizeHost(host string) (string, hostKind) {
-	for i := 0; i < len(host); i++ {
-		if host[i] == ':' {
-			return host, hostIP
-		}
+	if strings.IndexByte(host, ':') >= 0 {
+		return host, hostIP
 	}
-	name := host
-	if n := len(name); n > 0 && name[n-1] == '.' {
-		name = name[:n-1]
-	}
-	if name == "" || len(name) > 253 {
+	info, err := httpx.CheckHostname(host)
+	// Go's resolver: no label begins or ends with '-'.
+	if err != nil || info.EdgeHyphen {
 		return "", hostInvalid
 	}
-	upper, numeric, label := false, true, 0
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z' || c == '_':
-			numeric = false
-		case 'A' <= c && c <= 'Z':
-			numeric, upper = false, true
-		case '0' <= c && c <= '9':
-		case c == '-':
-			if label == 0 || i+1 == len(name) || name[i+1] == '.' {
-				return "", hostInvalid
-			}
-			numeric = false
-		case c == '.':
-			if label == 0 {
-				return "", hostInvalid
-			}
-			label = 0
-			continue
-		default:
-			return "", hostInvalid
-		}
-		if label++; label > 63 {
-			return "", hostInvalid
-		}
-	}
-	if label == 0 {
-		return "", hostInvalid
-	}
-	if numeric {
+	name := strings.TrimSuffix(host, ".")
+	// Go's resolver: a name of digits and dots only is no name; as an IP
+	// literal it may be an address.
+	if info.Numeric {
 		return name, hostIP
 	}
-	if upper {
+	if info.Upper {
 		name = strings.ToLower(name)
 	}
 	return name, hostName

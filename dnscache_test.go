@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -782,6 +783,41 @@ func TestNormalizeHost(t *testing.T) {
 		allocs := testing.AllocsPerRun(100, func() { name, kind = normalizeHost(tt.host) })
 		if name != tt.want || kind != hostName || allocs != tt.allocs {
 			t.Errorf("normalizeHost(%q) = %q, %v with %v allocations; want %q, a name, %v allocations", tt.host, name, kind, allocs, tt.want, tt.allocs)
+		}
+	}
+}
+
+// TestNormalizeHostKinds: the one host-name rule (httpx.CheckHostname) and
+// the resolver's own steps around it.
+func TestNormalizeHostKinds(t *testing.T) {
+	long := strings.Repeat("a.", 126) + "a" // 253 bytes
+	tests := []struct {
+		host, want string
+		kind       hostKind
+	}{
+		{"::1", "::1", hostIP},
+		{"fe80::1%eth0", "fe80::1%eth0", hostIP},
+		{"192.0.2.1", "192.0.2.1", hostIP},
+		{"192.0.2.1.", "192.0.2.1", hostIP},
+		{"1-2.example", "1-2.example", hostName},
+		{long + ".", long, hostName},
+		{"", "", hostInvalid},
+		{".", "", hostInvalid},
+		{"a..b", "", hostInvalid},
+		{"example.com..", "", hostInvalid},
+		{long + "a", "", hostInvalid}, // 254 bytes
+		{strings.Repeat("a", 64) + ".com", "", hostInvalid},
+		{"-a.example", "", hostInvalid}, // Go's resolver: no '-' at a label's edge
+		{"a-.example", "", hostInvalid},
+		{"a.example-", "", hostInvalid},
+		{"a.example-.", "", hostInvalid},
+		{"exa mple.com", "", hostInvalid},
+		{"\u212aelvin.example", "", hostInvalid},
+		{"bücher.example", "", hostInvalid},
+	}
+	for _, tt := range tests {
+		if name, kind := normalizeHost(tt.host); name != tt.want || kind != tt.kind {
+			t.Errorf("normalizeHost(%q) = %q, %v; want %q, %v", tt.host, name, kind, tt.want, tt.kind)
 		}
 	}
 }

@@ -16,10 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/mitm"
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 )
 
 // CertStore caches the leaf certificates minted for intercepted hosts, so
@@ -48,9 +47,9 @@ type InterceptFunc func(ctx context.Context, target string, r *http.Request) boo
 type InterceptOption func(*interceptSettings) error
 
 type interceptSettings struct {
-	bypassHosts []string       // host patterns, from BypassHosts
-	bypassCIDRs []netip.Prefix // ranges and addresses, from BypassHosts
-	bypass      *acl.Matcher   // both, compiled by WithInterception
+	bypassHosts []string        // host patterns, from BypassHosts
+	bypassCIDRs []netip.Prefix  // ranges and addresses, from BypassHosts
+	bypass      *policy.Matcher // both, compiled by WithInterception
 	decide      InterceptFunc
 	cacheSize   int
 	store       CertStore
@@ -134,7 +133,7 @@ func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 				return fmt.Errorf("WithInterception: %w", err)
 			}
 		}
-		bypass, err := acl.NewMatcher(s.bypassHosts, s.bypassCIDRs)
+		bypass, err := policy.NewMatcher(s.bypassHosts, s.bypassCIDRs)
 		if err != nil {
 			return fmt.Errorf("WithInterception: BypassHosts: %w", err)
 		}
@@ -232,7 +231,7 @@ func (s *interceptSettings) bypassed(host string) bool {
 	if s.bypass.Empty() {
 		return false
 	}
-	ip, _ := netguard.ParseHost(host) // the zero Addr for a name
+	ip, _ := policy.ParseHost(host) // the zero Addr for a name
 	return s.bypass.Match(host, ip)
 }
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fwdproxy/fwdproxy/internal/acl"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	"go.uber.org/goleak"
 )
@@ -42,7 +42,7 @@ func startProxy(t testing.TB, opts ...Option) *testProxy {
 // on random ones.
 func allowAnyConnectPort() Option {
 	return func(c *config) error {
-		c.rules.ConnectPorts = []acl.PortRange{{Lo: 1, Hi: 65535}}
+		c.rules.ConnectPorts = []policy.PortRange{{Lo: 1, Hi: 65535}}
 		return nil
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -53,7 +53,7 @@ type config struct {
 	allowPrivate bool
 	allowedCIDRs []netip.Prefix
 	auth         Authenticator
-	rules        acl.Config
+	rules        policy.Config
 	accessHook   AccessHook
 	reportOnly   bool
 	maxConns     int
@@ -467,13 +467,13 @@ func WithAllowHosts(patterns ...string) Option {
 func WithAllowPorts(ports ...uint16) Option {
 	return func(c *config) error {
 		if len(c.rules.ConnectPorts) == 0 {
-			c.rules.ConnectPorts = []acl.PortRange{{Lo: 443, Hi: 443}}
+			c.rules.ConnectPorts = []policy.PortRange{{Lo: 443, Hi: 443}}
 		}
 		for _, port := range ports {
 			if port == 0 {
 				return errors.New("WithAllowPorts: port 0")
 			}
-			c.rules.ConnectPorts = append(c.rules.ConnectPorts, acl.PortRange{Lo: port, Hi: port})
+			c.rules.ConnectPorts = append(c.rules.ConnectPorts, policy.PortRange{Lo: port, Hi: port})
 		}
 		return nil
 	}
@@ -591,7 +591,7 @@ func parseHostRules(opt string, patterns []string) (hosts []string, cidrs []neti
 			cidrs = append(cidrs, p)
 			continue
 		}
-		if _, perr := acl.ParsePattern(s); perr != nil {
+		if _, perr := policy.ParsePattern(s); perr != nil {
 			return nil, nil, fmt.Errorf("%s: %q is neither a host pattern nor a CIDR range: %v", opt, s, perr)
 		}
 		hosts = append(hosts, s)

@@ -17,10 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fwdproxy/fwdproxy/internal/acl"
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -41,9 +40,9 @@ type Proxy struct {
 	dialer       net.Dialer
 	resolver     *Resolver
 	ownsResolver bool
-	guard        *netguard.PrefixSet // ranges WithAllowedCIDRs opens
-	rules        *acl.Rules
-	limiter      *acl.RateLimiter // nil without WithRateLimit
+	guard        *policy.PrefixSet // ranges WithAllowedCIDRs opens
+	rules        *policy.Rules
+	limiter      *policy.RateLimiter // nil without WithRateLimit
 	tunnelSem    *semaphore.Weighted
 	conns        atomic.Int64 // client connections open in Serve
 	via          viaValues
@@ -101,16 +100,16 @@ func New(opts ...Option) (*Proxy, error) {
 		p.resolver, p.ownsResolver = r, true
 	}
 	var err error
-	if p.guard, err = netguard.NewPrefixSet(p.cfg.allowedCIDRs...); err != nil {
+	if p.guard, err = policy.NewPrefixSet(p.cfg.allowedCIDRs...); err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: WithAllowedCIDRs: %w", err)
 	}
 	rules := p.cfg.rules
 	rules.ConnectPortHint = connectPortHint
-	if p.rules, err = acl.NewRules(rules); err != nil {
+	if p.rules, err = policy.NewRules(rules); err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
 	if p.cfg.rate > 0 {
-		if p.limiter, err = acl.NewRateLimiter(p.cfg.rate, p.cfg.burst, rateLimitClients); err != nil {
+		if p.limiter, err = policy.NewRateLimiter(p.cfg.rate, p.cfg.burst, rateLimitClients); err != nil {
 			return nil, fmt.Errorf("fwdproxy.New: WithRateLimit: %w", err)
 		}
 	}
@@ -510,7 +509,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 		return nil, newError(ErrMalformed, addr, "bad upstream address "+strconv.Quote(addr)+": "+err.Error(), err)
 	}
 	var ips []netip.Addr
-	if ip, isIP := netguard.ParseHost(host); isIP {
+	if ip, isIP := policy.ParseHost(host); isIP {
 		ips = []netip.Addr{ip.WithZone("")}
 	} else if ips, err = p.resolver.LookupNetIP(ctx, host); err != nil {
 		return nil, err

@@ -42,6 +42,12 @@ func TestParseTarget(t *testing.T) {
 		{":443", "", 0, ErrBadHost},
 		{"user@host:443", "", 0, ErrBadHost},
 		{strings.Repeat("a", 64) + ".com:443", "", 0, ErrBadHost},
+		// 253 bytes is the longest name (RFC 1035), with or without the
+		// trailing dot; 254 without a dot was taken before CheckHostname.
+		{strings.Repeat("a.", 126) + "a:443", strings.Repeat("a.", 126) + "a", 443, nil},
+		{strings.Repeat("a.", 127) + ":443", strings.Repeat("a.", 127), 443, nil},
+		{strings.Repeat("a.", 126) + "aa:443", "", 0, ErrBadHost},
+		{"\u212aelvin.example:443", "", 0, ErrBadHost},
 	}
 	for _, tt := range tests {
 		host, port, err := ParseTarget(tt.in)

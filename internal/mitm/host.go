@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/fwdproxy/fwdproxy/internal/httpx"
 )
 
 // ErrInvalidHost is returned, wrapped, for a host that is neither an IP
@@ -14,8 +16,14 @@ var ErrInvalidHost = errors.New("mitm: invalid host")
 // normalizeHost returns the cache key for host: lowercase without a
 // trailing dot for names; for IP addresses (brackets allowed) the canonical
 // form without zone, IPv4-mapped IPv6 as IPv4, and the address itself.
+//
+// A name must pass httpx.CheckHostname, the proxy's one host-name rule,
+// which is also what a certificate's DNS name needs: at most 253 bytes,
+// labels of 1 to 63 letters, digits, '-' or '_' (seen in real host names).
+// Internationalised names must be in their ASCII (xn--) form, as SNI
+// carries them.
 func normalizeHost(host string) (string, netip.Addr, error) {
-	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	h := strings.TrimSuffix(host, ".")
 	if len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
 		h = h[1 : len(h)-1]
 	}
@@ -25,10 +33,14 @@ func normalizeHost(host string) (string, netip.Addr, error) {
 			return ip.String(), ip, nil
 		}
 	}
-	if !validName(h) {
+	// CheckHostname allows one trailing dot; that one is gone, so a dot
+	// still at the end is an empty label.
+	if _, err := httpx.CheckHostname(h); err != nil || strings.HasSuffix(h, ".") {
 		return "", netip.Addr{}, fmt.Errorf("%w %q", ErrInvalidHost, host)
 	}
-	return h, netip.Addr{}, nil
+	// The name is ASCII now, so this folds byte for byte (folding first
+	// turned U+212A KELVIN SIGN into a valid 'k').
+	return strings.ToLower(h), netip.Addr{}, nil
 }
 
 // maybeIP reports whether s could be an IP address, sparing netip.ParseAddr
@@ -43,31 +55,4 @@ func maybeIP(s string) bool {
 		}
 	}
 	return true
-}
-
-// validName reports whether s, lowercased and without a trailing dot, is a
-// DNS name usable in a certificate: at most 253 bytes, labels of 1 to 63
-// letters, digits, '-' or '_' (seen in real host names). Internationalised
-// names must be in their ASCII (xn--) form, as SNI carries them.
-func validName(s string) bool {
-	if len(s) > 253 {
-		return false
-	}
-	label := 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '.':
-			if label == 0 {
-				return false
-			}
-			label = 0
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
-			if label++; label > 63 {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return label > 0
 }

@@ -116,6 +116,8 @@ func TestInvalidHost(t *testing.T) {
 		"", ".", "..", "a..b", ".example.com", "example.com..", "exa mple.com", "*.example.com",
 		"example.com:443", "ex\x00ample.com", "bücher.example", "[::1", "[]", "1.2.3.4.5:",
 		strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 126) + "aa", // 254 bytes
+		"\u212aelvin.example", // KELVIN SIGN: strings.ToLower made it "kelvin.example"
+		"ex\xffample.com",
 	} {
 		if c, err := iss.Certificate(t.Context(), host); !errors.Is(err, ErrInvalidHost) || c != nil {
 			t.Errorf("%q: err %v, want ErrInvalidHost", host, err)

@@ -1,19 +1,15 @@
-// Package acl holds the proxy's access-control pieces: host patterns and the
-// Rules that combine them with CIDR and port rules, Proxy-Authorization
-// Basic credentials, and a per-client rate limiter.
-package acl
+package policy
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
+	"github.com/fwdproxy/fwdproxy/internal/httpx"
 )
 
 // maxName is the longest host name, without a trailing dot, that a pattern
 // can be or match (RFC 1035 §2.3.4).
-const maxName = 253
+const maxName = httpx.MaxHostname
 
 // Pattern is a parsed host pattern. The grammar has two forms, both ASCII,
 // case-insensitive and indifferent to one trailing dot:
@@ -22,10 +18,11 @@ const maxName = 253
 //	*.example.com   any host below example.com at any depth (a.example.com,
 //	                a.b.example.com), but not example.com itself
 //
-// A name is 1 to 253 bytes of dot-separated labels of 1 to 63 letters,
-// digits, '-' and '_'. '*' may only be the whole first label. IP addresses
-// are not patterns: rule them with CIDRs, which also catch the numeric
-// spellings of an address (see netguard.ParseHost).
+// A name is what httpx.CheckHostname accepts, the proxy's one host-name rule:
+// 1 to 253 bytes of dot-separated labels of 1 to 63 letters, digits, '-'
+// and '_'. '*' may only be the whole first label. IP addresses are not
+// patterns: rule them with CIDRs, which also catch the numeric spellings of
+// an address (see ParseHost).
 type Pattern struct {
 	name     string // lower case, no trailing dot, no "*." prefix
 	wildcard bool
@@ -34,40 +31,22 @@ type Pattern struct {
 // ParsePattern parses a host pattern (see Pattern).
 func ParsePattern(s string) (Pattern, error) {
 	name, wildcard := strings.CutPrefix(s, "*.")
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	if err := checkName(name); err != nil {
-		return Pattern{}, fmt.Errorf("acl: invalid host pattern %q: %w", s, err)
+	// Patterns' own rule: no other '*' (CheckHostname would call it an
+	// invalid character; this says where one may go).
+	if strings.IndexByte(name, '*') >= 0 {
+		return Pattern{}, fmt.Errorf("policy: invalid host pattern %q: '*' is allowed only as the whole first label, followed by a dot", s)
 	}
-	if _, isIP := netguard.ParseHost(name); isIP && !wildcard {
-		return Pattern{}, fmt.Errorf("acl: invalid host pattern %q: an IP address; use a CIDR rule", s)
+	// The one host-name rule, which allows one trailing dot. The name is
+	// then ASCII (so ToLower folds it byte for byte: no KELVIN SIGN
+	// becomes a 'k') and is kept without the dot.
+	if _, err := httpx.CheckHostname(name); err != nil {
+		return Pattern{}, fmt.Errorf("policy: invalid host pattern %q: %w", s, err)
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if _, isIP := ParseHost(name); isIP && !wildcard {
+		return Pattern{}, fmt.Errorf("policy: invalid host pattern %q: an IP address; use a CIDR rule", s)
 	}
 	return Pattern{name: name, wildcard: wildcard}, nil
-}
-
-func checkName(name string) error {
-	if name == "" {
-		return errors.New("empty name")
-	}
-	if len(name) > maxName {
-		return errors.New("name longer than 253 bytes")
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		switch {
-		case label == "":
-			return errors.New("empty label")
-		case len(label) > 63:
-			return errors.New("label longer than 63 bytes")
-		case label == "*":
-			return errors.New("'*' is allowed only as the whole first label, followed by a dot")
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("invalid character %q", c)
-			}
-		}
-	}
-	return nil
 }
 
 // String returns the pattern in canonical form: lower case, no trailing dot.

@@ -1,4 +1,4 @@
-package acl
+package policy
 
 import (
 	"strings"
@@ -41,6 +41,11 @@ func TestParsePattern(t *testing.T) {
 		{strings.Repeat("a.", 127) + "a", ""},                        // 255 bytes
 		{"127.0.0.1", ""},
 		{"0x7f000001", ""},
+		{"0X7F000001", ""},
+		{"\u212a.example", ""},        // KELVIN SIGN: strings.ToLower made it "k.example"
+		{"*.\u212aelvin.example", ""}, // and this "*.kelvin.example"
+		{"a.b-", "a.b-"},              // CheckHostname takes labels ending in '-'
+		{"UPPER.Example", "upper.example"},
 		{"2130706433", ""},
 		{"::1", ""},
 	}

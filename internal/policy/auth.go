@@ -1,8 +1,6 @@
-package acl
+package policy
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"strings"
 )
@@ -39,14 +37,4 @@ func ParseBasic(header string) (user, pass string, ok bool) {
 		return "", "", false
 	}
 	return user, pass, true
-}
-
-// EqualCreds reports whether user and pass equal wantUser and wantPass. It
-// compares SHA-256 digests in constant time and always checks both parts,
-// so the time taken reveals neither where the strings differ nor their
-// lengths (beyond the number of 64-byte blocks hashed).
-func EqualCreds(user, pass, wantUser, wantPass string) bool {
-	u, wu := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(wantUser))
-	p, wp := sha256.Sum256([]byte(pass)), sha256.Sum256([]byte(wantPass))
-	return subtle.ConstantTimeCompare(u[:], wu[:])&subtle.ConstantTimeCompare(p[:], wp[:]) == 1
 }

@@ -1,4 +1,4 @@
-package netguard
+package policy
 
 import (
 	"net/netip"

@@ -1,4 +1,4 @@
-package netguard
+package policy
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ func NewPrefixSet(prefixes ...netip.Prefix) (*PrefixSet, error) {
 	s := &PrefixSet{}
 	for i, p := range prefixes {
 		if !p.IsValid() {
-			return nil, fmt.Errorf("netguard: prefix %d (%v) is invalid", i, p)
+			return nil, fmt.Errorf("policy: prefix %d (%v) is invalid", i, p)
 		}
 		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)

@@ -1,11 +1,9 @@
-package acl
+package policy
 
 import (
 	"fmt"
 	"net/netip"
 	"strconv"
-
-	"github.com/fwdproxy/fwdproxy/internal/netguard"
 )
 
 // PortRange is an inclusive range of TCP ports, Lo <= Hi, both at least 1.
@@ -32,33 +30,30 @@ type Config struct {
 	ConnectPortHint string
 }
 
-// Rules is a compiled, immutable Config, safe for concurrent use.
+// Rules is a compiled, immutable Config, safe for concurrent use. Its host
+// and CIDR lists are two Matchers, the matcher the interception bypass uses
+// too.
 type Rules struct {
-	allowHosts, denyHosts hostSet
-	allowCIDRs, denyCIDRs *netguard.PrefixSet
-	ports, connectPorts   []PortRange // ports nil: any
-	connectPortHint       string
+	allow, deny         Matcher
+	ports, connectPorts []PortRange // ports nil: any
+	connectPortHint     string
 }
 
 // NewRules validates and compiles c.
 func NewRules(c Config) (*Rules, error) {
 	r := &Rules{connectPorts: []PortRange{{443, 443}}, connectPortHint: c.ConnectPortHint}
 	var err error
-	if r.allowHosts, err = newHostSet(c.AllowHosts); err != nil {
+	if r.allow, err = newMatcher(c.AllowHosts, c.AllowCIDRs, "allowed CIDRs"); err != nil {
 		return nil, err
 	}
-	if r.denyHosts, err = newHostSet(c.DenyHosts); err != nil {
+	if r.deny, err = newMatcher(c.DenyHosts, c.DenyCIDRs, "denied CIDRs"); err != nil {
 		return nil, err
 	}
-	if r.allowCIDRs, err = netguard.NewPrefixSet(c.AllowCIDRs...); err != nil {
-		return nil, fmt.Errorf("acl: allowed CIDRs: %w", err)
-	}
-	if r.denyCIDRs, err = netguard.NewPrefixSet(c.DenyCIDRs...); err != nil {
-		return nil, fmt.Errorf("acl: denied CIDRs: %w", err)
-	}
-	for _, p := range append(c.Ports, c.ConnectPorts...) {
-		if p.Lo == 0 || p.Lo > p.Hi {
-			return nil, fmt.Errorf("acl: invalid port range %d-%d", p.Lo, p.Hi)
+	for _, ranges := range [][]PortRange{c.Ports, c.ConnectPorts} {
+		for _, p := range ranges {
+			if p.Lo == 0 || p.Lo > p.Hi {
+				return nil, fmt.Errorf("policy: invalid port range %d-%d", p.Lo, p.Hi)
+			}
 		}
 	}
 	if len(c.Ports) > 0 {
@@ -73,13 +68,13 @@ func NewRules(c Config) (*Rules, error) {
 // Check decides whether a request may reach host:port; connect is true for
 // a CONNECT tunnel. ip is the destination address, or the zero netip.Addr
 // before the host is resolved. A host that is an IP literal should be passed
-// as ip too (netguard.ParseHost), since host patterns never match addresses.
+// as ip too (ParseHost), since host patterns never match addresses.
 //
 // The rules are applied in this order; the first that decides wins:
 //
 //  1. host matches a deny-host pattern: deny.
 //  2. ip is known and within a deny-CIDR (directly or by the IPv4 address it
-//     embeds, see netguard.PrefixSet.Lookup): deny.
+//     embeds, see PrefixSet.Lookup): deny.
 //  3. port is not allowed for this kind of request: deny.
 //  4. if any allow-host or allow-CIDR rule exists, host must match an
 //     allow-host pattern or ip an allow-CIDR, else deny. While ip is unknown,
@@ -93,11 +88,11 @@ func NewRules(c Config) (*Rules, error) {
 // a short text such as "host denied by rule *.example.com" or
 // "port 25 not allowed for CONNECT".
 func (r *Rules) Check(host string, ip netip.Addr, port uint16, connect bool) (ok bool, reason string) {
-	if p, ok := r.denyHosts.match(host); ok {
+	if p, ok := r.deny.hosts.match(host); ok {
 		return false, "host denied by rule " + p
 	}
 	if ip.IsValid() {
-		if p, ok := r.denyCIDRs.Lookup(ip); ok {
+		if p, ok := r.deny.cidrs.Lookup(ip); ok {
 			return false, "address " + ip.String() + " denied by rule " + p.String()
 		}
 	}
@@ -108,17 +103,15 @@ func (r *Rules) Check(host string, ip netip.Addr, port uint16, connect bool) (ok
 	if ports != nil && !inRanges(ports, port) {
 		return false, "port " + strconv.Itoa(int(port)) + " not allowed" + kind
 	}
-	if r.allowHosts.len() == 0 && r.allowCIDRs.Len() == 0 {
-		return true, ""
-	}
-	if _, ok := r.allowHosts.match(host); ok {
+	if r.allow.Empty() {
 		return true, ""
 	}
 	if !ip.IsValid() {
-		if r.allowCIDRs.Len() > 0 {
+		// The CIDRs cannot be judged yet: only the hosts can refuse.
+		if _, ok := r.allow.hosts.match(host); ok || r.allow.cidrs.Len() > 0 {
 			return true, ""
 		}
-	} else if _, ok := r.allowCIDRs.Lookup(ip); ok {
+	} else if r.allow.Match(host, ip) {
 		return true, ""
 	}
 	return false, "not in allow list"
@@ -138,20 +131,29 @@ func inRanges(ranges []PortRange, port uint16) bool {
 // safe for concurrent use.
 type Matcher struct {
 	hosts hostSet
-	cidrs *netguard.PrefixSet
+	cidrs *PrefixSet
 }
 
 // NewMatcher compiles host patterns and CIDR ranges into a Matcher.
 func NewMatcher(hosts []string, cidrs []netip.Prefix) (*Matcher, error) {
-	hs, err := newHostSet(hosts)
+	m, err := newMatcher(hosts, cidrs, "CIDRs")
 	if err != nil {
 		return nil, err
 	}
-	ps, err := netguard.NewPrefixSet(cidrs...)
+	return &m, nil
+}
+
+// newMatcher is NewMatcher; what names the CIDRs in an error.
+func newMatcher(hosts []string, cidrs []netip.Prefix, what string) (Matcher, error) {
+	hs, err := newHostSet(hosts)
 	if err != nil {
-		return nil, fmt.Errorf("acl: CIDRs: %w", err)
+		return Matcher{}, err
 	}
-	return &Matcher{hosts: hs, cidrs: ps}, nil
+	ps, err := NewPrefixSet(cidrs...)
+	if err != nil {
+		return Matcher{}, fmt.Errorf("policy: %s: %w", what, err)
+	}
+	return Matcher{hosts: hs, cidrs: ps}, nil
 }
 
 // Match reports whether host matches a host pattern or ip (when valid) lies

@@ -1,8 +1,15 @@
-// Package netguard classifies destination IP addresses for the proxy's
-// private-address guard. The proxy resolves a name, classifies every
-// candidate address with Classify (or PrefixSet.Classify, which honours the
-// ranges the user opened) and dials only addresses judged Public, so a DNS
-// answer that changes between check and dial cannot slip through.
+package policy
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// The address classifier serves the proxy's private-address guard. The
+// proxy resolves a name, classifies every candidate address with Classify
+// (or PrefixSet.Classify, which honours the ranges the user opened) and
+// dials only addresses judged Public, so a DNS answer that changes between
+// check and dial cannot slip through.
 //
 // The ranges follow the IANA registries:
 //   - IPv4 Special-Purpose Address Registry
@@ -17,12 +24,6 @@
 // The guard is deliberately stricter than the registries' "globally
 // reachable" column in a few places: all of 192.0.0.0/24 is denied although
 // two anycast addresses in it are global, and both ORCHID blocks are denied.
-package netguard
-
-import (
-	"encoding/binary"
-	"net/netip"
-)
 
 // Class is the category of a destination address. Only Public may be dialed.
 // The zero value is Invalid, so a Class that was never set denies.
@@ -87,7 +88,7 @@ type rangeClass struct {
 	c                      Class
 }
 
-func r(prefix string, c Class) rangeClass {
+func entry(prefix string, c Class) rangeClass {
 	p := netip.MustParsePrefix(prefix)
 	bits := p.Bits()
 	if p.Addr().Is4() {
@@ -111,50 +112,50 @@ func halves(ip netip.Addr) (hi, lo uint64) {
 // v4Ranges is the IPv4 special-purpose registry as the guard reads it.
 // More specific entries come first; the first match wins.
 var v4Ranges = [...]rangeClass{
-	r("0.0.0.0/8", Unspecified),           // RFC 791 "this network"
-	r("10.0.0.0/8", Private),              // RFC 1918
-	r("100.64.0.0/10", CGNAT),             // RFC 6598
-	r("127.0.0.0/8", Loopback),            // RFC 1122
-	r("169.254.0.0/16", LinkLocal),        // RFC 3927
-	r("172.16.0.0/12", Private),           // RFC 1918
-	r("192.0.0.0/24", ProtocolAssignment), // RFC 6890
-	r("192.0.2.0/24", Documentation),      // RFC 5737 TEST-NET-1
-	r("192.88.99.0/24", Reserved),         // RFC 7526 deprecated 6to4 relay anycast
-	r("192.168.0.0/16", Private),          // RFC 1918
-	r("198.18.0.0/15", Benchmarking),      // RFC 2544
-	r("198.51.100.0/24", Documentation),   // RFC 5737 TEST-NET-2
-	r("203.0.113.0/24", Documentation),    // RFC 5737 TEST-NET-3
-	r("224.0.0.0/4", Multicast),           // RFC 5771
-	r("255.255.255.255/32", Broadcast),    // RFC 919
-	r("240.0.0.0/4", Reserved),            // RFC 1112
+	entry("0.0.0.0/8", Unspecified),           // RFC 791 "this network"
+	entry("10.0.0.0/8", Private),              // RFC 1918
+	entry("100.64.0.0/10", CGNAT),             // RFC 6598
+	entry("127.0.0.0/8", Loopback),            // RFC 1122
+	entry("169.254.0.0/16", LinkLocal),        // RFC 3927
+	entry("172.16.0.0/12", Private),           // RFC 1918
+	entry("192.0.0.0/24", ProtocolAssignment), // RFC 6890
+	entry("192.0.2.0/24", Documentation),      // RFC 5737 TEST-NET-1
+	entry("192.88.99.0/24", Reserved),         // RFC 7526 deprecated 6to4 relay anycast
+	entry("192.168.0.0/16", Private),          // RFC 1918
+	entry("198.18.0.0/15", Benchmarking),      // RFC 2544
+	entry("198.51.100.0/24", Documentation),   // RFC 5737 TEST-NET-2
+	entry("203.0.113.0/24", Documentation),    // RFC 5737 TEST-NET-3
+	entry("224.0.0.0/4", Multicast),           // RFC 5771
+	entry("255.255.255.255/32", Broadcast),    // RFC 919
+	entry("240.0.0.0/4", Reserved),            // RFC 1112
 }
 
 // v6Ranges is the IPv6 special-purpose registry as the guard reads it, for
 // addresses that embed no IPv4 address (see embedded). The first match wins,
 // so the global exceptions inside 2001::/23 come before it.
 var v6Ranges = [...]rangeClass{
-	r("::/128", Unspecified),           // RFC 4291
-	r("::1/128", Loopback),             // RFC 4291
-	r("100::/64", DiscardOnly),         // RFC 6666
-	r("2001:1::1/128", Public),         // RFC 7723 PCP anycast
-	r("2001:1::2/128", Public),         // RFC 8155 TURN anycast
-	r("2001:1::3/128", Public),         // RFC 9665 DNS-SD SRP anycast
-	r("2001:2::/48", Benchmarking),     // RFC 5180
-	r("2001:3::/32", Public),           // RFC 7450 AMT
-	r("2001:4:112::/48", Public),       // RFC 7535 AS112-v6
-	r("2001:10::/28", ORCHID),          // RFC 4843 (deprecated)
-	r("2001:20::/28", ORCHID),          // RFC 7343 ORCHIDv2
-	r("2001:30::/28", Public),          // RFC 9374 DRIP entity tags
-	r("2001::/23", ProtocolAssignment), // RFC 2928
-	r("2001:db8::/32", Documentation),  // RFC 3849
-	r("3fff::/20", Documentation),      // RFC 9637
-	r("5f00::/16", Reserved),           // RFC 9602 SRv6 SIDs
-	r("fc00::/7", UniqueLocal),         // RFC 4193
-	r("fe80::/10", LinkLocal),          // RFC 4291
-	r("fec0::/10", SiteLocal),          // RFC 3879 (deprecated)
-	r("ff00::/8", Multicast),           // RFC 4291
-	r("2000::/3", Public),              // global unicast
-	r("::/0", Reserved),                // the rest is IETF reserved
+	entry("::/128", Unspecified),           // RFC 4291
+	entry("::1/128", Loopback),             // RFC 4291
+	entry("100::/64", DiscardOnly),         // RFC 6666
+	entry("2001:1::1/128", Public),         // RFC 7723 PCP anycast
+	entry("2001:1::2/128", Public),         // RFC 8155 TURN anycast
+	entry("2001:1::3/128", Public),         // RFC 9665 DNS-SD SRP anycast
+	entry("2001:2::/48", Benchmarking),     // RFC 5180
+	entry("2001:3::/32", Public),           // RFC 7450 AMT
+	entry("2001:4:112::/48", Public),       // RFC 7535 AS112-v6
+	entry("2001:10::/28", ORCHID),          // RFC 4843 (deprecated)
+	entry("2001:20::/28", ORCHID),          // RFC 7343 ORCHIDv2
+	entry("2001:30::/28", Public),          // RFC 9374 DRIP entity tags
+	entry("2001::/23", ProtocolAssignment), // RFC 2928
+	entry("2001:db8::/32", Documentation),  // RFC 3849
+	entry("3fff::/20", Documentation),      // RFC 9637
+	entry("5f00::/16", Reserved),           // RFC 9602 SRv6 SIDs
+	entry("fc00::/7", UniqueLocal),         // RFC 4193
+	entry("fe80::/10", LinkLocal),          // RFC 4291
+	entry("fec0::/10", SiteLocal),          // RFC 3879 (deprecated)
+	entry("ff00::/8", Multicast),           // RFC 4291
+	entry("2000::/3", Public),              // global unicast
+	entry("::/0", Reserved),                // the rest is IETF reserved
 }
 
 func lookup(ranges []rangeClass, ip netip.Addr) Class {

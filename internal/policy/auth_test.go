@@ -1,4 +1,4 @@
-package acl
+package policy
 
 import (
 	"encoding/base64"
@@ -79,25 +79,4 @@ func FuzzParseBasic(f *testing.F) {
 			t.Fatalf("round trip of %q, %q: %q, %q, %v", user, pass, u, p, ok)
 		}
 	})
-}
-
-func TestEqualCreds(t *testing.T) {
-	tests := []struct {
-		user, pass, wantUser, wantPass string
-		want                           bool
-	}{
-		{"alice", "secret", "alice", "secret", true},
-		{"", "", "", "", true},
-		{"alice", "secret", "alice", "Secret", false},
-		{"alice", "secret", "Alice", "secret", false},
-		{"alice", "secret", "bob", "other", false},
-		{"alice", "secre", "alice", "secret", false},
-		{"alicesecret", "", "alice", "secret", false},
-		{"alice:secret", "", "alice", "secret", false},
-	}
-	for _, tt := range tests {
-		if got := EqualCreds(tt.user, tt.pass, tt.wantUser, tt.wantPass); got != tt.want {
-			t.Errorf("EqualCreds(%q, %q, %q, %q) = %v", tt.user, tt.pass, tt.wantUser, tt.wantPass, got)
-		}
-	}
 }
