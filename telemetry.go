@@ -33,47 +33,6 @@ const instrumentationName = "github.com/fwdproxy/fwdproxy"
 // semantic conventions recommend for request durations.
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
 
-// WithTracerProvider sets the TracerProvider for the proxy's spans: a server
-// span per client request or tunnel and a client span per upstream request.
-// The default is otel.GetTracerProvider() as it is when New runs; a no-op
-// provider, or the global one when no provider had been set before New,
-// turns tracing off at no cost per request.
-func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(c *config) error {
-		if tp == nil {
-			return errors.New("WithTracerProvider: nil TracerProvider")
-		}
-		c.tracerProvider = tp
-		return nil
-	}
-}
-
-// WithMeterProvider sets the MeterProvider for the proxy's metrics. The
-// default is otel.GetMeterProvider().
-func WithMeterProvider(mp metric.MeterProvider) Option {
-	return func(c *config) error {
-		if mp == nil {
-			return errors.New("WithMeterProvider: nil MeterProvider")
-		}
-		c.meterProvider = mp
-		return nil
-	}
-}
-
-// WithPropagator sets how trace context is read from client requests and
-// written into upstream requests. The default is
-// otel.GetTextMapPropagator() as it is when New runs, or W3C Trace Context
-// when that propagates nothing.
-func WithPropagator(prop propagation.TextMapPropagator) Option {
-	return func(c *config) error {
-		if prop == nil {
-			return errors.New("WithPropagator: nil TextMapPropagator")
-		}
-		c.propagator = prop
-		return nil
-	}
-}
-
 // Measurement options with fixed attributes, made once rather than per
 // request (each attribute set is hashed when made).
 var (
