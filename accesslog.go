@@ -12,13 +12,10 @@ import (
 )
 
 // initAccessLog puts the logger's handler behind a bounded asynchronous
-// queue. The queue's goroutine starts with the first record, so a Proxy
-// that logs nothing starts none; Shutdown stops it.
-func (p *Proxy) initAccessLog() {
-	size := p.cfg.logQueueSize
-	if size == 0 {
-		size = defaultLogQueueSize
-	}
+// queue of size records (WithLogQueueSize). The queue's goroutine starts
+// with the first record, so a Proxy that logs nothing starts none;
+// Shutdown stops it.
+func (p *Proxy) initAccessLog(size int) {
 	p.logq = &lazyAsync{next: p.log.Handler(), size: size}
 	p.log = slog.New(p.logq)
 }

@@ -27,8 +27,8 @@ type RequestHook func(ctx context.Context, out *http.Request) (*http.Response, e
 // status of an error made by Deny.
 type ResponseHook func(ctx context.Context, resp *http.Response) error
 
-func (p *Proxy) runConnectHooks(ctx context.Context, target string, r *http.Request) error {
-	for _, h := range p.cfg.connectHooks {
+func runConnectHooks(ctx context.Context, hooks []ConnectHook, target string, r *http.Request) *Error {
+	for _, h := range hooks {
 		if err := h(ctx, target, r); err != nil {
 			return hookError(target, err, ErrForbidden)
 		}
@@ -36,8 +36,8 @@ func (p *Proxy) runConnectHooks(ctx context.Context, target string, r *http.Requ
 	return nil
 }
 
-func (p *Proxy) runRequestHooks(ctx context.Context, target string, out *http.Request) (*http.Response, error) {
-	for _, h := range p.cfg.requestHooks {
+func runRequestHooks(ctx context.Context, hooks []RequestHook, target string, out *http.Request) (*http.Response, *Error) {
+	for _, h := range hooks {
 		resp, err := h(ctx, out)
 		if err != nil {
 			if resp != nil && resp.Body != nil {
@@ -52,8 +52,8 @@ func (p *Proxy) runRequestHooks(ctx context.Context, target string, out *http.Re
 	return nil, nil
 }
 
-func (p *Proxy) runResponseHooks(ctx context.Context, target string, resp *http.Response) error {
-	for _, h := range p.cfg.responseHooks {
+func runResponseHooks(ctx context.Context, hooks []ResponseHook, target string, resp *http.Response) *Error {
+	for _, h := range hooks {
 		if err := h(ctx, resp); err != nil {
 			return hookError(target, err, ErrUpstream)
 		}

@@ -20,7 +20,7 @@ import (
 )
 
 func interceptStats(tp *testProxy) (mints, hits, coalesced uint64) {
-	s := tp.cfg.intercept.issuer.Stats()
+	s := tp.cfg.Load().intercept.issuer.Stats()
 	return s.Mints, s.Hits, s.Coalesced
 }
 

@@ -1,7 +1,10 @@
 package fwdproxy
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,13 +19,31 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// An Option configures a Proxy. Options are applied and validated once, by
-// New; an invalid option makes New return an error.
-type Option func(*config) error
+// The With… constructors live by concern in options_upstream.go,
+// options_client.go, options_access.go, options_hooks.go,
+// options_telemetry.go and options_intercept.go, and the resolver's in
+// dnsoptions.go. This file holds the Option type, the defaults and
+// buildConfig, which applies the options.
 
-// config is the immutable configuration of a Proxy. Every default lives in
-// defaultConfig.
-type config struct {
+// An Option configures a Proxy; New takes them, and the functions named
+// With… make them. New applies the options in the order given, starting
+// from the defaults, and validates the result as a whole: an invalid
+// option, or two that cannot go together, make New return an error naming
+// the option at fault.
+type Option interface {
+	apply(*settings) error
+}
+
+// optionFunc is an Option that is a function.
+type optionFunc func(*settings) error
+
+func (f optionFunc) apply(s *settings) error { return f(s) }
+
+// settings is what the options set, starting from defaultSettings. The
+// configuration a Proxy runs on (config, config.go) is made of it and of
+// what buildConfig derives from it.
+type settings struct {
+	// Upstream (options_upstream.go).
 	dialTimeout           time.Duration
 	tlsHandshakeTimeout   time.Duration
 	responseHeaderTimeout time.Duration
@@ -36,22 +57,21 @@ type config struct {
 	resolver              *Resolver
 	dnsServers            []string
 
+	// Client side (options_client.go).
 	readHeaderTimeout time.Duration
 	clientIdleTimeout time.Duration
 	maxHeaderBytes    int
 	tunnelIdleTimeout time.Duration
 	bodyIdleTimeout   time.Duration
 	clientWatchDelay  time.Duration // Serve's loop: see h1.DefaultClientWatchDelay
+	pseudonym         string
+	fallback          http.Handler
 
-	pseudonym string
-	fallback  http.Handler
-	logger    *slog.Logger
-
+	// Access control (options_access.go).
 	allowPrivate bool
 	allowedCIDRs []netip.Prefix
 	auth         Authenticator
-	rules        policy.Config
-	accessHook   AccessHook
+	accessRules  policy.Config
 	reportOnly   bool
 	maxConns     int
 	maxTunnels   int
@@ -59,19 +79,24 @@ type config struct {
 	burst        int
 	maxBodyBytes int64
 
+	// Hooks (options_hooks.go).
+	accessHook    AccessHook
 	connectHooks  []ConnectHook
 	requestHooks  []RequestHook
 	responseHooks []ResponseHook
 
-	// Telemetry (telemetry.go, accesslog.go, capture.go).
+	// Logging and telemetry (options_telemetry.go).
+	logger         *slog.Logger
 	tracerProvider trace.TracerProvider
 	meterProvider  metric.MeterProvider
 	propagator     propagation.TextMapPropagator
 	capture        bool
 	captureBytes   int
 	logQueueSize   int
-	telemetryOff   bool         // benchmark baseline only
-	intercept      *interceptor // TLS interception (intercept.go); nil: off
+	telemetryOff   bool // benchmark baseline only
+
+	// TLS interception (options_intercept.go); nil: off.
+	interception *interceptSettings
 }
 
 // Defaults. They favour safety (every wait is bounded) and pool reuse under
@@ -93,8 +118,11 @@ const (
 	DefaultMaxTunnels             = 1024
 )
 
-func defaultConfig() config {
-	return config{
+// defaultSettings are the settings before any option, with pseudonym as
+// the Via pseudonym (New chooses one per Proxy, see WithVia). Every default
+// lives here.
+func defaultSettings(pseudonym string) settings {
+	return settings{
 		dialTimeout:           DefaultDialTimeout,
 		tlsHandshakeTimeout:   DefaultTLSHandshakeTimeout,
 		responseHeaderTimeout: DefaultResponseHeaderTimeout,
@@ -109,21 +137,91 @@ func defaultConfig() config {
 		tunnelIdleTimeout:     DefaultTunnelIdleTimeout,
 		bodyIdleTimeout:       DefaultBodyIdleTimeout,
 		clientWatchDelay:      h1.DefaultClientWatchDelay,
+		pseudonym:             pseudonym,
 		maxConns:              DefaultMaxConns,
 		maxTunnels:            DefaultMaxTunnels,
+		logQueueSize:          defaultLogQueueSize,
 	}
+}
+
+// randomPseudonym is the default Via pseudonym: "fwdproxy-" and six random
+// hex digits, distinct per Proxy.
+func randomPseudonym() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "fwdproxy-" + hex.EncodeToString(b[:])
+}
+
+// buildConfig is the one place that makes a configuration: it applies opts
+// to base (the defaults), in order, validates the result as a whole and
+// derives from it everything a request reads (compiled rules, rate limiter,
+// guard, Via values, interceptor, the settings of the own HTTP/1.1 server
+// and transport). Each error names the option at fault. The result is
+// immutable; New installs the first one (swap, config.go).
+func buildConfig(base settings, opts []Option) (*config, error) {
+	s := base
+	var errs []error
+	for _, o := range opts {
+		if o == nil {
+			errs = append(errs, errors.New("nil Option"))
+			continue
+		}
+		if err := o.apply(&s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	c := &config{settings: s}
+	var err error
+	if c.guard, err = policy.NewPrefixSet(s.allowedCIDRs...); err != nil {
+		return nil, fmt.Errorf("WithAllowedCIDRs: %w", err)
+	}
+	rules := s.accessRules
+	rules.ConnectPortHint = connectPortHint
+	if c.rules, err = policy.NewRules(rules); err != nil {
+		return nil, err
+	}
+	if s.rate > 0 {
+		if c.limiter, err = policy.NewRateLimiter(s.rate, s.burst, rateLimitClients); err != nil {
+			return nil, fmt.Errorf("WithRateLimit: %w", err)
+		}
+	}
+	if s.interception != nil {
+		if c.intercept, err = newInterceptor(s.interception); err != nil { // options_intercept.go
+			return nil, fmt.Errorf("WithInterception: %w", err)
+		}
+	}
+	c.via = newViaValues(s.pseudonym)
+	c.h1srv = h1.ServerSettings{
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		IdleTimeout:       s.clientIdleTimeout,
+		MaxHeaderBytes:    s.maxHeaderBytes,
+		ClientWatchDelay:  s.clientWatchDelay,
+		MaxConns:          s.maxConns,
+		OverLimitReason:   tooManyConnsReason,
+	}
+	c.h1tr = h1.TransportSettings{
+		MaxIdleConnsPerHost:    s.maxIdleConnsPerHost,
+		MaxIdleConns:           s.maxIdleConns,
+		IdleConnTimeout:        s.idleConnTimeout,
+		ResponseHeaderTimeout:  s.responseHeaderTimeout,
+		MaxResponseHeaderBytes: s.maxResponseHeader,
+	}
+	return c, nil
 }
 
 // durationOption returns an Option that sets the field chosen by field to
 // d, which must be positive.
-func durationOption(name string, d time.Duration, field func(*config) *time.Duration) Option {
-	return func(c *config) error {
+func durationOption(name string, d time.Duration, field func(*settings) *time.Duration) Option {
+	return optionFunc(func(s *settings) error {
 		if d <= 0 {
 			return fmt.Errorf("%s: duration must be positive, got %v", name, d)
 		}
-		*field(c) = d
+		*field(s) = d
 		return nil
-	}
+	})
 }
 
 // parsePrefixes parses CIDR ranges or bare addresses.

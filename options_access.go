@@ -16,24 +16,24 @@ import (
 // may go to loopback, private (RFC 1918, unique-local), link-local, CGNAT
 // and the other special-purpose ranges, which are refused by default.
 func WithAllowPrivate() Option {
-	return func(c *config) error {
-		c.allowPrivate = true
+	return optionFunc(func(s *settings) error {
+		s.allowPrivate = true
 		return nil
-	}
+	})
 }
 
 // WithAllowedCIDRs opens the private-address guard for the given ranges
 // only ("10.1.0.0/16", "fd00::/8"; a bare address means just it), leaving
 // it closed for every other special-purpose address.
 func WithAllowedCIDRs(cidrs ...string) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		ps, err := parsePrefixes("WithAllowedCIDRs", cidrs)
 		if err != nil {
 			return err
 		}
-		c.allowedCIDRs = append(c.allowedCIDRs, ps...)
+		s.allowedCIDRs = append(s.allowedCIDRs, ps...)
 		return nil
-	}
+	})
 }
 
 // WithBasicAuth requires proxy authentication with the Basic scheme
@@ -43,25 +43,25 @@ func WithAllowedCIDRs(cidrs ...string) Option {
 // StaticCredentials builds a constant-time check from a fixed table. The
 // Proxy-Authorization header is never forwarded nor logged.
 func WithBasicAuth(check func(ctx context.Context, user, pass string) bool) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if check == nil {
 			return errors.New("WithBasicAuth: nil check")
 		}
-		c.auth = basicAuth{check: check}
+		s.auth = basicAuth{check: check}
 		return nil
-	}
+	})
 }
 
 // WithAuthenticator requires proxy authentication by a as on every request
 // and CONNECT (see WithBasicAuth), for schemes other than Basic.
 func WithAuthenticator(a Authenticator) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if a == nil {
 			return errors.New("WithAuthenticator: nil Authenticator")
 		}
-		c.auth = a
+		s.auth = a
 		return nil
-	}
+	})
 }
 
 // WithDenyHosts refuses (403) requests and tunnels to the given
@@ -70,15 +70,15 @@ func WithAuthenticator(a Authenticator) Option {
 // addresses ("10.0.0.0/8", "2001:db8::1"), which are matched against every
 // address the host resolves to. Deny rules win over allow rules.
 func WithDenyHosts(patterns ...string) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		hosts, cidrs, err := parseHostRules("WithDenyHosts", patterns)
 		if err != nil {
 			return err
 		}
-		c.rules.DenyHosts = append(c.rules.DenyHosts, hosts...)
-		c.rules.DenyCIDRs = append(c.rules.DenyCIDRs, cidrs...)
+		s.accessRules.DenyHosts = append(s.accessRules.DenyHosts, hosts...)
+		s.accessRules.DenyCIDRs = append(s.accessRules.DenyCIDRs, cidrs...)
 		return nil
-	}
+	})
 }
 
 // WithAllowHosts turns on an allow list: only destinations that match one
@@ -86,15 +86,15 @@ func WithDenyHosts(patterns ...string) Option {
 // gets 403. A name that matches no host pattern passes when it resolves
 // into an allowed CIDR range.
 func WithAllowHosts(patterns ...string) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		hosts, cidrs, err := parseHostRules("WithAllowHosts", patterns)
 		if err != nil {
 			return err
 		}
-		c.rules.AllowHosts = append(c.rules.AllowHosts, hosts...)
-		c.rules.AllowCIDRs = append(c.rules.AllowCIDRs, cidrs...)
+		s.accessRules.AllowHosts = append(s.accessRules.AllowHosts, hosts...)
+		s.accessRules.AllowCIDRs = append(s.accessRules.AllowCIDRs, cidrs...)
 		return nil
-	}
+	})
 }
 
 // WithAllowPorts allows CONNECT tunnels to the given ports in addition to
@@ -102,30 +102,30 @@ func WithAllowHosts(patterns ...string) Option {
 // protocol, so ports are opened one by one). Absolute-form requests may use
 // any port.
 func WithAllowPorts(ports ...uint16) Option {
-	return func(c *config) error {
-		if len(c.rules.ConnectPorts) == 0 {
-			c.rules.ConnectPorts = []policy.PortRange{{Lo: 443, Hi: 443}}
+	return optionFunc(func(s *settings) error {
+		if len(s.accessRules.ConnectPorts) == 0 {
+			s.accessRules.ConnectPorts = []policy.PortRange{{Lo: 443, Hi: 443}}
 		}
 		for _, port := range ports {
 			if port == 0 {
 				return errors.New("WithAllowPorts: port 0")
 			}
-			c.rules.ConnectPorts = append(c.rules.ConnectPorts, policy.PortRange{Lo: port, Hi: port})
+			s.accessRules.ConnectPorts = append(s.accessRules.ConnectPorts, policy.PortRange{Lo: port, Hi: port})
 		}
 		return nil
-	}
+	})
 }
 
-// WithReportOnly makes the allow/deny rules and the access hook report
+// WithReportOnly makes the allow/deny rules and the access hooks report
 // instead of refuse: what they would deny is logged at Warn level
 // ("would deny (report-only)") and let through, so that new rules can be
 // rolled out safely. Authentication, limits and the private-address guard
 // are still enforced.
 func WithReportOnly() Option {
-	return func(c *config) error {
-		c.reportOnly = true
+	return optionFunc(func(s *settings) error {
+		s.reportOnly = true
 		return nil
-	}
+	})
 }
 
 // WithMaxConns bounds the client connections served at once by Serve and
@@ -133,39 +133,39 @@ func WithReportOnly() Option {
 // answered with 503 and closed. Tunnels, once open, count against
 // WithMaxTunnels instead.
 func WithMaxConns(n int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxConns: %d is not positive", n)
 		}
-		c.maxConns = n
+		s.maxConns = n
 		return nil
-	}
+	})
 }
 
 // WithMaxTunnels bounds the CONNECT tunnels and upgraded connections open
 // at once (default DefaultMaxTunnels). Past it, new ones get 503 while the
 // others keep working.
 func WithMaxTunnels(n int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxTunnels: %d is not positive", n)
 		}
-		c.maxTunnels = n
+		s.maxTunnels = n
 		return nil
-	}
+	})
 }
 
 // WithRateLimit limits each client IP address to perSecond requests and
 // tunnels per second on average, with bursts of up to burst; past it the
 // client gets 429 with Retry-After. Off by default.
 func WithRateLimit(perSecond float64, burst int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if !(perSecond > 0) || perSecond > 1e9 || burst < 1 {
 			return fmt.Errorf("WithRateLimit: need a positive rate and a burst of at least 1, got %v and %d", perSecond, burst)
 		}
-		c.rate, c.burst = perSecond, burst
+		s.rate, s.burst = perSecond, burst
 		return nil
-	}
+	})
 }
 
 // WithMaxRequestBodyBytes refuses request bodies larger than n bytes with
@@ -173,11 +173,11 @@ func WithRateLimit(perSecond float64, burst int) Option {
 // streamed body passes n (the upstream request is then aborted). Off by
 // default.
 func WithMaxRequestBodyBytes(n int64) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxRequestBodyBytes: %d is not positive", n)
 		}
-		c.maxBodyBytes = n
+		s.maxBodyBytes = n
 		return nil
-	}
+	})
 }

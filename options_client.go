@@ -16,31 +16,31 @@ import (
 // headers when the Proxy runs its own server (Serve, ListenAndServe); it cuts
 // slowloris clients. Default 10 s.
 func WithReadHeaderTimeout(d time.Duration) Option {
-	return durationOption("WithReadHeaderTimeout", d, func(c *config) *time.Duration { return &c.readHeaderTimeout })
+	return durationOption("WithReadHeaderTimeout", d, func(s *settings) *time.Duration { return &s.readHeaderTimeout })
 }
 
 // WithClientIdleTimeout bounds how long an idle keep-alive client connection
 // is kept open when the Proxy runs its own server. Default 120 s.
 func WithClientIdleTimeout(d time.Duration) Option {
-	return durationOption("WithClientIdleTimeout", d, func(c *config) *time.Duration { return &c.clientIdleTimeout })
+	return durationOption("WithClientIdleTimeout", d, func(s *settings) *time.Duration { return &s.clientIdleTimeout })
 }
 
 // WithMaxHeaderBytes bounds the size of a client's request headers when the
 // Proxy runs its own server. Default 64 KiB.
 func WithMaxHeaderBytes(n int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if n < 1024 {
 			return fmt.Errorf("WithMaxHeaderBytes: need at least 1024, got %d", n)
 		}
-		c.maxHeaderBytes = n
+		s.maxHeaderBytes = n
 		return nil
-	}
+	})
 }
 
 // WithTunnelIdleTimeout closes a CONNECT tunnel or upgraded connection after
 // no byte has moved in either direction for d. Default 5 min.
 func WithTunnelIdleTimeout(d time.Duration) Option {
-	return durationOption("WithTunnelIdleTimeout", d, func(c *config) *time.Duration { return &c.tunnelIdleTimeout })
+	return durationOption("WithTunnelIdleTimeout", d, func(s *settings) *time.Duration { return &s.tunnelIdleTimeout })
 }
 
 // WithBodyIdleTimeout gives up on a plain request or response body that
@@ -56,7 +56,7 @@ func WithTunnelIdleTimeout(d time.Duration) Option {
 // http.ResponseController, so behind a server of your own the
 // ResponseWriter must support SetReadDeadline (net/http's does).
 func WithBodyIdleTimeout(d time.Duration) Option {
-	return durationOption("WithBodyIdleTimeout", d, func(c *config) *time.Duration { return &c.bodyIdleTimeout })
+	return durationOption("WithBodyIdleTimeout", d, func(s *settings) *time.Duration { return &s.bodyIdleTimeout })
 }
 
 // WithVia sets the pseudonym the proxy puts in the Via header of requests
@@ -65,13 +65,13 @@ func WithBodyIdleTimeout(d time.Duration) Option {
 // chained to one another need distinct pseudonyms. The default is
 // "fwdproxy-" and six random hex digits chosen by New, distinct per Proxy.
 func WithVia(pseudonym string) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if !httpx.ValidToken(pseudonym) {
 			return fmt.Errorf("WithVia: pseudonym %q must be a non-empty HTTP token", pseudonym)
 		}
-		c.pseudonym = pseudonym
+		s.pseudonym = pseudonym
 		return nil
-	}
+	})
 }
 
 // WithFallback sets the handler for requests that are not proxy requests
@@ -79,11 +79,11 @@ func WithVia(pseudonym string) Option {
 // endpoints on the proxy's port. Proxy requests never reach it, whatever
 // their path. Without a fallback such requests get 400.
 func WithFallback(h http.Handler) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if h == nil {
 			return errors.New("WithFallback: nil handler")
 		}
-		c.fallback = h
+		s.fallback = h
 		return nil
-	}
+	})
 }

@@ -16,10 +16,12 @@ import (
 // An InterceptOption configures TLS interception (see WithInterception).
 type InterceptOption func(*interceptSettings) error
 
+// interceptSettings are what WithInterception and its InterceptOptions set;
+// buildConfig derives the interceptor from them (newInterceptor).
 type interceptSettings struct {
-	bypassHosts []string        // host patterns, from BypassHosts
-	bypassCIDRs []netip.Prefix  // ranges and addresses, from BypassHosts
-	bypass      *policy.Matcher // both, compiled by WithInterception
+	ca          tls.Certificate
+	bypassHosts []string       // host patterns, from BypassHosts
+	bypassCIDRs []netip.Prefix // ranges and addresses, from BypassHosts
 	decide      InterceptFunc
 	cacheSize   int
 	store       CertStore
@@ -33,7 +35,7 @@ type interceptSettings struct {
 // for this decision; use an InterceptFunc for that).
 func BypassHosts(patterns ...string) InterceptOption {
 	return func(s *interceptSettings) error {
-		hosts, cidrs, err := parseHostRules("BypassHosts", patterns) // options.go: the access rules' grammar
+		hosts, cidrs, err := parseHostRules("BypassHosts", patterns) // the access rules' grammar
 		if err != nil {
 			return err
 		}
@@ -93,34 +95,46 @@ func ShareCertStore(cs CertStore) InterceptOption {
 // ca must be a CA certificate with its private key, e.g. from LoadCA or
 // LoadOrCreateCA; clients must trust it.
 func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
-	return func(c *config) error {
-		s := &interceptSettings{cacheSize: mitm.DefaultCacheSize}
+	return optionFunc(func(s *settings) error {
+		is := &interceptSettings{ca: ca, cacheSize: mitm.DefaultCacheSize}
 		for _, o := range opts {
 			if o == nil {
 				return errors.New("WithInterception: nil InterceptOption")
 			}
-			if err := o(s); err != nil {
+			if err := o(is); err != nil {
 				return fmt.Errorf("WithInterception: %w", err)
 			}
 		}
-		bypass, err := policy.NewMatcher(s.bypassHosts, s.bypassCIDRs)
-		if err != nil {
-			return fmt.Errorf("WithInterception: BypassHosts: %w", err)
-		}
-		s.bypass = bypass
-		store := s.store
-		if store == nil {
-			ms, err := mitm.NewMemoryStore(s.cacheSize)
-			if err != nil {
-				return fmt.Errorf("WithInterception: %w", err)
-			}
-			store = ms
-		}
-		iss, err := mitm.NewIssuer(ca, mitm.WithStore(store))
-		if err != nil {
-			return fmt.Errorf("WithInterception: %w", err)
-		}
-		c.intercept = &interceptor{settings: s, issuer: iss, tlsConf: iss.TLSConfig("h2", "http/1.1")}
+		s.interception = is
 		return nil
+	})
+}
+
+// interceptor is what a configuration with interception derives from its
+// interceptSettings: the bypass matcher and the certificate issuer with its
+// TLS configuration.
+type interceptor struct {
+	bypass  *policy.Matcher
+	decide  InterceptFunc
+	issuer  *mitm.Issuer
+	tlsConf *tls.Config
+}
+
+// newInterceptor derives the interceptor of s (buildConfig calls it).
+func newInterceptor(s *interceptSettings) (*interceptor, error) {
+	bypass, err := policy.NewMatcher(s.bypassHosts, s.bypassCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("BypassHosts: %w", err)
 	}
+	store := s.store
+	if store == nil {
+		if store, err = mitm.NewMemoryStore(s.cacheSize); err != nil {
+			return nil, err
+		}
+	}
+	iss, err := mitm.NewIssuer(s.ca, mitm.WithStore(store))
+	if err != nil {
+		return nil, err
+	}
+	return &interceptor{bypass: bypass, decide: s.decide, issuer: iss, tlsConf: iss.TLSConfig("h2", "http/1.1")}, nil
 }

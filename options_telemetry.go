@@ -14,13 +14,13 @@ import (
 
 // WithLogger sets the logger for error lines. Default slog.Default().
 func WithLogger(l *slog.Logger) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if l == nil {
 			return errors.New("WithLogger: nil logger")
 		}
-		c.logger = l
+		s.logger = l
 		return nil
-	}
+	})
 }
 
 // WithLogQueueSize sets how many log records may wait for the logger's
@@ -28,13 +28,13 @@ func WithLogger(l *slog.Logger) Option {
 // (Stats.LogDropped): a slow log never makes a request wait. The default is
 // 1024.
 func WithLogQueueSize(n int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if n < 1 {
 			return errors.New("WithLogQueueSize: size must be at least 1")
 		}
-		c.logQueueSize = n
+		s.logQueueSize = n
 		return nil
-	}
+	})
 }
 
 // defaultLogQueueSize is the log queue length without WithLogQueueSize.
@@ -48,14 +48,14 @@ const defaultLogQueueSize = 1024
 // default. Bodies are captured as they pass, never read ahead: a body the
 // client or upstream did not send is not captured.
 func WithCapture(maxBodyBytes int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if maxBodyBytes < 0 {
 			return errors.New("WithCapture: negative maxBodyBytes")
 		}
-		c.capture = true
-		c.captureBytes = maxBodyBytes
+		s.capture = true
+		s.captureBytes = maxBodyBytes
 		return nil
-	}
+	})
 }
 
 // WithTracerProvider sets the TracerProvider for the proxy's spans: a server
@@ -64,25 +64,25 @@ func WithCapture(maxBodyBytes int) Option {
 // provider, or the global one when no provider had been set before New,
 // turns tracing off at no cost per request.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if tp == nil {
 			return errors.New("WithTracerProvider: nil TracerProvider")
 		}
-		c.tracerProvider = tp
+		s.tracerProvider = tp
 		return nil
-	}
+	})
 }
 
 // WithMeterProvider sets the MeterProvider for the proxy's metrics. The
 // default is otel.GetMeterProvider().
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if mp == nil {
 			return errors.New("WithMeterProvider: nil MeterProvider")
 		}
-		c.meterProvider = mp
+		s.meterProvider = mp
 		return nil
-	}
+	})
 }
 
 // WithPropagator sets how trace context is read from client requests and
@@ -90,11 +90,11 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // otel.GetTextMapPropagator() as it is when New runs, or W3C Trace Context
 // when that propagates nothing.
 func WithPropagator(prop propagation.TextMapPropagator) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if prop == nil {
 			return errors.New("WithPropagator: nil TextMapPropagator")
 		}
-		c.propagator = prop
+		s.propagator = prop
 		return nil
-	}
+	})
 }

@@ -12,26 +12,26 @@ import (
 // WithDialTimeout bounds how long connecting to an upstream may take
 // (DNS lookup included). Default 10 s.
 func WithDialTimeout(d time.Duration) Option {
-	return durationOption("WithDialTimeout", d, func(c *config) *time.Duration { return &c.dialTimeout })
+	return durationOption("WithDialTimeout", d, func(s *settings) *time.Duration { return &s.dialTimeout })
 }
 
 // WithTLSHandshakeTimeout bounds the TLS handshake with an https upstream.
 // Default 10 s.
 func WithTLSHandshakeTimeout(d time.Duration) Option {
-	return durationOption("WithTLSHandshakeTimeout", d, func(c *config) *time.Duration { return &c.tlsHandshakeTimeout })
+	return durationOption("WithTLSHandshakeTimeout", d, func(s *settings) *time.Duration { return &s.tlsHandshakeTimeout })
 }
 
 // WithResponseHeaderTimeout bounds the wait for an upstream's response
 // headers after the request was sent; past it the client gets 504.
 // Default 30 s.
 func WithResponseHeaderTimeout(d time.Duration) Option {
-	return durationOption("WithResponseHeaderTimeout", d, func(c *config) *time.Duration { return &c.responseHeaderTimeout })
+	return durationOption("WithResponseHeaderTimeout", d, func(s *settings) *time.Duration { return &s.responseHeaderTimeout })
 }
 
 // WithIdleConnTimeout sets how long an idle upstream connection stays in the
 // pool. Default 90 s.
 func WithIdleConnTimeout(d time.Duration) Option {
-	return durationOption("WithIdleConnTimeout", d, func(c *config) *time.Duration { return &c.idleConnTimeout })
+	return durationOption("WithIdleConnTimeout", d, func(s *settings) *time.Duration { return &s.idleConnTimeout })
 }
 
 // WithMaxIdleConns sets the upstream pool size: idle connections kept per
@@ -42,13 +42,13 @@ func WithIdleConnTimeout(d time.Duration) Option {
 // concurrent requests than the limit reuses its connections instead of
 // redialing them.
 func WithMaxIdleConns(perHost, total int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if perHost < 1 || total < perHost {
 			return fmt.Errorf("WithMaxIdleConns: need 1 <= perHost <= total, got %d, %d", perHost, total)
 		}
-		c.maxIdleConnsPerHost, c.maxIdleConns = perHost, total
+		s.maxIdleConnsPerHost, s.maxIdleConns = perHost, total
 		return nil
-	}
+	})
 }
 
 // WithMaxResponseHeaderBytes bounds the size of an upstream's response
@@ -63,33 +63,33 @@ func WithMaxIdleConns(perHost, total int) Option {
 // cannot hold more than a quarter of a GiB in heads (net/http's 10 MB
 // would allow 10 GB).
 func WithMaxResponseHeaderBytes(n int) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if n < 1024 || n > 1<<30 {
 			return fmt.Errorf("WithMaxResponseHeaderBytes: need 1024 to %d bytes, got %d", 1<<30, n)
 		}
-		c.maxResponseHeader = n
+		s.maxResponseHeader = n
 		return nil
-	}
+	})
 }
 
 // WithProxyFromEnvironment makes the proxy forward through the upstream
 // proxy named by HTTP_PROXY, HTTPS_PROXY and NO_PROXY. By default those
 // variables are ignored, so that a proxy never chains by surprise.
 func WithProxyFromEnvironment() Option {
-	return func(c *config) error { c.proxyFromEnvironment = true; return nil }
+	return optionFunc(func(s *settings) error { s.proxyFromEnvironment = true; return nil })
 }
 
 // WithUpstreamRootCAs adds trusted roots for verifying https upstreams: a
 // certificate is accepted when it verifies against the system roots or
 // against pool. Verification itself is never turned off.
 func WithUpstreamRootCAs(pool *x509.CertPool) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if pool == nil {
 			return errors.New("WithUpstreamRootCAs: nil pool")
 		}
-		c.upstreamRoots = pool
+		s.upstreamRoots = pool
 		return nil
-	}
+	})
 }
 
 // WithResolver makes the Proxy resolve every upstream name with r, which
@@ -98,27 +98,27 @@ func WithUpstreamRootCAs(pool *x509.CertPool) Option {
 // reading /etc/resolv.conf (or using WithDNSServers), and closes it on
 // Shutdown. It cannot be combined with WithDNSServers.
 func WithResolver(r *Resolver) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if r == nil {
 			return errors.New("WithResolver: nil Resolver")
 		}
-		if len(c.dnsServers) > 0 {
+		if len(s.dnsServers) > 0 {
 			return errors.New("WithResolver: cannot be combined with WithDNSServers")
 		}
-		c.resolver = r
+		s.resolver = r
 		return nil
-	}
+	})
 }
 
 // WithDNSServers makes the Proxy's own Resolver query addrs ("host:port", or
 // an IP address for port 53), in order with failover, instead of the servers
 // in /etc/resolv.conf. It cannot be combined with WithResolver.
 func WithDNSServers(addrs ...string) Option {
-	return func(c *config) error {
+	return optionFunc(func(s *settings) error {
 		if len(addrs) == 0 {
 			return errors.New("WithDNSServers: no server given")
 		}
-		if c.resolver != nil {
+		if s.resolver != nil {
 			return errors.New("WithDNSServers: cannot be combined with WithResolver")
 		}
 		for _, a := range addrs {
@@ -126,7 +126,7 @@ func WithDNSServers(addrs ...string) Option {
 				return fmt.Errorf("WithDNSServers: %w", err)
 			}
 		}
-		c.dnsServers = append([]string(nil), addrs...)
+		s.dnsServers = append([]string(nil), addrs...)
 		return nil
-	}
+	})
 }

@@ -72,9 +72,9 @@ type telemetry struct {
 }
 
 // initTelemetry sets up tracing, metrics, the access log and the Stats
-// counters; New calls it last.
-func (p *Proxy) initTelemetry() error {
-	c := &p.cfg
+// counters from c, New's configuration; New calls it. They outlive
+// configurations.
+func (p *Proxy) initTelemetry(c *config) error {
 	tel := &p.tel
 	tel.off = c.telemetryOff
 	tp := c.tracerProvider
@@ -98,7 +98,7 @@ func (p *Proxy) initTelemetry() error {
 		return err
 	}
 	p.stats.latency = newLatencyWindow()
-	p.initAccessLog()
+	p.initAccessLog(c.logQueueSize)
 	return nil
 }
 
@@ -266,9 +266,9 @@ type requestTrack struct {
 	rs      *reqState
 }
 
-// beginRequest accounts for a request that ServeHTTP starts and, when any
-// telemetry is in use, replaces *w and *r by instrumented ones.
-func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTrack {
+// beginRequest accounts for a request that ServeHTTP starts under c and,
+// when any telemetry is in use, replaces *w and *r by instrumented ones.
+func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request) requestTrack {
 	req := *r
 	t := requestTrack{start: time.Now(), connect: req.Method == http.MethodConnect}
 	p.stats.active.Add(1)
@@ -308,8 +308,8 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
-	if logging && p.cfg.capture {
-		rs.capture = newCapture(p.cfg.captureBytes, req.Header)
+	if logging && c.capture {
+		rs.capture = newCapture(c.captureBytes, req.Header)
 	}
 	if !t.connect && req.Body != nil && req.Body != http.NoBody {
 		rs.body = &countingBody{rc: req.Body, capture: rs.capture}
@@ -492,15 +492,15 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 // observeRoundTrip sends out upstream (send: the own HTTP/1.1 transport to
 // addr when fast, as the router decided, or the shared transport), inside a
 // client span whose context is injected into out's header, and measures
-// it for rs.
-func (p *Proxy) observeRoundTrip(rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
+// it for rs. c is the request's configuration.
+func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
 	ctx := out.Context()
 	start := time.Now()
 	target := out.URL.Host
 	var span trace.Span
 	if rs.span != nil {
 		attrs := rs.attrs
-		if len(p.cfg.requestHooks) > 0 {
+		if len(c.requestHooks) > 0 {
 			attrs = requestAttrs(nil, out, target) // a hook may have changed the request
 		}
 		rs.tb.startOpts = [3]trace.SpanStartOption{clientKindOpt, trace.WithAttributes(attrs...)}
@@ -521,7 +521,7 @@ func (p *Proxy) observeRoundTrip(rs *reqState, out *http.Request, addr string, f
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.send(out, addr, fast, obs) // transport.go
+	resp, err := p.send(c, out, addr, fast, obs) // transport.go
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(target, err).Kind)
