@@ -102,7 +102,8 @@ func (ic *interceptor) intercepts(ctx context.Context, target string, r *http.Re
 	return ic.decide == nil || ic.decide(ctx, target, r)
 }
 
-// bypassed reports whether the CONNECT host matches a BypassHosts pattern.
+// bypassed reports whether the CONNECT host matches a WithInterceptBypass
+// pattern.
 func (ic *interceptor) bypassed(host string) bool {
 	if ic.bypass.Empty() {
 		return false
@@ -203,7 +204,7 @@ func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request
 		// One record for the failure: the CONNECT's access record when the
 		// access log is on, else a Warn line (logFailure).
 		p.logFailure(r, newError(ErrMalformed, target, "the client's TLS handshake with the minted certificate failed: "+
-			"clients must trust the interception CA (or bypass this host with BypassHosts, -mitm-bypass on the example server)", err),
+			"clients must trust the interception CA (or bypass this host with WithInterceptBypass, -mitm-bypass on the example server)", err),
 			"intercepted TLS handshake failed")
 	}
 	mode := "tls"

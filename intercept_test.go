@@ -248,10 +248,10 @@ func TestInterceptOptions(t *testing.T) {
 		want string
 	}{
 		{"not a CA", WithInterception(tls.Certificate{}), "WithInterception"},
-		{"bad pattern", WithInterception(ca, BypassHosts("a.*.b")), "BypassHosts"},
-		{"cache size", WithInterception(ca, CertCacheSize(0)), "CertCacheSize"},
-		{"nil store", WithInterception(ca, ShareCertStore(nil)), "ShareCertStore"},
-		{"nil func", WithInterception(ca, InterceptIf(nil)), "InterceptIf"},
+		{"bad pattern", WithInterception(ca, WithInterceptBypass("a.*.b")), "WithInterceptBypass"},
+		{"cache size", WithInterception(ca, WithCertCacheSize(0)), "WithCertCacheSize"},
+		{"nil store", WithInterception(ca, WithCertStore(nil)), "WithCertStore"},
+		{"nil func", WithInterception(ca, WithInterceptFunc(nil)), "WithInterceptFunc"},
 		{"nil option", WithInterception(ca, nil), "nil InterceptOption"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -560,7 +560,7 @@ func TestInterceptBypassAddresses(t *testing.T) {
 			if berr == nil || derr == nil {
 				t.Fatalf("BypassHosts(%q): %v; WithDenyHosts: %v; want errors", bad, berr, derr)
 			}
-			_, bmsg, _ := strings.Cut(berr.Error(), "BypassHosts: ")
+			_, bmsg, _ := strings.Cut(berr.Error(), "WithInterceptBypass: ")
 			_, dmsg, _ := strings.Cut(derr.Error(), "WithDenyHosts: ")
 			if bmsg == "" || bmsg != dmsg {
 				t.Errorf("BypassHosts says %q, WithDenyHosts %q; want the same reason", berr, derr)

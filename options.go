@@ -26,10 +26,11 @@ import (
 // buildConfig, which applies the options.
 
 // An Option configures a Proxy; New takes them, and the functions named
-// With… make them. New applies the options in the order given, starting
-// from the defaults, and validates the result as a whole: an invalid
-// option, or two that cannot go together, make New return an error naming
-// the option at fault.
+// With… make them (a ResolverOption is an Option too: given to New, it
+// configures the Proxy's own Resolver). New applies the options in the order
+// given, starting from the defaults, and validates the result as a whole:
+// an invalid option, or two that cannot go together, make New return an
+// error naming the option at fault.
 type Option interface {
 	apply(*settings) error
 }
@@ -55,7 +56,8 @@ type settings struct {
 	upstreamRoots         *x509.CertPool
 	maxResponseHeader     int // WithMaxResponseHeaderBytes
 	resolver              *Resolver
-	dnsServers            []string
+	dns                   resolverConfig // the Proxy's own Resolver (dnsoptions.go)
+	dnsOptions            []string       // the resolver options given, by name
 
 	// Client side (options_client.go).
 	readHeaderTimeout time.Duration
@@ -131,6 +133,7 @@ func defaultSettings(pseudonym string) settings {
 		maxIdleConnsPerHost:   DefaultMaxIdleConnsPerHost,
 		idleConnTimeout:       DefaultIdleConnTimeout,
 		maxResponseHeader:     DefaultMaxResponseHeaderBytes,
+		dns:                   defaultResolverConfig(),
 		readHeaderTimeout:     DefaultReadHeaderTimeout,
 		clientIdleTimeout:     DefaultClientIdleTimeout,
 		maxHeaderBytes:        DefaultMaxHeaderBytes,
@@ -169,6 +172,9 @@ func buildConfig(base settings, opts []Option) (*config, error) {
 		if err := o.apply(&s); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if s.resolver != nil && len(s.dnsOptions) > 0 {
+		errs = append(errs, fmt.Errorf("WithResolver: cannot be combined with %s, which configures the Proxy's own Resolver (give it to NewResolver instead)", s.dnsOptions[0]))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -20,22 +20,23 @@ type InterceptOption func(*interceptSettings) error
 // buildConfig derives the interceptor from them (newInterceptor).
 type interceptSettings struct {
 	ca          tls.Certificate
-	bypassHosts []string       // host patterns, from BypassHosts
-	bypassCIDRs []netip.Prefix // ranges and addresses, from BypassHosts
+	bypassHosts []string       // host patterns, from WithInterceptBypass
+	bypassCIDRs []netip.Prefix // ranges and addresses, from WithInterceptBypass
 	decide      InterceptFunc
 	cacheSize   int
 	store       CertStore
 }
 
-// BypassHosts tunnels CONNECTs to destinations matching any of patterns
-// instead of intercepting them. Patterns are written as for WithDenyHosts and
-// parsed by the same code: "example.com" matches that host, "*.example.com"
-// any host below it, "10.0.0.0/8" and "127.0.0.1" CONNECT targets that are IP
-// addresses in that range or equal to that address (names are not resolved
-// for this decision; use an InterceptFunc for that).
-func BypassHosts(patterns ...string) InterceptOption {
+// WithInterceptBypass tunnels CONNECTs to destinations matching any of
+// patterns instead of intercepting them. Patterns are written as for
+// WithDenyHosts and parsed by the same code: "example.com" matches that
+// host, "*.example.com" any host below it, "10.0.0.0/8" and "127.0.0.1"
+// CONNECT targets that are IP addresses in that range or equal to that
+// address (names are not resolved for this decision; use WithInterceptFunc
+// for that). Given again, it adds to the patterns.
+func WithInterceptBypass(patterns ...string) InterceptOption {
 	return func(s *interceptSettings) error {
-		hosts, cidrs, err := parseHostRules("BypassHosts", patterns) // the access rules' grammar
+		hosts, cidrs, err := parseHostRules("WithInterceptBypass", patterns) // the access rules' grammar
 		if err != nil {
 			return err
 		}
@@ -45,36 +46,37 @@ func BypassHosts(patterns ...string) InterceptOption {
 	}
 }
 
-// InterceptIf sets a hook that decides, for CONNECTs not bypassed, which are
-// intercepted. Without it every such CONNECT is intercepted.
-func InterceptIf(f InterceptFunc) InterceptOption {
+// WithInterceptFunc sets a function that decides, for CONNECTs not
+// bypassed, which are intercepted. Without it every such CONNECT is
+// intercepted.
+func WithInterceptFunc(f InterceptFunc) InterceptOption {
 	return func(s *interceptSettings) error {
 		if f == nil {
-			return errors.New("InterceptIf: nil func")
+			return errors.New("WithInterceptFunc: nil func")
 		}
 		s.decide = f
 		return nil
 	}
 }
 
-// CertCacheSize sets how many leaf certificates the default in-memory store
-// keeps (default 1024). It has no effect with ShareCertStore.
-func CertCacheSize(n int) InterceptOption {
+// WithCertCacheSize sets how many leaf certificates the default in-memory
+// store keeps (default 1024). It has no effect with WithCertStore.
+func WithCertCacheSize(n int) InterceptOption {
 	return func(s *interceptSettings) error {
 		if n < 1 {
-			return fmt.Errorf("CertCacheSize: need at least 1, got %d", n)
+			return fmt.Errorf("WithCertCacheSize: need at least 1, got %d", n)
 		}
 		s.cacheSize = n
 		return nil
 	}
 }
 
-// ShareCertStore makes the proxy keep its leaf certificates in cs, which
+// WithCertStore makes the proxy keep its leaf certificates in cs, which
 // may be shared with other proxies using the same CA.
-func ShareCertStore(cs CertStore) InterceptOption {
+func WithCertStore(cs CertStore) InterceptOption {
 	return func(s *interceptSettings) error {
 		if cs == nil {
-			return errors.New("ShareCertStore: nil store")
+			return errors.New("WithCertStore: nil store")
 		}
 		s.store = cs
 		return nil
@@ -82,18 +84,18 @@ func ShareCertStore(cs CertStore) InterceptOption {
 }
 
 // WithInterception turns on TLS interception, off by default. A CONNECT
-// that passes the connect hooks and is not bypassed (see BypassHosts,
-// InterceptIf) is not tunnelled: the proxy answers 200 and looks at the
-// client's first bytes. A TLS ClientHello gets a handshake (TLS 1.2 with
-// AEAD suites, or TLS 1.3) with a certificate it mints for the SNI (or the
-// CONNECT host when there is none) signed by ca, and the decrypted HTTP/1.1
-// or HTTP/2 requests are served like plain proxy requests, hooks included,
-// and sent over verified TLS to the CONNECT target. Plain HTTP/1.x (ws://,
-// http:// to other ports) is served the same way and sent as plain HTTP to
-// the target. Any other protocol, or a client that sends nothing for a
-// second (the server speaks first), is tunnelled to the target untouched.
-// ca must be a CA certificate with its private key, e.g. from LoadCA or
-// LoadOrCreateCA; clients must trust it.
+// that passes the connect hooks and is not bypassed (see
+// WithInterceptBypass, WithInterceptFunc) is not tunnelled: the proxy
+// answers 200 and looks at the client's first bytes. A TLS ClientHello gets
+// a handshake (TLS 1.2 with AEAD suites, or TLS 1.3) with a certificate it
+// mints for the SNI (or the CONNECT host when there is none) signed by ca,
+// and the decrypted HTTP/1.1 or HTTP/2 requests are served like plain proxy
+// requests, hooks included, and sent over verified TLS to the CONNECT
+// target. Plain HTTP/1.x (ws://, http:// to other ports) is served the same
+// way and sent as plain HTTP to the target. Any other protocol, or a client
+// that sends nothing for a second (the server speaks first), is tunnelled
+// to the target untouched. ca must be a CA certificate with its private
+// key, e.g. from LoadCA or LoadOrCreateCA; clients must trust it.
 func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
 	return optionFunc(func(s *settings) error {
 		is := &interceptSettings{ca: ca, cacheSize: mitm.DefaultCacheSize}
@@ -124,7 +126,7 @@ type interceptor struct {
 func newInterceptor(s *interceptSettings) (*interceptor, error) {
 	bypass, err := policy.NewMatcher(s.bypassHosts, s.bypassCIDRs)
 	if err != nil {
-		return nil, fmt.Errorf("BypassHosts: %w", err)
+		return nil, fmt.Errorf("WithInterceptBypass: %w", err)
 	}
 	store := s.store
 	if store == nil {

@@ -95,38 +95,15 @@ func WithUpstreamRootCAs(pool *x509.CertPool) Option {
 // WithResolver makes the Proxy resolve every upstream name with r, which
 // the caller owns: Shutdown does not close it, so one Resolver and its cache
 // can serve several Proxies. Without it a Proxy creates its own Resolver,
-// reading /etc/resolv.conf (or using WithDNSServers), and closes it on
-// Shutdown. It cannot be combined with WithDNSServers.
+// configured by the resolver options given to New (WithDNSServers,
+// WithDNSTimeout …, dnsoptions.go), and closes it on Shutdown. It cannot be
+// combined with those options: give them to NewResolver instead.
 func WithResolver(r *Resolver) Option {
 	return optionFunc(func(s *settings) error {
 		if r == nil {
 			return errors.New("WithResolver: nil Resolver")
 		}
-		if len(s.dnsServers) > 0 {
-			return errors.New("WithResolver: cannot be combined with WithDNSServers")
-		}
 		s.resolver = r
-		return nil
-	})
-}
-
-// WithDNSServers makes the Proxy's own Resolver query addrs ("host:port", or
-// an IP address for port 53), in order with failover, instead of the servers
-// in /etc/resolv.conf. It cannot be combined with WithResolver.
-func WithDNSServers(addrs ...string) Option {
-	return optionFunc(func(s *settings) error {
-		if len(addrs) == 0 {
-			return errors.New("WithDNSServers: no server given")
-		}
-		if s.resolver != nil {
-			return errors.New("WithDNSServers: cannot be combined with WithResolver")
-		}
-		for _, a := range addrs {
-			if _, err := parseServerAddr(a, "53"); err != nil {
-				return fmt.Errorf("WithDNSServers: %w", err)
-			}
-		}
-		s.dnsServers = append([]string(nil), addrs...)
 		return nil
 	})
 }

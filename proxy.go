@@ -69,11 +69,7 @@ func New(opts ...Option) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	if p.resolver = c.resolver; p.resolver == nil {
-		var ropts []ResolverOption
-		if len(c.dnsServers) > 0 {
-			ropts = append(ropts, DNSServers(c.dnsServers...))
-		}
-		if p.resolver, err = NewResolver(ropts...); err != nil {
+		if p.resolver, err = newResolver(c.dns); err != nil { // dnscache.go
 			return nil, fmt.Errorf("fwdproxy.New: %w", err)
 		}
 		p.ownsResolver = true
