@@ -172,7 +172,7 @@ func TestDNSRebinding(t *testing.T) {
 		}
 		return ds.Reply(req, q.Name+" 0 IN A 127.0.0.1")
 	})
-	r, err := NewResolver(DNSServers(ds.Addr()), DNSTTL(0, time.Hour), DNSServeStale(time.Nanosecond), DNSPrefetch(false))
+	r, err := NewResolver(WithDNSServers(ds.Addr()), WithDNSTTL(0, time.Hour), WithDNSServeStale(time.Nanosecond), WithDNSPrefetch(false))
 	if err != nil {
 		t.Fatal(err)
 	}

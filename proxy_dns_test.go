@@ -56,7 +56,7 @@ func TestDNSFailuresAre502(t *testing.T) {
 	ds := dnstest.NewServer(t)
 	ds.SetFault("timeout.example.", dnstest.FaultDrop)
 	ds.SetFault("servfail.example.", dnstest.FaultServFail)
-	r, err := NewResolver(DNSServers(ds.Addr()), DNSTimeout(100*time.Millisecond))
+	r, err := NewResolver(WithDNSServers(ds.Addr()), WithDNSTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestDNSFailuresAre502(t *testing.T) {
 	deadListener, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	dead := deadListener.LocalAddr().String()
 	deadListener.Close()
-	unreachable, err := NewResolver(DNSServers(dead), DNSTimeout(100*time.Millisecond))
+	unreachable, err := NewResolver(WithDNSServers(dead), WithDNSTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestDNSFailuresAre502(t *testing.T) {
 // TestResolverOptions: WithResolver and the resolver options are validated
 // and exclusive; a Resolver given by the caller survives Shutdown.
 func TestResolverOptions(t *testing.T) {
-	r, err := NewResolver(DNSServers("127.0.0.1:1"))
+	r, err := NewResolver(WithDNSServers("127.0.0.1:1"))
 	if err != nil {
 		t.Fatal(err)
 	}
