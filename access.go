@@ -24,7 +24,8 @@ import (
 //  3. request body size (WithMaxRequestBodyBytes), when the length is known: 413;
 //  4. rules on the host name and port (WithDenyHosts, WithAllowHosts,
 //     WithAllowPorts): 403;
-//  5. the access hook (WithAccessHook): 403 or the status of Deny;
+//  5. the access hooks (WithAccessHook), run as Option says: 403 or the
+//     status of Deny;
 //  6. for CONNECT, the tunnel limit (WithMaxTunnels): 503;
 //  7. after DNS resolution, every address is checked by the private-address
 //     guard (WithAllowPrivate, WithAllowedCIDRs) and the CIDR rules; only
@@ -165,11 +166,10 @@ func (p *Proxy) admit(c *config, w http.ResponseWriter, r *http.Request, target,
 			return ctx, false
 		}
 	}
-	if c.accessHook != nil {
+	if len(c.accessHooks) > 0 {
 		a := Access{User: authUser(ctx), Client: r.RemoteAddr, Method: r.Method, Host: host, Port: port, Connect: connect}
-		if err := c.accessHook(ctx, a); err != nil {
-			e := hookError(target, err, ErrForbidden) // a copy: the hook may return a shared error
-			e.denial = "hook"
+		if e := runAccessHooks(ctx, c.accessHooks, target, a); e != nil { // hooks.go
+			e.denial = "hook" // e is the request's own copy (hookError): hooks may return a shared error
 			if !p.reportOnly(c, r, target, e.Reason) {
 				p.fail(c, w, r, e)
 				return ctx, false

@@ -30,7 +30,17 @@ import (
 // configures the Proxy's own Resolver). New applies the options in the order
 // given, starting from the defaults, and validates the result as a whole:
 // an invalid option, or two that cannot go together, make New return an
-// error naming the option at fault.
+// error naming the option at fault. WithAllowedCIDRs, WithDenyHosts,
+// WithAllowHosts, WithAllowPorts and the hook options add to what was given
+// before them; every other option sets a value, and the last one given
+// wins.
+//
+// Hooks follow one rule, whatever their kind (WithAccessHook,
+// WithConnectHook, WithRequestHook, WithResponseHook): each option adds a
+// hook, the hooks of a kind run in the order they were given, and the first
+// that refuses the request (returns an error) decides: the hooks after it do
+// not run. A request hook that answers the request itself (returns a
+// response) ends the run too.
 type Option interface {
 	apply(*settings) error
 }
@@ -81,8 +91,8 @@ type settings struct {
 	burst        int
 	maxBodyBytes int64
 
-	// Hooks (options_hooks.go).
-	accessHook    AccessHook
+	// Hooks (options_hooks.go), run as Option says.
+	accessHooks   []AccessHook
 	connectHooks  []ConnectHook
 	requestHooks  []RequestHook
 	responseHooks []ResponseHook

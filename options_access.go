@@ -9,7 +9,7 @@ import (
 )
 
 // Options for access control (access.go says in which order the checks
-// run) and the limits. WithAccessHook is with the hook options, in
+// run) and the limits. WithAccessHook is with the other hook options, in
 // options_hooks.go.
 
 // WithAllowPrivate lifts the private-address guard: upstream connections

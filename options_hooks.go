@@ -2,54 +2,49 @@ package fwdproxy
 
 import "errors"
 
-// Options that add hooks (hooks.go runs them).
+// Options that add hooks. Every one follows the rule written on Option:
+// each call adds a hook, hooks of a kind run in the order given, and the
+// first refusal wins (hooks.go runs them, in runHooks).
 
-// WithAccessHook sets a hook that decides on every request and tunnel the
+// WithAccessHook adds a hook that decides on every request and tunnel the
 // rules let through; it sees the authenticated user, the client address and
-// the target.
+// the target. Access hooks run as Option says: in the order given, the
+// first refusal wins.
 func WithAccessHook(h AccessHook) Option {
-	return optionFunc(func(s *settings) error {
-		if h == nil {
-			return errors.New("WithAccessHook: nil hook")
-		}
-		s.accessHook = h
-		return nil
-	})
+	return hookOption("WithAccessHook", h, h == nil, func(s *settings) *[]AccessHook { return &s.accessHooks })
 }
 
 // WithConnectHook adds a hook that decides on every CONNECT request before
-// the proxy dials. Hooks run in the order given; the first error denies.
+// the proxy dials. Connect hooks run as Option says: in the order given,
+// the first refusal wins.
 func WithConnectHook(h ConnectHook) Option {
-	return optionFunc(func(s *settings) error {
-		if h == nil {
-			return errors.New("WithConnectHook: nil hook")
-		}
-		s.connectHooks = append(s.connectHooks, h)
-		return nil
-	})
+	return hookOption("WithConnectHook", h, h == nil, func(s *settings) *[]ConnectHook { return &s.connectHooks })
 }
 
 // WithRequestHook adds a hook that sees every outgoing request before it is
-// sent upstream; it may change the request or answer it itself. Hooks run
-// in the order given.
+// sent upstream; it may change the request or answer it itself. Request
+// hooks run as Option says: in the order given, and the first that refuses
+// or answers the request ends the run.
 func WithRequestHook(h RequestHook) Option {
-	return optionFunc(func(s *settings) error {
-		if h == nil {
-			return errors.New("WithRequestHook: nil hook")
-		}
-		s.requestHooks = append(s.requestHooks, h)
-		return nil
-	})
+	return hookOption("WithRequestHook", h, h == nil, func(s *settings) *[]RequestHook { return &s.requestHooks })
 }
 
 // WithResponseHook adds a hook that sees every response before it is sent
-// to the client and may change it. Hooks run in the order given.
+// to the client and may change it. Response hooks run as Option says: in
+// the order given, the first refusal wins.
 func WithResponseHook(h ResponseHook) Option {
+	return hookOption("WithResponseHook", h, h == nil, func(s *settings) *[]ResponseHook { return &s.responseHooks })
+}
+
+// hookOption is every hook option: it appends h (nil when isNil, which is
+// an error) to the hooks of its kind, the list that list chooses.
+func hookOption[H any](name string, h H, isNil bool, list func(*settings) *[]H) Option {
 	return optionFunc(func(s *settings) error {
-		if h == nil {
-			return errors.New("WithResponseHook: nil hook")
+		if isNil {
+			return errors.New(name + ": nil hook")
 		}
-		s.responseHooks = append(s.responseHooks, h)
+		l := list(s)
+		*l = append(*l, h)
 		return nil
 	})
 }
