@@ -24,12 +24,16 @@ import (
 //  3. request body size (WithMaxRequestBodyBytes), when the length is known: 413;
 //  4. rules on the host name and port (WithDenyHosts, WithAllowHosts,
 //     WithAllowPorts): 403;
-//  5. the access hook (WithAccessHook): 403 or the status of Deny;
+//  5. the access hooks (WithAccessHook), run as Option says: 403 or the
+//     status of Deny;
 //  6. for CONNECT, the tunnel limit (WithMaxTunnels): 503;
 //  7. after DNS resolution, every address is checked by the private-address
 //     guard (WithAllowPrivate, WithAllowedCIDRs) and the CIDR rules; only
 //     addresses that pass are dialed, so a second lookup cannot change the
 //     outcome (DNS rebinding). When none pass: 403.
+//
+// Every step reads the request's one configuration (config.go), loaded
+// when the request started.
 //
 // In report-only mode (WithReportOnly) steps 4, 5 and the CIDR rules of step 7
 // log what they would refuse and let the request through; authentication,
@@ -102,34 +106,47 @@ type Access struct {
 // error is answered with 403 and the error's text.
 type AccessHook func(ctx context.Context, a Access) error
 
-// dialPolicy is what p.dial needs to know about the request it dials for.
+// dialPolicy is what p.dial needs to know about the request it dials for,
+// its configuration included: admit puts it in the request's context.
 type dialPolicy struct {
+	cfg     *config
 	connect bool
 	client  string
 }
 
 type ctxKeyDialPolicy struct{}
 
+// dialPolicyFrom returns the dialPolicy in ctx. A dial for no admitted
+// request (there is none today) gets the configuration in force.
+func (p *Proxy) dialPolicyFrom(ctx context.Context) dialPolicy {
+	pol, ok := ctx.Value(ctxKeyDialPolicy{}).(dialPolicy)
+	if !ok {
+		pol.cfg = p.cfg.Load()
+	}
+	return pol
+}
+
 // admit runs the access checks that precede dialing (steps 1 to 5 above)
-// for a request to host:port. It answers the client and returns false when
-// the request is refused; otherwise it returns the context to continue with,
-// carrying the authenticated user and what p.dial needs.
-func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host string, port uint16, connect bool) (context.Context, bool) {
+// for a request to host:port under c. It answers the client and returns
+// false when the request is refused; otherwise it returns the context to
+// continue with, carrying the authenticated user and what p.dial needs (c
+// included).
+func (p *Proxy) admit(c *config, w http.ResponseWriter, r *http.Request, target, host string, port uint16, connect bool) (context.Context, bool) {
 	ctx := r.Context()
-	if p.limiter != nil && !p.limiter.Allow(clientIP(r.RemoteAddr)) {
+	if c.limiter != nil && !c.limiter.Allow(clientIP(r.RemoteAddr)) {
 		w.Header()["Retry-After"] = []string{"1"}
-		p.fail(w, r, denied(ErrRateLimited, "rate_limit", target, "too many requests from this client"))
+		p.fail(c, w, r, denied(ErrRateLimited, "rate_limit", target, "too many requests from this client"))
 		return ctx, false
 	}
-	if p.cfg.auth != nil && authUser(ctx) == "" {
-		user, ok := p.cfg.auth.Authenticate(ctx, r)
+	if c.auth != nil && authUser(ctx) == "" {
+		user, ok := c.auth.Authenticate(ctx, r)
 		if !ok {
-			w.Header()["Proxy-Authenticate"] = []string{p.cfg.auth.Challenge()}
+			w.Header()["Proxy-Authenticate"] = []string{c.auth.Challenge()}
 			reason := "proxy authentication required"
 			if r.Header["Proxy-Authorization"] != nil {
 				reason = "proxy credentials rejected"
 			}
-			p.fail(w, r, denied(ErrAuthRequired, "auth", target, reason))
+			p.fail(c, w, r, denied(ErrAuthRequired, "auth", target, reason))
 			return ctx, false
 		}
 		ctx = withAuthUser(ctx, user)
@@ -137,30 +154,29 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, target, host strin
 			rs.user = user // for the access log
 		}
 	}
-	if max := p.cfg.maxBodyBytes; max > 0 && r.ContentLength > max {
-		p.fail(w, r, denied(ErrTooLarge, "body_size", target, "request body of "+strconv.FormatInt(r.ContentLength, 10)+
+	if max := c.maxBodyBytes; max > 0 && r.ContentLength > max {
+		p.fail(c, w, r, denied(ErrTooLarge, "body_size", target, "request body of "+strconv.FormatInt(r.ContentLength, 10)+
 			" bytes is over the limit of "+strconv.FormatInt(max, 10)))
 		return ctx, false
 	}
 	ip, _ := policy.ParseHost(host)
-	if ok, reason := p.rules.Check(host, ip, port, connect); !ok {
-		if !p.reportOnly(r, target, reason) {
-			p.fail(w, r, denied(ErrForbidden, "rule", target, "access denied: "+reason))
+	if ok, reason := c.rules.Check(host, ip, port, connect); !ok {
+		if !p.reportOnly(c, r, target, reason) {
+			p.fail(c, w, r, denied(ErrForbidden, "rule", target, "access denied: "+reason))
 			return ctx, false
 		}
 	}
-	if p.cfg.accessHook != nil {
+	if len(c.accessHooks) > 0 {
 		a := Access{User: authUser(ctx), Client: r.RemoteAddr, Method: r.Method, Host: host, Port: port, Connect: connect}
-		if err := p.cfg.accessHook(ctx, a); err != nil {
-			e := hookError(target, err, ErrForbidden) // a copy: the hook may return a shared error
-			e.denial = "hook"
-			if !p.reportOnly(r, target, e.Reason) {
-				p.fail(w, r, e)
+		if e := runAccessHooks(ctx, c.accessHooks, target, a); e != nil { // hooks.go
+			e.denial = "hook" // e is the request's own copy (hookError): hooks may return a shared error
+			if !p.reportOnly(c, r, target, e.Reason) {
+				p.fail(c, w, r, e)
 				return ctx, false
 			}
 		}
 	}
-	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{connect: connect, client: r.RemoteAddr}), true
+	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{cfg: c, connect: connect, client: r.RemoteAddr}), true
 }
 
 // The hints that refusals give where an option would allow the request
@@ -175,10 +191,10 @@ const (
 	bodyIdleHint    = " (the limit is WithBodyIdleTimeout, -body-idle-timeout on the example server)"
 )
 
-// reportOnly logs a denial that report-only mode lets through and reports
-// whether it does.
-func (p *Proxy) reportOnly(r *http.Request, target, reason string) bool {
-	if !p.cfg.reportOnly {
+// reportOnly logs a denial that report-only mode (c's) lets through and
+// reports whether it does.
+func (p *Proxy) reportOnly(c *config, r *http.Request, target, reason string) bool {
+	if !c.reportOnly {
 		return false
 	}
 	p.log.LogAttrs(r.Context(), slog.LevelWarn, "would deny (report-only)",
@@ -187,24 +203,25 @@ func (p *Proxy) reportOnly(r *http.Request, target, reason string) bool {
 	return true
 }
 
-// vet filters the resolved addresses of host:port (step 7 above): it
-// returns those that may be dialed, or an *Error when none may. ips is
-// shared with the resolver's cache and is not modified.
-func (p *Proxy) vet(ctx context.Context, target, host string, port uint16, ips []netip.Addr) ([]netip.Addr, error) {
-	pol, _ := ctx.Value(ctxKeyDialPolicy{}).(dialPolicy)
+// vet filters the resolved addresses of host:port (step 7 above) under the
+// dialing request's policy: it returns those that may be dialed, or an
+// *Error when none may. ips is shared with the resolver's cache and is not
+// modified.
+func (p *Proxy) vet(ctx context.Context, pol dialPolicy, target, host string, port uint16, ips []netip.Addr) ([]netip.Addr, error) {
+	c := pol.cfg
 	var ok []netip.Addr
 	var refused *Error
 	for i, ip := range ips {
 		reason, why := "", "private_address"
-		if !p.cfg.allowPrivate {
-			if c := p.guard.Classify(ip); c.Denied() {
-				reason = "destination " + ip.String() + " is " + c.String() + ": private addresses are not allowed" + privateHint
+		if !c.allowPrivate {
+			if class := c.guard.Classify(ip); class.Denied() {
+				reason = "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint
 			}
 		}
 		if reason == "" {
-			if allowed, rule := p.rules.Check(host, ip, port, pol.connect); !allowed {
+			if allowed, rule := c.rules.Check(host, ip, port, pol.connect); !allowed {
 				why = "rule"
-				if !p.cfg.reportOnly {
+				if !c.reportOnly {
 					reason = "access denied: " + rule
 				} else {
 					p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",

@@ -127,7 +127,7 @@ func TestVetFiltersMixedAnswers(t *testing.T) {
 		{addrs("8.8.4.4"), nil, "denied by rule 8.8.4.0/24"},
 	} {
 		before := append([]netip.Addr(nil), tc.in...)
-		got, err := p.vet(context.Background(), "x:80", "x", 80, tc.in)
+		got, err := p.vet(context.Background(), dialPolicy{cfg: p.cfg.Load()}, "x:80", "x", 80, tc.in)
 		if tc.reason != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.reason) || !errors.Is(err, ErrForbidden) {
 				t.Errorf("%v: got %v, %v; want a 403 error containing %q", tc.in, got, err, tc.reason)
@@ -172,7 +172,7 @@ func TestDNSRebinding(t *testing.T) {
 		}
 		return ds.Reply(req, q.Name+" 0 IN A 127.0.0.1")
 	})
-	r, err := NewResolver(DNSServers(ds.Addr()), DNSTTL(0, time.Hour), DNSServeStale(time.Nanosecond), DNSPrefetch(false))
+	r, err := NewResolver(WithDNSServers(ds.Addr()), WithDNSTTL(0, time.Hour), WithDNSServeStale(time.Nanosecond), WithDNSPrefetch(false))
 	if err != nil {
 		t.Fatal(err)
 	}

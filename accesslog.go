@@ -2,7 +2,6 @@ package fwdproxy
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -12,31 +11,11 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/asynclog"
 )
 
-// WithLogQueueSize sets how many log records may wait for the logger's
-// handler. Records logged while the queue is full are dropped and counted
-// (Stats.LogDropped): a slow log never makes a request wait. The default is
-// 1024.
-func WithLogQueueSize(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return errors.New("WithLogQueueSize: size must be at least 1")
-		}
-		c.logQueueSize = n
-		return nil
-	}
-}
-
-// defaultLogQueueSize is the log queue length without WithLogQueueSize.
-const defaultLogQueueSize = 1024
-
 // initAccessLog puts the logger's handler behind a bounded asynchronous
-// queue. The queue's goroutine starts with the first record, so a Proxy
-// that logs nothing starts none; Shutdown stops it.
-func (p *Proxy) initAccessLog() {
-	size := p.cfg.logQueueSize
-	if size == 0 {
-		size = defaultLogQueueSize
-	}
+// queue of size records (WithLogQueueSize). The queue's goroutine starts
+// with the first record, so a Proxy that logs nothing starts none;
+// Shutdown stops it.
+func (p *Proxy) initAccessLog(size int) {
 	p.logq = &lazyAsync{next: p.log.Handler(), size: size}
 	p.log = slog.New(p.logq)
 }

@@ -119,7 +119,7 @@ func BenchmarkIntercept(b *testing.B) {
 	secure, originRoots := tlsOrigin(b, h)
 	ca, caPool := newTestCA(b)
 	// Interception of 127.0.0.1 only: the tunnel case uses "localhost".
-	tp := startProxy(b, WithUpstreamRootCAs(originRoots), WithInterception(ca, InterceptIf(
+	tp := startProxy(b, WithUpstreamRootCAs(originRoots), WithInterception(ca, WithInterceptFunc(
 		func(ctx context.Context, target string, r *http.Request) bool {
 			return strings.HasPrefix(target, "127.")
 		})))

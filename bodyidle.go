@@ -134,12 +134,12 @@ type clientBody struct {
 }
 
 // watchRequestBody wraps body so that a client that stops sending it for
-// the body idle timeout has its pending read interrupted through w's
+// idle (the body idle timeout) has its pending read interrupted through w's
 // http.ResponseController.
-func (p *Proxy) watchRequestBody(w http.ResponseWriter, body io.ReadCloser) *clientBody {
+func watchRequestBody(idle time.Duration, w http.ResponseWriter, body io.ReadCloser) *clientBody {
 	rc := http.NewResponseController(w)
 	b := &clientBody{ReadCloser: body}
-	b.w.idle, b.w.gated = p.cfg.bodyIdleTimeout, true
+	b.w.idle, b.w.gated = idle, true
 	b.w.fire = func() { _ = rc.SetReadDeadline(aLongTimeAgo) }
 	return b
 }
@@ -185,14 +185,15 @@ func (b *clientBody) failed() error {
 	return nil
 }
 
-// watchResponseBody starts the body idle watch of an upstream response
-// body, or returns nil when the body needs none (it is all in memory).
-// copyBody bumps the watch's counter as it copies.
-func (p *Proxy) watchResponseBody(body io.ReadCloser) *idleWatch {
+// watchResponseBody starts the body idle watch (idle, the body idle
+// timeout) of an upstream response body, or returns nil when the body needs
+// none (it is all in memory). copyBody bumps the watch's counter as it
+// copies.
+func watchResponseBody(idle time.Duration, body io.ReadCloser) *idleWatch {
 	if b, ok := body.(*h1.Body); ok {
-		return watchH1Body(b, p.cfg.bodyIdleTimeout)
+		return watchH1Body(b, idle)
 	}
-	w := &idleWatch{idle: p.cfg.bodyIdleTimeout, fire: func() { _ = body.Close() }}
+	w := &idleWatch{idle: idle, fire: func() { _ = body.Close() }}
 	w.start()
 	return w
 }

@@ -1,31 +1,12 @@
 package fwdproxy
 
 import (
-	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
 
 	"github.com/fwdproxy/fwdproxy/internal/redact"
 )
-
-// WithCapture adds to each access-log record the request and response
-// headers and the first maxBodyBytes bytes of each body, for inspection.
-// The values of Authorization, Proxy-Authorization, Cookie and Set-Cookie
-// are replaced by "[REDACTED]". Captured bodies cost a copy of up to
-// maxBodyBytes per direction and request; 0 captures headers only. Off by
-// default. Bodies are captured as they pass, never read ahead: a body the
-// client or upstream did not send is not captured.
-func WithCapture(maxBodyBytes int) Option {
-	return func(c *config) error {
-		if maxBodyBytes < 0 {
-			return errors.New("WithCapture: negative maxBodyBytes")
-		}
-		c.capture = true
-		c.captureBytes = maxBodyBytes
-		return nil
-	}
-}
 
 // capture holds what WithCapture records of one request.
 type capture struct {

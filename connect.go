@@ -15,33 +15,34 @@ var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
 
 // serveConnect opens a tunnel (RFC 9110 §9.3.6): it dials the target and
 // answers 200 only once the upstream connection is up, then relays bytes
-// both ways until either side is done.
-func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
+// both ways until either side is done. The tunnel keeps c, the
+// configuration it started with, to its end.
+func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) {
 	target := r.Host
 	host, port, err := httpx.ParseTarget(target)
 	if err != nil {
-		p.fail(w, r, newError(ErrMalformed, target, "bad CONNECT target "+strconv.Quote(target)+": "+err.Error(), err))
+		p.fail(c, w, r, newError(ErrMalformed, target, "bad CONNECT target "+strconv.Quote(target)+": "+err.Error(), err))
 		return
 	}
 	if p.isClosing() {
-		p.fail(w, r, newError(ErrUnavailable, target, "proxy is shutting down", nil))
+		p.fail(c, w, r, newError(ErrUnavailable, target, "proxy is shutting down", nil))
 		return
 	}
-	ctx, ok := p.admit(w, r, target, host, port, true)
+	ctx, ok := p.admit(c, w, r, target, host, port, true)
 	if !ok {
 		return
 	}
-	if !p.tunnelSem.TryAcquire(1) {
-		p.fail(w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
+	if !p.openTunnel(c) {
+		p.fail(c, w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
 		return
 	}
-	defer p.tunnelSem.Release(1)
-	if err := p.runConnectHooks(ctx, target, r); err != nil {
-		p.fail(w, r, asError(target, err))
+	defer p.closeTunnel()
+	if e := runConnectHooks(ctx, c.connectHooks, target, r); e != nil { // hooks.go
+		p.fail(c, w, r, e)
 		return
 	}
-	if p.intercepting(ctx, target, r) { // TLS interception (intercept.go)
-		p.serveIntercept(w, r.WithContext(ctx), target) // ctx carries the authenticated user
+	if c.intercept.intercepts(ctx, target, r) { // TLS interception (intercept.go)
+		p.serveIntercept(c, w, r.WithContext(ctx), target) // ctx carries the authenticated user and c
 		return
 	}
 	upstream, err := p.dial(ctx, "tcp", target)
@@ -50,7 +51,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 			p.logClientGone(r, err)
 			return
 		}
-		p.fail(w, r, asError(target, err))
+		p.fail(c, w, r, asError(target, err))
 		return
 	}
 	if r.ProtoMajor >= 2 {
@@ -60,13 +61,13 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 			upstream.Close()
 			return
 		}
-		p.runTunnel(r, &streamConn{body: r.Body, w: w}, nil, upstream)
+		p.runTunnel(c, r, &streamConn{body: r.Body, w: w}, nil, upstream)
 		return
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		upstream.Close()
-		p.fail(w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
+		p.fail(c, w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
 		return
 	}
 	// The server's read and write deadlines no longer apply: the tunnel
@@ -77,8 +78,27 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		upstream.Close()
 		return
 	}
-	p.runTunnel(r, client, readAhead(brw), upstream)
+	p.runTunnel(c, r, client, readAhead(brw), upstream)
 }
+
+// openTunnel counts a tunnel (a CONNECT, or an upgraded connection) in,
+// unless c's limit (WithMaxTunnels) is reached. The count is the Proxy's
+// and the limit the configuration's, so a new limit applies at once to the
+// tunnels already open. closeTunnel counts one out.
+func (p *Proxy) openTunnel(c *config) bool {
+	limit := int64(c.maxTunnels)
+	for {
+		n := p.tunnelsOpen.Load()
+		if n >= limit {
+			return false
+		}
+		if p.tunnelsOpen.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (p *Proxy) closeTunnel() { p.tunnelsOpen.Add(-1) }
 
 // readAhead returns the bytes the server had already read from a hijacked
 // client connection (a TLS ClientHello sent right behind the CONNECT, say).
@@ -92,9 +112,9 @@ func readAhead(brw *bufio.ReadWriter) []byte {
 }
 
 // runTunnel relays between client and upstream, tracked so that Shutdown
-// can close it, and logs it when done.
-func (p *Proxy) runTunnel(r *http.Request, client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser) {
-	t := newTunnel(client, early, upstream, p.cfg.tunnelIdleTimeout)
+// can close it, and logs it when done. Its idle timeout is c's.
+func (p *Proxy) runTunnel(c *config, r *http.Request, client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser) {
+	t := newTunnel(client, early, upstream, c.tunnelIdleTimeout)
 	if !p.track(t) {
 		client.Close()
 		upstream.Close()

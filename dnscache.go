@@ -90,19 +90,25 @@ type resolverCounters struct {
 	errors atomic.Uint64
 }
 
-// NewResolver returns a Resolver configured by opts. It reads the
-// resolv.conf file unless DNSServers is given, and the hosts file unless
-// disabled.
+// NewResolver returns a Resolver configured by opts (nil ones are
+// skipped). It reads the resolv.conf file unless WithDNSServers is given,
+// and the hosts file unless disabled.
 func NewResolver(opts ...ResolverOption) (*Resolver, error) {
 	cfg := defaultResolverConfig()
 	for _, opt := range opts {
 		if opt == nil {
 			continue
 		}
-		if err := opt(&cfg); err != nil {
-			return nil, err
+		if err := opt.applyResolver(&cfg); err != nil {
+			return nil, fmt.Errorf("fwdproxy: %w", err)
 		}
 	}
+	return newResolver(cfg)
+}
+
+// newResolver returns a Resolver configured by cfg: NewResolver's, or the
+// one New makes from the resolver options given to it.
+func newResolver(cfg resolverConfig) (*Resolver, error) {
 	servers := cfg.servers
 	if len(servers) == 0 {
 		var err error

@@ -18,7 +18,7 @@ func benchResolver(b *testing.B) (*Resolver, *dnstest.Server) {
 	for i := range 1024 {
 		srv.Add("n" + strconv.Itoa(i) + ".test. 3600 IN A 192.0.2.2")
 	}
-	r, err := NewResolver(DNSServers(srv.Addr()))
+	r, err := NewResolver(WithDNSServers(srv.Addr()))
 	if err != nil {
 		b.Fatal(err)
 	}

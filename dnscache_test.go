@@ -52,9 +52,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 // It is closed when the test ends.
 func newTestResolver(t *testing.T, srv *dnstest.Server, opts ...ResolverOption) *Resolver {
 	t.Helper()
-	base := []ResolverOption{DNSHostsFile(""), DNSTimeout(200 * time.Millisecond)}
+	base := []ResolverOption{WithHostsFile(""), WithDNSTimeout(200 * time.Millisecond)}
 	if srv != nil {
-		base = append(base, DNSServers(srv.Addr()))
+		base = append(base, WithDNSServers(srv.Addr()))
 	}
 	r, err := NewResolver(append(base, opts...)...)
 	if err != nil {
@@ -134,9 +134,9 @@ func TestResolverTTL(t *testing.T) {
 		expired   time.Duration // asked again after this long
 	}{
 		{"record TTL", 60, nil, 59 * time.Second, 61 * time.Second},
-		{"floor", 1, []ResolverOption{DNSTTL(10*time.Second, time.Hour)}, 9 * time.Second, 11 * time.Second},
+		{"floor", 1, []ResolverOption{WithDNSTTL(10*time.Second, time.Hour)}, 9 * time.Second, 11 * time.Second},
 		{"default floor", 0, nil, 4 * time.Second, 6 * time.Second},
-		{"ceiling", 86400, []ResolverOption{DNSTTL(time.Second, time.Minute)}, 59 * time.Second, 61 * time.Second},
+		{"ceiling", 86400, []ResolverOption{WithDNSTTL(time.Second, time.Minute)}, 59 * time.Second, 61 * time.Second},
 		{"CNAME chain minimum", 300, nil, 29 * time.Second, 31 * time.Second},
 	}
 	for _, tt := range tests {
@@ -145,7 +145,7 @@ func TestResolverTTL(t *testing.T) {
 			srv := dnstest.NewServer(t)
 			srv.Add("alias.test. 30 IN CNAME mid.test.", "mid.test. 3600 IN CNAME host.test.")
 			srv.Add(dnsRecord("host.test.", tt.recordTTL, "A", "192.0.2.7"))
-			r := newTestResolver(t, srv, append([]ResolverOption{DNSPrefetch(false)}, tt.opts...)...)
+			r := newTestResolver(t, srv, append([]ResolverOption{WithDNSPrefetch(false)}, tt.opts...)...)
 			clock := newFakeClock()
 			r.clock = clock.Now
 			name := "host.test"
@@ -186,8 +186,8 @@ func TestResolverNegative(t *testing.T) {
 		{name: "NXDOMAIN SOA minimum", host: "missing.test", soaTTL: 60, soaMin: 20, fresh: 19 * time.Second, expired: 21 * time.Second},
 		{name: "NXDOMAIN SOA TTL", host: "missing.test", soaTTL: 15, soaMin: 600, fresh: 14 * time.Second, expired: 16 * time.Second},
 		{name: "NODATA", host: "v6only.test", soaTTL: 60, soaMin: 30, fresh: 29 * time.Second, expired: 31 * time.Second},
-		{name: "cap", host: "missing.test", soaTTL: 3600, soaMin: 3600, opts: []ResolverOption{DNSNegativeTTL(40 * time.Second)}, fresh: 39 * time.Second, expired: 41 * time.Second},
-		{name: "no SOA uses floor", host: "missing.test", noSOA: true, opts: []ResolverOption{DNSTTL(8*time.Second, time.Hour)}, fresh: 7 * time.Second, expired: 9 * time.Second},
+		{name: "cap", host: "missing.test", soaTTL: 3600, soaMin: 3600, opts: []ResolverOption{WithDNSNegativeTTL(40 * time.Second)}, fresh: 39 * time.Second, expired: 41 * time.Second},
+		{name: "no SOA uses floor", host: "missing.test", noSOA: true, opts: []ResolverOption{WithDNSTTL(8*time.Second, time.Hour)}, fresh: 7 * time.Second, expired: 9 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -242,7 +242,7 @@ func TestResolverFailures(t *testing.T) {
 			checkLeaks(t)
 			srv := dnstest.NewServer(t)
 			srv.Add("web.test. 300 IN A 192.0.2.1")
-			r := newTestResolver(t, srv, DNSTimeout(50*time.Millisecond), DNSErrorTTL(2*time.Second))
+			r := newTestResolver(t, srv, WithDNSTimeout(50*time.Millisecond), WithDNSErrorTTL(2*time.Second))
 			clock := newFakeClock()
 			r.clock = clock.Now
 			tt.setup(srv)
@@ -270,7 +270,7 @@ func TestResolverFailures(t *testing.T) {
 			clock.Advance(1500 * time.Millisecond)
 			lookupDNSError(t, r, "web.test")
 			if r.Stats().Errors == errs {
-				t.Error("failure cached beyond DNSErrorTTL")
+				t.Error("failure cached beyond WithDNSErrorTTL")
 			}
 		})
 	}
@@ -280,7 +280,7 @@ func TestResolverLookupIsBounded(t *testing.T) {
 	checkLeaks(t)
 	srv := dnstest.NewServer(t)
 	srv.SetFault("", dnstest.FaultDrop)
-	r := newTestResolver(t, nil, DNSServers(srv.Addr(), srv.Addr(), srv.Addr()), DNSTimeout(100*time.Millisecond))
+	r := newTestResolver(t, nil, WithDNSServers(srv.Addr(), srv.Addr(), srv.Addr()), WithDNSTimeout(100*time.Millisecond))
 
 	start := time.Now()
 	de := lookupDNSError(t, r, "web.test")
@@ -357,7 +357,7 @@ func TestResolverServeStale(t *testing.T) {
 	checkLeaks(t)
 	srv := dnstest.NewServer(t)
 	srv.Add("web.test. 60 IN A 192.0.2.1")
-	r := newTestResolver(t, srv, DNSServeStale(5*time.Minute), DNSPrefetch(false))
+	r := newTestResolver(t, srv, WithDNSServeStale(5*time.Minute), WithDNSPrefetch(false))
 	clock := newFakeClock()
 	r.clock = clock.Now
 
@@ -405,7 +405,7 @@ func TestResolverServeStaleDisabled(t *testing.T) {
 	checkLeaks(t)
 	srv := dnstest.NewServer(t)
 	srv.Add("web.test. 60 IN A 192.0.2.1")
-	r := newTestResolver(t, srv, DNSServeStale(0))
+	r := newTestResolver(t, srv, WithDNSServeStale(0))
 	clock := newFakeClock()
 	r.clock = clock.Now
 
@@ -425,7 +425,7 @@ func TestResolverCallerDeadline(t *testing.T) {
 	srv := dnstest.NewServer(t)
 	srv.Add("slow.test. 300 IN A 192.0.2.3")
 	srv.SetDelay(300 * time.Millisecond)
-	r := newTestResolver(t, srv, DNSTimeout(time.Second))
+	r := newTestResolver(t, srv, WithDNSTimeout(time.Second))
 
 	patient := make(chan error, 1)
 	go func() {
@@ -467,7 +467,7 @@ func TestResolverHostsFile(t *testing.T) {
 	mtime := time.Now().Add(-time.Hour)
 	write("# test\n10.0.0.1 pinned.test Alias.Test. # comment\n::1\tpinned.test\nbogus other.test\n", mtime)
 	clock := newFakeClock()
-	r := newTestResolver(t, srv, DNSHostsFile(path))
+	r := newTestResolver(t, srv, WithHostsFile(path))
 	r.clock = clock.Now
 
 	mustLookup(t, r, "pinned.test", "10.0.0.1", "::1")
@@ -489,7 +489,7 @@ func TestResolverHostsFile(t *testing.T) {
 func TestResolverIPLiterals(t *testing.T) {
 	checkLeaks(t)
 	// No server listens on the address: any query would fail.
-	r := newTestResolver(t, nil, DNSServers(closedUDPAddr(t)))
+	r := newTestResolver(t, nil, WithDNSServers(closedUDPAddr(t)))
 	for _, tt := range []struct{ host, want string }{
 		{"192.0.2.1", "192.0.2.1"},
 		{"192.0.2.1.", "192.0.2.1"},
@@ -543,7 +543,7 @@ func TestResolverFailover(t *testing.T) {
 			checkLeaks(t)
 			live := dnstest.NewServer(t)
 			live.Add("web.test. 300 IN A 192.0.2.1")
-			r := newTestResolver(t, nil, DNSServers(tt.first(t), live.Addr()), DNSTimeout(50*time.Millisecond))
+			r := newTestResolver(t, nil, WithDNSServers(tt.first(t), live.Addr()), WithDNSTimeout(50*time.Millisecond))
 
 			mustLookup(t, r, "web.test", "192.0.2.1")
 			wantQueries(t, live, "web.test", 1, 1)
@@ -616,10 +616,10 @@ func TestResolverRejectsMismatchedReply(t *testing.T) {
 			liar.Add("evil.test. 300 IN A 203.0.113.66")
 			raw := rawResponder(t, liar.Addr(), tt.mangle)
 
-			alone := newTestResolver(t, nil, DNSServers(raw), DNSTimeout(50*time.Millisecond))
+			alone := newTestResolver(t, nil, WithDNSServers(raw), WithDNSTimeout(50*time.Millisecond))
 			lookupDNSError(t, alone, "web.test")
 
-			r := newTestResolver(t, nil, DNSServers(raw, live.Addr()), DNSTimeout(50*time.Millisecond))
+			r := newTestResolver(t, nil, WithDNSServers(raw, live.Addr()), WithDNSTimeout(50*time.Millisecond))
 			mustLookup(t, r, "web.test", "192.0.2.1")
 		})
 	}
@@ -659,7 +659,7 @@ func TestResolverEviction(t *testing.T) {
 	checkLeaks(t)
 	srv := dnstest.NewServer(t)
 	srv.Add("a.test. 300 IN A 192.0.2.1", "b.test. 300 IN A 192.0.2.2", "c.test. 300 IN A 192.0.2.3")
-	r := newTestResolver(t, srv, DNSCacheSize(2))
+	r := newTestResolver(t, srv, WithDNSCacheSize(2))
 	clock := newFakeClock()
 	r.clock = clock.Now
 
@@ -681,7 +681,7 @@ func TestResolverClose(t *testing.T) {
 	checkLeaks(t)
 	srv := dnstest.NewServer(t)
 	srv.Add("cached.test. 300 IN A 192.0.2.1", "slow.test. 300 IN A 192.0.2.2")
-	r := newTestResolver(t, srv, DNSTimeout(5*time.Second))
+	r := newTestResolver(t, srv, WithDNSTimeout(5*time.Second))
 	mustLookup(t, r, "cached.test", "192.0.2.1")
 	srv.SetDelay(time.Minute)
 
@@ -723,11 +723,11 @@ func TestNewResolverOptions(t *testing.T) {
 		opts        []ResolverOption
 		wantServers []string
 	}{
-		{"servers", []ResolverOption{DNSServers("192.0.2.1", "192.0.2.2:5353", "::1", "[::1]", "[2001:db8::1]:54")},
+		{"servers", []ResolverOption{WithDNSServers("192.0.2.1", "192.0.2.2:5353", "::1", "[::1]", "[2001:db8::1]:54")},
 			[]string{"192.0.2.1:53", "192.0.2.2:5353", "[::1]:53", "[::1]:53", "[2001:db8::1]:54"}},
-		{"resolv.conf", []ResolverOption{DNSResolvConf(conf)}, []string{"192.0.2.53:53", "[2001:db8::53]:53"}},
-		{"everything", []ResolverOption{DNSServers("192.0.2.1"), DNSHostsFile(""), DNSCacheSize(1), DNSTTL(0, time.Second),
-			DNSNegativeTTL(0), DNSErrorTTL(0), DNSServeStale(0), DNSTimeout(time.Millisecond), DNSPrefetch(false), nil}, []string{"192.0.2.1:53"}},
+		{"resolv.conf", []ResolverOption{WithResolvConf(conf)}, []string{"192.0.2.53:53", "[2001:db8::53]:53"}},
+		{"everything", []ResolverOption{WithDNSServers("192.0.2.1"), WithHostsFile(""), WithDNSCacheSize(1), WithDNSTTL(0, time.Second),
+			WithDNSNegativeTTL(0), WithDNSErrorTTL(0), WithDNSServeStale(0), WithDNSTimeout(time.Millisecond), WithDNSPrefetch(false), nil}, []string{"192.0.2.1:53"}},
 	}
 	for _, tt := range valid {
 		r, err := NewResolver(tt.opts...)
@@ -741,23 +741,23 @@ func TestNewResolverOptions(t *testing.T) {
 		r.Close()
 	}
 	invalid := map[string]ResolverOption{
-		"no servers":         DNSServers(),
-		"host name":          DNSServers("dns.example.com"),
-		"port 0":             DNSServers("192.0.2.1:0"),
-		"bad port":           DNSServers("192.0.2.1:dns"),
-		"brackets":           DNSServers("[192.0.2.1"),
-		"missing resolvconf": DNSResolvConf(filepath.Join(dir, "nope")),
-		"empty resolvconf":   DNSResolvConf(empty),
-		"resolvconf path":    DNSResolvConf(""),
-		"hosts is a dir":     DNSHostsFile(dir),
-		"cache size":         DNSCacheSize(0),
-		"TTL order":          DNSTTL(time.Hour, time.Second),
-		"TTL negative":       DNSTTL(-1, time.Second),
-		"TTL max zero":       DNSTTL(0, 0),
-		"negative TTL":       DNSNegativeTTL(-1),
-		"error TTL":          DNSErrorTTL(-1),
-		"stale":              DNSServeStale(-1),
-		"timeout":            DNSTimeout(0),
+		"no servers":         WithDNSServers(),
+		"host name":          WithDNSServers("dns.example.com"),
+		"port 0":             WithDNSServers("192.0.2.1:0"),
+		"bad port":           WithDNSServers("192.0.2.1:dns"),
+		"brackets":           WithDNSServers("[192.0.2.1"),
+		"missing resolvconf": WithResolvConf(filepath.Join(dir, "nope")),
+		"empty resolvconf":   WithResolvConf(empty),
+		"resolvconf path":    WithResolvConf(""),
+		"hosts is a dir":     WithHostsFile(dir),
+		"cache size":         WithDNSCacheSize(0),
+		"TTL order":          WithDNSTTL(time.Hour, time.Second),
+		"TTL negative":       WithDNSTTL(-1, time.Second),
+		"TTL max zero":       WithDNSTTL(0, 0),
+		"negative TTL":       WithDNSNegativeTTL(-1),
+		"error TTL":          WithDNSErrorTTL(-1),
+		"stale":              WithDNSServeStale(-1),
+		"timeout":            WithDNSTimeout(0),
 	}
 	for name, opt := range invalid {
 		if r, err := NewResolver(opt); err == nil {

@@ -115,7 +115,7 @@ func TestDialContextFallsBackAtOnce(t *testing.T) {
 func TestDialAddrsHappyEyeballs(t *testing.T) {
 	checkLeaks(t)
 	port := listenLoopbacks(t, "127.0.0.1")
-	r := newTestResolver(t, nil, DNSServers("127.0.0.1"))
+	r := newTestResolver(t, nil, WithDNSServers("127.0.0.1"))
 	d := blockingDialer("127.0.0.4")
 
 	start := time.Now()
@@ -135,7 +135,7 @@ func TestDialAddrsHappyEyeballs(t *testing.T) {
 
 func TestDialAddrsContextAbortsAttempts(t *testing.T) {
 	checkLeaks(t)
-	r := newTestResolver(t, nil, DNSServers("127.0.0.1"))
+	r := newTestResolver(t, nil, WithDNSServers("127.0.0.1"))
 	d := blockingDialer("127.0.0.4", "127.0.0.5")
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
@@ -153,7 +153,7 @@ func TestDialAddrsContextAbortsAttempts(t *testing.T) {
 func TestDialAddrsReturnsFirstError(t *testing.T) {
 	checkLeaks(t)
 	port := listenLoopbacks(t, "127.0.0.1") // a port nothing listens on elsewhere
-	r := newTestResolver(t, nil, DNSServers("127.0.0.1"))
+	r := newTestResolver(t, nil, WithDNSServers("127.0.0.1"))
 
 	_, err := r.dialAddrs(context.Background(), &net.Dialer{}, "tcp", addrs("127.0.0.3", "127.0.0.5"), port)
 	var oe *net.OpError

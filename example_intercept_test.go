@@ -38,7 +38,7 @@ func ExampleWithInterception() {
 	p, err := fwdproxy.New(
 		fwdproxy.WithAllowPrivate(),
 		fwdproxy.WithAllowPorts(uint16(originPort)),
-		fwdproxy.WithInterception(ca, fwdproxy.BypassHosts("*.bank.example")),
+		fwdproxy.WithInterception(ca, fwdproxy.WithInterceptBypass("*.bank.example")),
 		fwdproxy.WithUpstreamRootCAs(upstreamRoots),
 		fwdproxy.WithRequestHook(func(ctx context.Context, out *http.Request) (*http.Response, error) {
 			out.Header.Set("X-Seen-By-Proxy", out.URL.Scheme+" "+out.URL.Path)

@@ -37,8 +37,8 @@ func ExampleResolver() {
 	defer server.Shutdown()
 
 	r, err := fwdproxy.NewResolver(
-		fwdproxy.DNSServers(pc.LocalAddr().String()),
-		fwdproxy.DNSHostsFile(""),
+		fwdproxy.WithDNSServers(pc.LocalAddr().String()),
+		fwdproxy.WithHostsFile(""),
 	)
 	if err != nil {
 		log.Fatal(err)

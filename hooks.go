@@ -27,23 +27,20 @@ type RequestHook func(ctx context.Context, out *http.Request) (*http.Response, e
 // status of an error made by Deny.
 type ResponseHook func(ctx context.Context, resp *http.Response) error
 
-func (p *Proxy) runConnectHooks(ctx context.Context, target string, r *http.Request) error {
-	for _, h := range p.cfg.connectHooks {
-		if err := h(ctx, target, r); err != nil {
-			return hookError(target, err, ErrForbidden)
-		}
-	}
-	return nil
-}
-
-func (p *Proxy) runRequestHooks(ctx context.Context, target string, out *http.Request) (*http.Response, error) {
-	for _, h := range p.cfg.requestHooks {
-		resp, err := h(ctx, out)
+// runHooks is the one rule of hooks (see Option), for every kind: the hooks
+// run in the order given until one refuses the request (call returns an
+// error) or answers it (call returns a response; only request hooks do),
+// and that one decides. A refusal becomes an *Error for target (hookError),
+// of kind unless the hook used Deny, and a response that came with it is
+// closed.
+func runHooks[H any](hooks []H, target string, kind error, call func(H) (*http.Response, error)) (*http.Response, *Error) {
+	for _, h := range hooks {
+		resp, err := call(h)
 		if err != nil {
 			if resp != nil && resp.Body != nil {
 				resp.Body.Close()
 			}
-			return nil, hookError(target, err, ErrForbidden)
+			return nil, hookError(target, err, kind)
 		}
 		if resp != nil {
 			return resp, nil
@@ -52,13 +49,23 @@ func (p *Proxy) runRequestHooks(ctx context.Context, target string, out *http.Re
 	return nil, nil
 }
 
-func (p *Proxy) runResponseHooks(ctx context.Context, target string, resp *http.Response) error {
-	for _, h := range p.cfg.responseHooks {
-		if err := h(ctx, resp); err != nil {
-			return hookError(target, err, ErrUpstream)
-		}
-	}
-	return nil
+func runAccessHooks(ctx context.Context, hooks []AccessHook, target string, a Access) *Error {
+	_, e := runHooks(hooks, target, ErrForbidden, func(h AccessHook) (*http.Response, error) { return nil, h(ctx, a) })
+	return e
+}
+
+func runConnectHooks(ctx context.Context, hooks []ConnectHook, target string, r *http.Request) *Error {
+	_, e := runHooks(hooks, target, ErrForbidden, func(h ConnectHook) (*http.Response, error) { return nil, h(ctx, target, r) })
+	return e
+}
+
+func runRequestHooks(ctx context.Context, hooks []RequestHook, target string, out *http.Request) (*http.Response, *Error) {
+	return runHooks(hooks, target, ErrForbidden, func(h RequestHook) (*http.Response, error) { return h(ctx, out) })
+}
+
+func runResponseHooks(ctx context.Context, hooks []ResponseHook, target string, resp *http.Response) *Error {
+	_, e := runHooks(hooks, target, ErrUpstream, func(h ResponseHook) (*http.Response, error) { return nil, h(ctx, resp) })
+	return e
 }
 
 // hookError turns a hook's error into an *Error: Deny's errors keep their

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -43,118 +41,6 @@ func NewMemoryCertStore(size int) (CertStore, error) {
 // not bypassed is intercepted (true) or tunnelled (false).
 type InterceptFunc func(ctx context.Context, target string, r *http.Request) bool
 
-// An InterceptOption configures TLS interception (see WithInterception).
-type InterceptOption func(*interceptSettings) error
-
-type interceptSettings struct {
-	bypassHosts []string        // host patterns, from BypassHosts
-	bypassCIDRs []netip.Prefix  // ranges and addresses, from BypassHosts
-	bypass      *policy.Matcher // both, compiled by WithInterception
-	decide      InterceptFunc
-	cacheSize   int
-	store       CertStore
-}
-
-// BypassHosts tunnels CONNECTs to destinations matching any of patterns
-// instead of intercepting them. Patterns are written as for WithDenyHosts and
-// parsed by the same code: "example.com" matches that host, "*.example.com"
-// any host below it, "10.0.0.0/8" and "127.0.0.1" CONNECT targets that are IP
-// addresses in that range or equal to that address (names are not resolved
-// for this decision; use an InterceptFunc for that).
-func BypassHosts(patterns ...string) InterceptOption {
-	return func(s *interceptSettings) error {
-		hosts, cidrs, err := parseHostRules("BypassHosts", patterns) // options.go: the access rules' grammar
-		if err != nil {
-			return err
-		}
-		s.bypassHosts = append(s.bypassHosts, hosts...)
-		s.bypassCIDRs = append(s.bypassCIDRs, cidrs...)
-		return nil
-	}
-}
-
-// InterceptIf sets a hook that decides, for CONNECTs not bypassed, which are
-// intercepted. Without it every such CONNECT is intercepted.
-func InterceptIf(f InterceptFunc) InterceptOption {
-	return func(s *interceptSettings) error {
-		if f == nil {
-			return errors.New("InterceptIf: nil func")
-		}
-		s.decide = f
-		return nil
-	}
-}
-
-// CertCacheSize sets how many leaf certificates the default in-memory store
-// keeps (default 1024). It has no effect with ShareCertStore.
-func CertCacheSize(n int) InterceptOption {
-	return func(s *interceptSettings) error {
-		if n < 1 {
-			return fmt.Errorf("CertCacheSize: need at least 1, got %d", n)
-		}
-		s.cacheSize = n
-		return nil
-	}
-}
-
-// ShareCertStore makes the proxy keep its leaf certificates in cs, which
-// may be shared with other proxies using the same CA.
-func ShareCertStore(cs CertStore) InterceptOption {
-	return func(s *interceptSettings) error {
-		if cs == nil {
-			return errors.New("ShareCertStore: nil store")
-		}
-		s.store = cs
-		return nil
-	}
-}
-
-// WithInterception turns on TLS interception, off by default. A CONNECT
-// that passes the connect hooks and is not bypassed (see BypassHosts,
-// InterceptIf) is not tunnelled: the proxy answers 200 and looks at the
-// client's first bytes. A TLS ClientHello gets a handshake (TLS 1.2 with
-// AEAD suites, or TLS 1.3) with a certificate it mints for the SNI (or the
-// CONNECT host when there is none) signed by ca, and the decrypted HTTP/1.1
-// or HTTP/2 requests are served like plain proxy requests, hooks included,
-// and sent over verified TLS to the CONNECT target. Plain HTTP/1.x (ws://,
-// http:// to other ports) is served the same way and sent as plain HTTP to
-// the target. Any other protocol, or a client that sends nothing for a
-// second (the server speaks first), is tunnelled to the target untouched.
-// ca must be a CA certificate with its private key, e.g. from LoadCA or
-// LoadOrCreateCA; clients must trust it.
-func WithInterception(ca tls.Certificate, opts ...InterceptOption) Option {
-	return func(c *config) error {
-		s := &interceptSettings{cacheSize: mitm.DefaultCacheSize}
-		for _, o := range opts {
-			if o == nil {
-				return errors.New("WithInterception: nil InterceptOption")
-			}
-			if err := o(s); err != nil {
-				return fmt.Errorf("WithInterception: %w", err)
-			}
-		}
-		bypass, err := policy.NewMatcher(s.bypassHosts, s.bypassCIDRs)
-		if err != nil {
-			return fmt.Errorf("WithInterception: BypassHosts: %w", err)
-		}
-		s.bypass = bypass
-		store := s.store
-		if store == nil {
-			ms, err := mitm.NewMemoryStore(s.cacheSize)
-			if err != nil {
-				return fmt.Errorf("WithInterception: %w", err)
-			}
-			store = ms
-		}
-		iss, err := mitm.NewIssuer(ca, mitm.WithStore(store))
-		if err != nil {
-			return fmt.Errorf("WithInterception: %w", err)
-		}
-		c.intercept = &interceptor{settings: s, issuer: iss, tlsConf: iss.TLSConfig("h2", "http/1.1")}
-		return nil
-	}
-}
-
 // NewCA creates an interception CA: an ECDSA P-256 key and a self-signed
 // certificate valid for ten years. It returns the CA and both as PEM (the
 // key as PKCS#8), for saving; keep the key private.
@@ -176,27 +62,18 @@ func LoadOrCreateCA(dir string) (ca tls.Certificate, created bool, err error) {
 	return mitm.LoadOrCreateCA(dir)
 }
 
-// interceptor is a Proxy's interception state: the certificate issuer and
-// the one internal server that serves decrypted connections.
-type interceptor struct {
-	settings *interceptSettings
-	issuer   *mitm.Issuer
-	tlsConf  *tls.Config
-	srv      *http.Server
-}
-
-// initInterception creates the internal server for decrypted connections
-// and registers it so that Shutdown shuts it down. It runs at the end of New.
-func (p *Proxy) initInterception() {
-	ic := p.cfg.intercept
-	if ic == nil {
-		return
-	}
-	ic.srv = &http.Server{
+// newInterceptServer makes the internal server that serves decrypted
+// connections, registered so that Shutdown shuts it down. New makes it
+// whether or not interception is on, so that a configuration that turns it
+// on needs nothing more; it costs nothing until a connection is
+// intercepted. Its timeouts and limits are those of the configuration New
+// starts with, like Serve's hand-off server's.
+func (p *Proxy) newInterceptServer(c *config) *http.Server {
+	srv := &http.Server{
 		Handler:           http.HandlerFunc(p.serveIntercepted),
-		ReadHeaderTimeout: p.cfg.readHeaderTimeout,
-		IdleTimeout:       p.cfg.clientIdleTimeout,
-		MaxHeaderBytes:    p.cfg.maxHeaderBytes,
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		IdleTimeout:       c.clientIdleTimeout,
+		MaxHeaderBytes:    c.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
@@ -208,31 +85,31 @@ func (p *Proxy) initInterception() {
 			return ctx
 		},
 	}
-	p.mu.Lock()
-	p.servers[ic.srv] = struct{}{}
-	p.mu.Unlock()
+	p.servers[srv] = struct{}{}
+	return srv
 }
 
-// intercepting reports whether the CONNECT r to target is to be intercepted.
-func (p *Proxy) intercepting(ctx context.Context, target string, r *http.Request) bool {
-	ic := p.cfg.intercept
+// intercepts reports whether the CONNECT r to target is to be
+// intercepted; a nil interceptor (interception off) intercepts nothing.
+func (ic *interceptor) intercepts(ctx context.Context, target string, r *http.Request) bool {
 	if ic == nil {
 		return false
 	}
 	host, _, err := httpx.ParseTarget(target)
-	if err != nil || ic.settings.bypassed(host) {
+	if err != nil || ic.bypassed(host) {
 		return false
 	}
-	return ic.settings.decide == nil || ic.settings.decide(ctx, target, r)
+	return ic.decide == nil || ic.decide(ctx, target, r)
 }
 
-// bypassed reports whether the CONNECT host matches a BypassHosts pattern.
-func (s *interceptSettings) bypassed(host string) bool {
-	if s.bypass.Empty() {
+// bypassed reports whether the CONNECT host matches a WithInterceptBypass
+// pattern.
+func (ic *interceptor) bypassed(host string) bool {
+	if ic.bypass.Empty() {
 		return false
 	}
 	ip, _ := policy.ParseHost(host) // the zero Addr for a name
-	return s.bypass.Match(host, ip)
+	return ic.bypass.Match(host, ip)
 }
 
 // clientFirstWait bounds how long an intercepted CONNECT waits for the
@@ -256,8 +133,11 @@ const clientFirstWait = time.Second
 // other protocol, or a client silent for clientFirstWait, is tunnelled to
 // target untouched. It returns when the connection has ended; Shutdown
 // counts it as a tunnel, and so do Stats and the access log, with the
-// bytes of the whole connection and the requests served inside.
-func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target string) {
+// bytes of the whole connection and the requests served inside. The
+// interception itself (certificate issuer, first-bytes limit) is c's, the
+// CONNECT's configuration; each request inside is served under the
+// configuration in force when it starts (serveIntercepted).
+func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request, target string) {
 	var raw net.Conn
 	var early []byte
 	if r.ProtoMajor >= 2 {
@@ -271,7 +151,7 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 	} else {
 		client, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
-			p.fail(w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
+			p.fail(c, w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
 			return
 		}
 		_ = client.SetDeadline(time.Time{})
@@ -290,11 +170,11 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 		conn.Close()
 		return
 	}
-	first, proto := peekClient(raw, early, clientFirstWait, p.cfg.maxHeaderBytes)
+	first, proto := peekClient(raw, early, clientFirstWait, c.maxHeaderBytes)
 	switch proto {
 	case httpx.SniffOther:
 		p.untrack(handle)
-		p.tunnelUntouched(r, target, raw, first)
+		p.tunnelUntouched(c, r, target, raw, first)
 		return
 	case httpx.SniffMore: // the client left before saying anything decisive
 		conn.Close()
@@ -305,13 +185,12 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 	conn.early, conn.plain = first, proto == httpx.SniffHTTP1
 	start := time.Now()
 	p.tunnelStarted(r) // telemetry.go
-	ic := p.cfg.intercept
 	var state tls.ConnectionState
 	var err error
 	if conn.plain {
-		p.serveInner(ic, conn, conn)
+		p.serveInner(conn, conn)
 	} else {
-		state, err = p.serveInterceptTLS(r, ic, conn)
+		state, err = p.serveInterceptTLS(c, r, conn)
 	}
 	in, out, requests := conn.in.Load(), conn.out.Load(), conn.requests.Load()
 	p.tunnelEnded(r, nil, in, out, time.Since(start)) // telemetry.go
@@ -325,7 +204,7 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 		// One record for the failure: the CONNECT's access record when the
 		// access log is on, else a Warn line (logFailure).
 		p.logFailure(r, newError(ErrMalformed, target, "the client's TLS handshake with the minted certificate failed: "+
-			"clients must trust the interception CA (or bypass this host with BypassHosts, -mitm-bypass on the example server)", err),
+			"clients must trust the interception CA (or bypass this host with WithInterceptBypass, -mitm-bypass on the example server)", err),
 			"intercepted TLS handshake failed")
 	}
 	mode := "tls"
@@ -340,26 +219,27 @@ func (p *Proxy) serveIntercept(w http.ResponseWriter, r *http.Request, target st
 }
 
 // serveInterceptTLS completes the client's TLS handshake on conn with a
-// minted certificate and serves the decrypted connection until it ends.
-func (p *Proxy) serveInterceptTLS(r *http.Request, ic *interceptor, conn *interceptedConn) (tls.ConnectionState, error) {
+// certificate minted by c's issuer and serves the decrypted connection until
+// it ends.
+func (p *Proxy) serveInterceptTLS(c *config, r *http.Request, conn *interceptedConn) (tls.ConnectionState, error) {
 	host, _, _ := httpx.ParseTarget(conn.target)
-	tc := tls.Server(conn, ic.tlsConf)
-	hctx, cancel := context.WithTimeout(mitm.WithConnectHost(r.Context(), host), p.cfg.readHeaderTimeout)
+	tc := tls.Server(conn, c.intercept.tlsConf)
+	hctx, cancel := context.WithTimeout(mitm.WithConnectHost(r.Context(), host), c.readHeaderTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
 		tc.Close()
 		return tls.ConnectionState{}, err // logged by serveIntercept
 	}
-	p.serveInner(ic, tc, conn)
+	p.serveInner(tc, conn)
 	return tc.ConnectionState(), nil
 }
 
 // serveInner serves c, the client's connection as HTTP (conn itself, or TLS
 // over it), with the internal server until conn is closed.
-func (p *Proxy) serveInner(ic *interceptor, c net.Conn, conn *interceptedConn) {
+func (p *Proxy) serveInner(c net.Conn, conn *interceptedConn) {
 	l := &oneConnListener{conn: c, done: conn.closed, closed: make(chan struct{}), addr: c.LocalAddr()}
-	_ = ic.srv.Serve(l)
+	_ = p.isrv.Serve(l)
 	if l.conn != nil { // not accepted: the server was already shut down
 		c.Close()
 	}
@@ -372,7 +252,7 @@ func (p *Proxy) serveInner(ic *interceptor, c net.Conn, conn *interceptedConn) {
 
 // tunnelUntouched dials target and relays between it and client, sending
 // first (the bytes peeked at) ahead of the rest.
-func (p *Proxy) tunnelUntouched(r *http.Request, target string, client net.Conn, first []byte) {
+func (p *Proxy) tunnelUntouched(c *config, r *http.Request, target string, client net.Conn, first []byte) {
 	upstream, err := p.dial(r.Context(), "tcp", target)
 	if err != nil {
 		client.Close()
@@ -385,7 +265,7 @@ func (p *Proxy) tunnelUntouched(r *http.Request, target string, client net.Conn,
 		p.logFailure(r, e, "tunnel failed") // the access record, when it is on
 		return
 	}
-	p.runTunnel(r, client, first, upstream)
+	p.runTunnel(c, r, client, first, upstream)
 }
 
 // peekClient reads the client's first bytes from c, after early (the bytes
@@ -424,11 +304,13 @@ func peekClient(c net.Conn, early []byte, wait time.Duration, limit int) ([]byte
 // serveIntercepted is the internal server's handler: every request on an
 // intercepted connection goes to the CONNECT target that was authorised
 // (over https when the client spoke TLS, plain http when it spoke HTTP)
-// through the one request path.
+// through the one request path, under the configuration in force when it
+// starts, like a request that ServeHTTP takes.
 func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
+	c := p.cfg.Load() // the request's one snapshot
 	conn, _ := r.Context().Value(interceptedKey{}).(*interceptedConn)
 	if conn == nil {
-		p.fail(w, r, newError(ErrMalformed, "", "not an intercepted connection", nil))
+		p.fail(c, w, r, newError(ErrMalformed, "", "not an intercepted connection", nil))
 		return
 	}
 	if !conn.enter() {
@@ -437,7 +319,7 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	defer conn.leave()
 	conn.requests.Add(1)
 	if r.Method == http.MethodConnect {
-		p.fail(w, r, newError(ErrMalformed, conn.target, "CONNECT inside an intercepted connection is not supported", nil))
+		p.fail(c, w, r, newError(ErrMalformed, conn.target, "CONNECT inside an intercepted connection is not supported", nil))
 		return
 	}
 	r.URL.Scheme = "https"
@@ -445,8 +327,8 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		r.URL.Scheme = "http"
 	}
 	r.URL.Host = conn.target
-	defer p.endRequest(p.beginRequest(&w, &r)) // telemetry.go: its own span, access-log record, Stats
-	p.forward(w, r)
+	defer p.endRequest(p.beginRequest(c, &w, &r)) // telemetry.go: its own span, access-log record, Stats
+	p.forward(c, w, r)
 }
 
 type interceptedKey struct{}

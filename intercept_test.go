@@ -20,7 +20,7 @@ import (
 )
 
 func interceptStats(tp *testProxy) (mints, hits, coalesced uint64) {
-	s := tp.cfg.intercept.issuer.Stats()
+	s := tp.cfg.Load().intercept.issuer.Stats()
 	return s.Mints, s.Hits, s.Coalesced
 }
 
@@ -152,8 +152,8 @@ func TestInterceptPolicy(t *testing.T) {
 	ds.Add("example.com. 60 IN A 127.0.0.1", "a.bypass.test. 60 IN A 127.0.0.1", "keep.test. 60 IN A 127.0.0.1")
 	ca, _ := newTestCA(t)
 	tp := startProxy(t, WithUpstreamRootCAs(originRoots), WithDNSServers(ds.Addr()),
-		WithInterception(ca, BypassHosts("example.com", "*.bypass.test"),
-			InterceptIf(func(ctx context.Context, target string, r *http.Request) bool {
+		WithInterception(ca, WithInterceptBypass("example.com", "*.bypass.test"),
+			WithInterceptFunc(func(ctx context.Context, target string, r *http.Request) bool {
 				return !strings.HasPrefix(target, "127.0.0.1:")
 			})))
 	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
@@ -248,10 +248,10 @@ func TestInterceptOptions(t *testing.T) {
 		want string
 	}{
 		{"not a CA", WithInterception(tls.Certificate{}), "WithInterception"},
-		{"bad pattern", WithInterception(ca, BypassHosts("a.*.b")), "BypassHosts"},
-		{"cache size", WithInterception(ca, CertCacheSize(0)), "CertCacheSize"},
-		{"nil store", WithInterception(ca, ShareCertStore(nil)), "ShareCertStore"},
-		{"nil func", WithInterception(ca, InterceptIf(nil)), "InterceptIf"},
+		{"bad pattern", WithInterception(ca, WithInterceptBypass("a.*.b")), "WithInterceptBypass"},
+		{"cache size", WithInterception(ca, WithCertCacheSize(0)), "WithCertCacheSize"},
+		{"nil store", WithInterception(ca, WithCertStore(nil)), "WithCertStore"},
+		{"nil func", WithInterception(ca, WithInterceptFunc(nil)), "WithInterceptFunc"},
 		{"nil option", WithInterception(ca, nil), "nil InterceptOption"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -521,7 +521,7 @@ func TestInterceptCipherSuites(t *testing.T) {
 	}
 }
 
-// TestInterceptBypassAddresses: BypassHosts takes the access rules'
+// TestInterceptBypassAddresses: WithInterceptBypass takes the access rules'
 // grammar, so IP addresses and CIDR ranges bypass CONNECTs to IP targets
 // (in any spelling the dialer accepts), and a bad pattern gets the same
 // message as from WithDenyHosts.
@@ -545,7 +545,7 @@ func TestInterceptBypassAddresses(t *testing.T) {
 		{[]string{"*.example.com"}, "127.0.0.1", true},
 	} {
 		t.Run(strings.Join(tc.patterns, ",")+" "+tc.host, func(t *testing.T) {
-			tp := startProxy(t, WithUpstreamRootCAs(originRoots), WithInterception(ca, BypassHosts(tc.patterns...)))
+			tp := startProxy(t, WithUpstreamRootCAs(originRoots), WithInterception(ca, WithInterceptBypass(tc.patterns...)))
 			c, _ := connectTLS(t, tp, net.JoinHostPort(tc.host, port), "127.0.0.1", both)
 			got := c.ConnectionState().PeerCertificates[0].CheckSignatureFrom(ca.Leaf) == nil
 			if got != tc.intercepted {
@@ -555,15 +555,15 @@ func TestInterceptBypassAddresses(t *testing.T) {
 	}
 	for _, bad := range []string{"a.*.b", "10.0.0.0/33", "", "exa mple.com", "*.10.0.0.1/8"} {
 		t.Run("bad "+bad, func(t *testing.T) {
-			_, berr := New(WithInterception(ca, BypassHosts(bad)))
+			_, berr := New(WithInterception(ca, WithInterceptBypass(bad)))
 			_, derr := New(WithDenyHosts(bad))
 			if berr == nil || derr == nil {
-				t.Fatalf("BypassHosts(%q): %v; WithDenyHosts: %v; want errors", bad, berr, derr)
+				t.Fatalf("WithInterceptBypass(%q): %v; WithDenyHosts: %v; want errors", bad, berr, derr)
 			}
-			_, bmsg, _ := strings.Cut(berr.Error(), "BypassHosts: ")
+			_, bmsg, _ := strings.Cut(berr.Error(), "WithInterceptBypass: ")
 			_, dmsg, _ := strings.Cut(derr.Error(), "WithDenyHosts: ")
 			if bmsg == "" || bmsg != dmsg {
-				t.Errorf("BypassHosts says %q, WithDenyHosts %q; want the same reason", berr, derr)
+				t.Errorf("WithInterceptBypass says %q, WithDenyHosts %q; want the same reason", berr, derr)
 			}
 		})
 	}

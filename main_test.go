@@ -41,10 +41,10 @@ func startProxy(t testing.TB, opts ...Option) *testProxy {
 // allowAnyConnectPort opens CONNECT to every port, as test origins listen
 // on random ones.
 func allowAnyConnectPort() Option {
-	return func(c *config) error {
-		c.rules.ConnectPorts = []policy.PortRange{{Lo: 1, Hi: 65535}}
+	return optionFunc(func(s *settings) error {
+		s.accessRules.ConnectPorts = []policy.PortRange{{Lo: 1, Hi: 65535}}
 		return nil
-	}
+	})
 }
 
 // startGuardedProxy is startProxy with the default private-address guard.

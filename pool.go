@@ -17,18 +17,13 @@ import (
 // reuses its connections instead of redialing them. It dials through p.dial,
 // like every other upstream connection.
 
-// newH1Transport builds the own HTTP/1.1 transport from the configuration.
+// newH1Transport builds the own HTTP/1.1 transport. It outlives
+// configurations, as its pool does, and reads its limits and timeouts from
+// the configuration in force (h1Settings).
 func (p *Proxy) newH1Transport() *h1.Transport {
-	c := &p.cfg
-	p.h1tr = h1.TransportSettings{
-		MaxIdleConnsPerHost:    c.maxIdleConnsPerHost,
-		MaxIdleConns:           c.maxIdleConns,
-		IdleConnTimeout:        c.idleConnTimeout,
-		ResponseHeaderTimeout:  c.responseHeaderTimeout,
-		MaxResponseHeaderBytes: c.maxResponseHeader,
-	}
 	return h1.NewTransport(h1.TransportConfig{Dial: p.dial, Settings: p.h1Settings})
 }
 
-// h1Settings returns the own transport's settings in force.
-func (p *Proxy) h1Settings() *h1.TransportSettings { return &p.h1tr }
+// h1Settings returns the own transport's settings in force: those
+// buildConfig made for the configuration in force.
+func (p *Proxy) h1Settings() *h1.TransportSettings { return &p.cfg.Load().h1tr }

@@ -2,9 +2,6 @@ package fwdproxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,7 +17,6 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
-	"golang.org/x/sync/semaphore"
 )
 
 // Proxy is a forward proxy. It implements http.Handler: absolute-form
@@ -32,20 +28,19 @@ import (
 // writer goroutine runs from the first record on, and closes pooled
 // connections and the Proxy's own Resolver.
 type Proxy struct {
-	cfg          config
+	// cfg is the configuration in force (config.go): loaded once by each
+	// request and tunnel as it starts, replaced whole by swap.
+	cfg  atomic.Pointer[config]
+	base settings // the defaults New started from, its Via pseudonym chosen
+
 	transport    *http.Transport
 	h1           *h1.Transport // the own HTTP/1.1 transport and its pool (pool.go)
-	h1tr         h1.TransportSettings
-	h1srv        h1.ServerSettings // Serve's loops' (server.go)
-	dialer       net.Dialer
+	dialer       net.Dialer    // keep-alive only: each dial's timeout is its request's (dial)
 	resolver     *Resolver
 	ownsResolver bool
-	guard        *policy.PrefixSet // ranges WithAllowedCIDRs opens
-	rules        *policy.Rules
-	limiter      *policy.RateLimiter // nil without WithRateLimit
-	tunnelSem    *semaphore.Weighted
-	conns        atomic.Int64 // client connections open in Serve
-	via          viaValues
+	isrv         *http.Server // serves intercepted connections (intercept.go)
+	conns        atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
+	tunnelsOpen  atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
 	log          *slog.Logger
 
 	mu       sync.Mutex
@@ -64,106 +59,73 @@ type Proxy struct {
 // New returns a Proxy configured by opts. With no options it is a working,
 // safe proxy with the defaults documented on each option.
 func New(opts ...Option) (*Proxy, error) {
-	p := &Proxy{cfg: defaultConfig()}
-	var errs []error
-	for _, o := range opts {
-		if o == nil {
-			errs = append(errs, errors.New("nil Option"))
-			continue
-		}
-		if err := o(&p.cfg); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("fwdproxy.New: %w", errors.Join(errs...))
-	}
-	if p.cfg.pseudonym == "" {
-		var b [3]byte
-		_, _ = rand.Read(b[:])
-		p.cfg.pseudonym = "fwdproxy-" + hex.EncodeToString(b[:])
-	}
-	p.log = p.cfg.logger
-	if p.log == nil {
-		p.log = slog.Default()
-	}
-	p.via = newViaValues(p.cfg.pseudonym)
-	if p.resolver = p.cfg.resolver; p.resolver == nil {
-		var ropts []ResolverOption
-		if len(p.cfg.dnsServers) > 0 {
-			ropts = append(ropts, DNSServers(p.cfg.dnsServers...))
-		}
-		r, err := NewResolver(ropts...)
-		if err != nil {
-			return nil, fmt.Errorf("fwdproxy.New: %w", err)
-		}
-		p.resolver, p.ownsResolver = r, true
-	}
-	var err error
-	if p.guard, err = policy.NewPrefixSet(p.cfg.allowedCIDRs...); err != nil {
-		return nil, fmt.Errorf("fwdproxy.New: WithAllowedCIDRs: %w", err)
-	}
-	rules := p.cfg.rules
-	rules.ConnectPortHint = connectPortHint
-	if p.rules, err = policy.NewRules(rules); err != nil {
+	p := &Proxy{base: defaultSettings(randomPseudonym())}
+	c, err := buildConfig(p.base, opts) // options.go
+	if err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	if p.cfg.rate > 0 {
-		if p.limiter, err = policy.NewRateLimiter(p.cfg.rate, p.cfg.burst, rateLimitClients); err != nil {
-			return nil, fmt.Errorf("fwdproxy.New: WithRateLimit: %w", err)
-		}
+	p.swap(c) // config.go: the first configuration, in force before anything reads one
+	if p.log = c.logger; p.log == nil {
+		p.log = slog.Default()
 	}
-	p.tunnelSem = semaphore.NewWeighted(int64(p.cfg.maxTunnels))
-	p.dialer = net.Dialer{Timeout: p.cfg.dialTimeout, KeepAlive: 30 * time.Second}
-	p.transport = p.newTransport()
-	p.h1 = p.newH1Transport() // pool.go
-	p.h1srv = newServerSettings(&p.cfg)
+	if p.resolver = c.resolver; p.resolver == nil {
+		if p.resolver, err = newResolver(c.dns); err != nil { // dnscache.go
+			return nil, fmt.Errorf("fwdproxy.New: %w", err)
+		}
+		p.ownsResolver = true
+	}
+	p.dialer = net.Dialer{KeepAlive: 30 * time.Second}
+	p.transport = p.newTransport(c) // transport.go
+	p.h1 = p.newH1Transport()       // pool.go
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
-	if err := p.initTelemetry(); err != nil { // telemetry.go
+	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	p.initInterception() // TLS interception, if enabled (intercept.go)
+	p.isrv = p.newInterceptServer(c) // intercept.go
 	return p, nil
 }
 
 // ServeHTTP dispatches a request: CONNECT to a tunnel, absolute-form
-// requests upstream, anything else to the fallback handler (or 400).
+// requests upstream, anything else to the fallback handler (or 400). It
+// loads the configuration in force once; the request keeps it to its end.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer p.endRequest(p.beginRequest(&w, &r)) // telemetry.go: spans, metrics, access log, Stats
+	c := p.cfg.Load()
+	defer p.endRequest(p.beginRequest(c, &w, &r)) // telemetry.go: spans, metrics, access log, Stats
 	if r.Context().Value(ctxKeyOverLimit{}) != nil {
 		w.Header()["Connection"] = []string{"close"}
-		p.fail(w, r, newError(ErrUnavailable, r.Host, tooManyConnsReason, nil))
+		p.fail(c, w, r, newError(ErrUnavailable, r.Host, tooManyConnsReason, nil))
 		return
 	}
 	switch {
 	case r.Method == http.MethodConnect:
-		p.serveConnect(w, r)
+		p.serveConnect(c, w, r)
 	case r.URL.IsAbs():
-		p.forward(w, r)
-	case p.cfg.fallback != nil:
-		p.cfg.fallback.ServeHTTP(w, r)
+		p.forward(c, w, r)
+	case c.fallback != nil:
+		c.fallback.ServeHTTP(w, r)
 	default:
-		p.fail(w, r, newError(ErrMalformed, "",
+		p.fail(c, w, r, newError(ErrMalformed, "",
 			"this is a forward proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port", nil))
 	}
 }
 
 // forward is the one request path: plain HTTP requests, and (with
-// interception) decrypted HTTPS requests, all pass through it.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
+// interception) decrypted HTTPS requests, all pass through it, each under
+// its configuration c.
+func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 	target := r.URL.Host
 	host, port, err := httpx.CheckURL(r.URL)
 	if err != nil {
-		p.fail(w, r, newError(ErrMalformed, target, "bad request target "+strconv.Quote(r.URL.String())+": "+err.Error(), err))
+		p.fail(c, w, r, newError(ErrMalformed, target, "bad request target "+strconv.Quote(r.URL.String())+": "+err.Error(), err))
 		return
 	}
 	if e := checkLookAlikes(r.Header, target); e != nil {
-		p.fail(w, r, e)
+		p.fail(c, w, r, e)
 		return
 	}
-	ctx, ok := p.admit(w, r, target, host, port, false)
+	ctx, ok := p.admit(c, w, r, target, host, port, false)
 	if !ok {
 		return
 	}
@@ -175,26 +137,26 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		// guarantees that nothing pipelined behind one is forwarded.
 		w.Header()["Connection"] = []string{"close"}
 	}
-	if p.seenBefore(r.Header["Via"]) {
-		p.fail(w, r, newError(ErrLoop, target, "request loop: the request already passed through this proxy", nil))
+	if seenBefore(c, r.Header["Via"]) {
+		p.fail(c, w, r, newError(ErrLoop, target, "request loop: the request already passed through this proxy", nil))
 		return
 	}
-	out := p.outboundRequest(ctx, r)
+	out := outboundRequest(ctx, c, r)
 	lb, _ := out.Body.(*limitedBody)
 	var body *clientBody // taken now: a hook may replace out.Body
 	if out.Body != http.NoBody && out.Body != nil {
-		body = p.watchRequestBody(w, out.Body) // bodyidle.go
+		body = watchRequestBody(c.bodyIdleTimeout, w, out.Body) // bodyidle.go
 		defer body.w.Stop()
 		out.Body = body
 	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
-		if answered := p.maxForwards(w, r, out); answered {
+		if answered := maxForwards(c, w, r, out); answered {
 			return
 		}
 	}
-	resp, err := p.runRequestHooks(ctx, target, out)
-	if err != nil {
-		p.fail(w, r, asError(target, err))
+	resp, e := runRequestHooks(ctx, c.requestHooks, target, out) // hooks.go
+	if e != nil {
+		p.fail(c, w, r, e)
 		return
 	}
 	if resp == nil {
@@ -203,19 +165,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			// is still arriving (echo, bidirectional streaming).
 			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-		resp, err = p.roundTrip(out) // transport.go: the router, then the client span (telemetry.go) around send
+		var err error
+		resp, err = p.roundTrip(c, out) // transport.go: the router, then the client span (telemetry.go) around send
 		if err != nil {
 			if body != nil && body.w.hasFired() {
 				// Checked first: the server cancels the request's context
 				// when the interrupted read fails.
 				w.Header()["Connection"] = []string{"close"} // the rest of the body is still unread
-				p.fail(w, r, newError(ErrClientTimeout, target, "the request body stalled: no byte from the client for "+
-					p.cfg.bodyIdleTimeout.String()+bodyIdleHint, nil))
+				p.fail(c, w, r, newError(ErrClientTimeout, target, "the request body stalled: no byte from the client for "+
+					c.bodyIdleTimeout.String()+bodyIdleHint, nil))
 				return
 			}
 			if lb != nil && lb.over.Load() {
-				p.fail(w, r, newError(ErrTooLarge, target, "request body is over the limit of "+
-					strconv.FormatInt(p.cfg.maxBodyBytes, 10)+" bytes", nil))
+				p.fail(c, w, r, newError(ErrTooLarge, target, "request body is over the limit of "+
+					strconv.FormatInt(c.maxBodyBytes, 10)+" bytes", nil))
 				return
 			}
 			if ctx.Err() != nil {
@@ -225,10 +188,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 			if bodyErr := body.failed(); bodyErr != nil {
 				// The client's fault, not the upstream's: a malformed
 				// chunked body, or one cut short.
-				p.fail(w, r, newError(ErrMalformed, target, "reading the request body failed: "+bodyErr.Error(), bodyErr))
+				p.fail(c, w, r, newError(ErrMalformed, target, "reading the request body failed: "+bodyErr.Error(), bodyErr))
 				return
 			}
-			p.fail(w, r, asError(target, err))
+			p.fail(c, w, r, asError(target, err))
 			return
 		}
 	}
@@ -243,14 +206,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		p.relayUpgrade(w, r, out, resp)
+		p.relayUpgrade(c, w, r, out, resp)
 		return
 	}
-	if err := p.runResponseHooks(ctx, target, resp); err != nil {
-		p.fail(w, r, asError(target, err))
+	if e := runResponseHooks(ctx, c.responseHooks, target, resp); e != nil { // hooks.go
+		p.fail(c, w, r, e)
 		return
 	}
-	p.writeResponse(w, r, resp)
+	p.writeResponse(c, w, r, resp)
 }
 
 // checkLookAlikes refuses a request carrying a look-alike of a framing or
@@ -270,24 +233,24 @@ func checkLookAlikes(h http.Header, target string) *Error {
 // outboundRequest derives the request sent upstream from the client's. The
 // copy is shallow: the body, trailer map and context are shared, so the
 // upstream request is cancelled when the client goes away.
-func (p *Proxy) outboundRequest(ctx context.Context, r *http.Request) *http.Request {
+func outboundRequest(ctx context.Context, c *config, r *http.Request) *http.Request {
 	out := r.WithContext(ctx)
 	out.RequestURI = ""
 	out.Close = false
-	out.Header = p.outboundHeader(r)
+	out.Header = outboundHeader(c, r)
 	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		out.Body = http.NoBody
 		return out
 	}
-	if p.cfg.maxBodyBytes > 0 && r.ContentLength < 0 {
-		out.Body = &limitedBody{ReadCloser: r.Body, left: p.cfg.maxBodyBytes}
+	if c.maxBodyBytes > 0 && r.ContentLength < 0 {
+		out.Body = &limitedBody{ReadCloser: r.Body, left: c.maxBodyBytes}
 	}
 	return out
 }
 
 // maxForwards applies Max-Forwards to TRACE and OPTIONS (RFC 9110 §7.6.2):
 // at 0 the proxy answers itself, otherwise the value is decremented.
-func (p *Proxy) maxForwards(w http.ResponseWriter, r *http.Request, out *http.Request) (answered bool) {
+func maxForwards(c *config, w http.ResponseWriter, r *http.Request, out *http.Request) (answered bool) {
 	mf, ok := r.Header["Max-Forwards"]
 	if !ok || len(mf) == 0 {
 		return false
@@ -301,7 +264,7 @@ func (p *Proxy) maxForwards(w http.ResponseWriter, r *http.Request, out *http.Re
 		return false
 	}
 	h := w.Header()
-	h["Via"] = []string{p.via.forProto(r.ProtoMajor, r.ProtoMinor)}
+	h["Via"] = []string{c.via.forProto(r.ProtoMajor, r.ProtoMinor)}
 	if r.Method == http.MethodOptions {
 		h["Allow"] = []string{"GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT"}
 		h["Content-Length"] = []string{"0"}
@@ -324,9 +287,9 @@ func (p *Proxy) maxForwards(w http.ResponseWriter, r *http.Request, out *http.Re
 	return true
 }
 
-// seenBefore reports whether a Via field lists this proxy's pseudonym as a
-// recipient: the request has come around in a loop.
-func (p *Proxy) seenBefore(via []string) bool {
+// seenBefore reports whether a Via field lists this proxy's pseudonym (c's)
+// as a recipient: the request has come around in a loop.
+func seenBefore(c *config, via []string) bool {
 	found := false
 	httpx.Tokens(via, func(entry string) bool {
 		// entry: received-protocol SP received-by [SP comment]
@@ -335,7 +298,7 @@ func (p *Proxy) seenBefore(via []string) bool {
 			if j := strings.IndexAny(by, " \t"); j >= 0 {
 				by = by[:j]
 			}
-			found = strings.EqualFold(by, p.cfg.pseudonym)
+			found = strings.EqualFold(by, c.pseudonym)
 		}
 		return !found
 	})
@@ -344,9 +307,9 @@ func (p *Proxy) seenBefore(via []string) bool {
 
 // writeResponse sends an upstream (or hook-made) response to the client,
 // streaming its body and passing trailers on.
-func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) {
+func (p *Proxy) writeResponse(c *config, w http.ResponseWriter, r *http.Request, resp *http.Response) {
 	var h http.Header
-	via := p.via.forProto(resp.ProtoMajor, resp.ProtoMinor)
+	via := c.via.forProto(resp.ProtoMajor, resp.ProtoMinor)
 	if a, ok := w.(h1.HeaderAdopter); ok && a.AdoptHeader(resp.Header) {
 		h = resp.Header // Serve's loop: the upstream's map becomes the client's
 		filterHeaderInPlace(h, via)
@@ -354,7 +317,7 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 		h = w.Header()
 		filterHeader(h, resp.Header, via)
 	}
-	if len(p.cfg.responseHooks) > 0 || len(p.cfg.requestHooks) > 0 {
+	if len(c.responseHooks) > 0 || len(c.requestHooks) > 0 {
 		// A hook may have replaced the body; make the header agree.
 		if resp.ContentLength >= 0 {
 			h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
@@ -380,7 +343,7 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 			f.Flush()
 		}
 	}
-	watch := p.watchResponseBody(resp.Body) // bodyidle.go; nil when the body is all in memory
+	watch := watchResponseBody(c.bodyIdleTimeout, resp.Body) // bodyidle.go; nil when the body is all in memory
 	_, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
 	watch.Stop()
 	if writeErr != nil {
@@ -393,7 +356,7 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 		if watch.hasFired() {
 			target := r.URL.Host
 			p.logFailure(r, newError(ErrUpstreamTimeout, target, "upstream "+target+" body stalled: no byte moved for "+
-				p.cfg.bodyIdleTimeout.String()+"; client connection cut"+bodyIdleHint, readErr), "upstream body stalled mid-stream")
+				c.bodyIdleTimeout.String()+"; client connection cut"+bodyIdleHint, readErr), "upstream body stalled mid-stream")
 		} else {
 			p.logFailure(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
 		}
@@ -411,30 +374,30 @@ func isEventStream(h http.Header) bool {
 
 // relayUpgrade completes a protocol switch (RFC 9110 §7.8): the 101 goes to
 // the client, then bytes are relayed both ways as in a tunnel.
-func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.Request, resp *http.Response) {
+func (p *Proxy) relayUpgrade(c *config, w http.ResponseWriter, r *http.Request, out *http.Request, resp *http.Response) {
 	target := r.URL.Host
 	want, got := upgradeType(out.Header), upgradeType(resp.Header)
 	if want == "" || !strings.EqualFold(want, got) {
-		p.fail(w, r, newError(ErrUpstream, target, fmt.Sprintf("upstream %s switched to protocol %q, not the requested %q", target, got, want), nil))
+		p.fail(c, w, r, newError(ErrUpstream, target, fmt.Sprintf("upstream %s switched to protocol %q, not the requested %q", target, got, want), nil))
 		return
 	}
 	upConn, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
-		p.fail(w, r, newError(ErrUpstream, target, "upstream "+target+" switched protocols on a connection that cannot be relayed", nil))
+		p.fail(c, w, r, newError(ErrUpstream, target, "upstream "+target+" switched protocols on a connection that cannot be relayed", nil))
 		return
 	}
-	if !p.tunnelSem.TryAcquire(1) {
-		p.fail(w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
+	if !p.openTunnel(c) { // connect.go
+		p.fail(c, w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
 		return
 	}
-	defer p.tunnelSem.Release(1)
+	defer p.closeTunnel()
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		p.fail(w, r, newError(ErrMalformed, target, "protocol upgrade needs an HTTP/1.1 client connection", err))
+		p.fail(c, w, r, newError(ErrMalformed, target, "protocol upgrade needs an HTTP/1.1 client connection", err))
 		return
 	}
 	h := make(http.Header, len(resp.Header)+2)
-	filterHeader(h, resp.Header, p.via.forProto(resp.ProtoMajor, resp.ProtoMinor))
+	filterHeader(h, resp.Header, c.via.forProto(resp.ProtoMajor, resp.ProtoMinor))
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{got}
 	_ = client.SetDeadline(time.Time{})
@@ -445,17 +408,17 @@ func (p *Proxy) relayUpgrade(w http.ResponseWriter, r *http.Request, out *http.R
 		client.Close()
 		return
 	}
-	p.runTunnel(r, client, readAhead(brw), upConn)
+	p.runTunnel(c, r, client, readAhead(brw), upConn)
 }
 
 // fail answers the client with e's status and reason and logs it.
-func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, e *Error) {
+func (p *Proxy) fail(c *config, w http.ResponseWriter, r *http.Request, e *Error) {
 	p.noteFailure(r, e) // telemetry.go: Stats, span error type, denials
 	p.logFailure(r, e, "request refused")
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
-	h["Via"] = []string{p.via.forProto(r.ProtoMajor, r.ProtoMinor)}
+	h["Via"] = []string{c.via.forProto(r.ProtoMajor, r.ProtoMinor)}
 	w.WriteHeader(e.Status)
 	_, _ = io.WriteString(w, e.Reason+"\n")
 }
@@ -500,9 +463,14 @@ func (p *Proxy) logClientGone(r *http.Request, err error) {
 }
 
 // dial is the one function through which every upstream connection is made:
-// the shared transport's, CONNECT tunnels' and intercepted connections'.
+// the shared transport's, CONNECT tunnels' and intercepted connections'. It
+// dials under the configuration of the request it dials for, which admit
+// put in ctx (dialPolicy).
 func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.dialTimeout)
+	pol := p.dialPolicyFrom(ctx) // access.go
+	// The request's WithDialTimeout bounds the whole dial, DNS included,
+	// as the context's deadline (p.dialer has no timeout of its own).
+	ctx, cancel := context.WithTimeout(ctx, pol.cfg.dialTimeout)
 	defer cancel()
 	host, port, err := httpx.ParseTarget(addr)
 	if err != nil {
@@ -514,7 +482,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	} else if ips, err = p.resolver.LookupNetIP(ctx, host); err != nil {
 		return nil, err
 	}
-	if ips, err = p.vet(ctx, addr, host, port, ips); err != nil {
+	if ips, err = p.vet(ctx, pol, addr, host, port, ips); err != nil {
 		return nil, err
 	}
 	local, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)

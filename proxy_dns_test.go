@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +56,7 @@ func TestDNSFailuresAre502(t *testing.T) {
 	ds := dnstest.NewServer(t)
 	ds.SetFault("timeout.example.", dnstest.FaultDrop)
 	ds.SetFault("servfail.example.", dnstest.FaultServFail)
-	r, err := NewResolver(DNSServers(ds.Addr()), DNSTimeout(100*time.Millisecond))
+	r, err := NewResolver(WithDNSServers(ds.Addr()), WithDNSTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +64,7 @@ func TestDNSFailuresAre502(t *testing.T) {
 	deadListener, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	dead := deadListener.LocalAddr().String()
 	deadListener.Close()
-	unreachable, err := NewResolver(DNSServers(dead), DNSTimeout(100*time.Millisecond))
+	unreachable, err := NewResolver(WithDNSServers(dead), WithDNSTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,10 +104,10 @@ func TestDNSFailuresAre502(t *testing.T) {
 	}
 }
 
-// TestResolverOptions: WithResolver and WithDNSServers are validated and
-// exclusive; a Resolver given by the caller survives Shutdown.
+// TestResolverOptions: WithResolver and the resolver options are validated
+// and exclusive; a Resolver given by the caller survives Shutdown.
 func TestResolverOptions(t *testing.T) {
-	r, err := NewResolver(DNSServers("127.0.0.1:1"))
+	r, err := NewResolver(WithDNSServers("127.0.0.1:1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +121,16 @@ func TestResolverOptions(t *testing.T) {
 		{"bad server", []Option{WithDNSServers("not an address:x")}},
 		{"both", []Option{WithResolver(r), WithDNSServers("127.0.0.1")}},
 		{"both reversed", []Option{WithDNSServers("127.0.0.1"), WithResolver(r)}},
+		{"bad resolver option", []Option{WithDNSTimeout(0)}},
+		{"resolver option with WithResolver", []Option{WithResolver(r), WithDNSTimeout(time.Second)}},
 	} {
 		if _, err := New(tc.opts...); err == nil {
 			t.Errorf("%s: New succeeded, want an error", tc.name)
 		}
+	}
+	_, err = New(WithHostsFile(""), WithResolver(r))
+	if err == nil || !strings.Contains(err.Error(), "WithResolver") || !strings.Contains(err.Error(), "WithHostsFile") {
+		t.Errorf("WithResolver with WithHostsFile: %v; want an error naming both", err)
 	}
 	p, err := New(WithResolver(r))
 	if err != nil {
@@ -140,5 +148,25 @@ func TestResolverOptions(t *testing.T) {
 	// not because the Resolver was closed.
 	if _, err := r.LookupNetIP(ctx, "example.invalid"); err != nil && strings.Contains(err.Error(), "closed") {
 		t.Fatalf("caller's Resolver was closed by Shutdown: %v", err)
+	}
+}
+
+// TestResolverOptionsConfigureNew: a ResolverOption given to New configures
+// the Proxy's own Resolver, as it configures one NewResolver makes.
+func TestResolverOptionsConfigureNew(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from "+r.Host) })
+	_, port, _ := net.SplitHostPort(o.Listener.Addr().String())
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 only-the-hosts-file.test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ds := dnstest.NewServer(t) // knows no name
+	tp := startProxy(t, WithDNSServers(ds.Addr()), WithHostsFile(hosts), WithDNSCacheSize(8), WithDNSTimeout(time.Second))
+	if got := tp.resolver.cfg; got.hostsFile != hosts || got.cacheSize != 8 || got.timeout != time.Second {
+		t.Errorf("the Proxy's Resolver has hosts file %q, cache size %d, timeout %v", got.hostsFile, got.cacheSize, got.timeout)
+	}
+	resp, body := mustGet(t, tp.client(t, nil), "http://only-the-hosts-file.test:"+port+"/")
+	if resp.StatusCode != 200 || body != "hello from only-the-hosts-file.test:"+port {
+		t.Errorf("got %d %q", resp.StatusCode, body)
 	}
 }

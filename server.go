@@ -23,11 +23,12 @@ import (
 // handed, with what was read of it, to an http.Server with the same
 // settings.
 func (p *Proxy) Serve(l net.Listener) error {
+	c := p.cfg.Load() // the hand-off server's settings: net/http reads them from its fields
 	srv := &http.Server{
 		Handler:           p,
-		ReadHeaderTimeout: p.cfg.readHeaderTimeout,
-		IdleTimeout:       p.cfg.clientIdleTimeout,
-		MaxHeaderBytes:    p.cfg.maxHeaderBytes,
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		IdleTimeout:       c.clientIdleTimeout,
+		MaxHeaderBytes:    c.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnContext:       p.countConn,
 		ConnState:         p.connState,
@@ -64,20 +65,10 @@ func (p *Proxy) Serve(l net.Listener) error {
 // tooManyConnsReason is the reason given to a connection past WithMaxConns.
 const tooManyConnsReason = "too many client connections: retry later (the limit is WithMaxConns, -max-conns on the example server)"
 
-// serverSettings are the settings of Serve's loops (internal/h1), made
-// from the configuration by New.
-func (p *Proxy) serverSettings() *h1.ServerSettings { return &p.h1srv }
-
-func newServerSettings(c *config) h1.ServerSettings {
-	return h1.ServerSettings{
-		ReadHeaderTimeout: c.readHeaderTimeout,
-		IdleTimeout:       c.clientIdleTimeout,
-		MaxHeaderBytes:    c.maxHeaderBytes,
-		ClientWatchDelay:  c.clientWatchDelay,
-		MaxConns:          c.maxConns,
-		OverLimitReason:   tooManyConnsReason,
-	}
-}
+// serverSettings returns the settings of Serve's loops (internal/h1) in
+// force: those buildConfig made for the configuration in force. The loops
+// read them once per connection and per request.
+func (p *Proxy) serverSettings() *h1.ServerSettings { return &p.cfg.Load().h1srv }
 
 // ctxKeyOverLimit marks a client connection accepted past WithMaxConns.
 type ctxKeyOverLimit struct{}
@@ -92,7 +83,7 @@ func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
 	if h1.HandedOff(c) {
 		return ctx
 	}
-	if p.conns.Add(1) > int64(p.cfg.maxConns) {
+	if p.conns.Add(1) > int64(p.cfg.Load().maxConns) {
 		return context.WithValue(ctx, ctxKeyOverLimit{}, true)
 	}
 	return ctx

@@ -33,47 +33,6 @@ const instrumentationName = "github.com/fwdproxy/fwdproxy"
 // semantic conventions recommend for request durations.
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
 
-// WithTracerProvider sets the TracerProvider for the proxy's spans: a server
-// span per client request or tunnel and a client span per upstream request.
-// The default is otel.GetTracerProvider() as it is when New runs; a no-op
-// provider, or the global one when no provider had been set before New,
-// turns tracing off at no cost per request.
-func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(c *config) error {
-		if tp == nil {
-			return errors.New("WithTracerProvider: nil TracerProvider")
-		}
-		c.tracerProvider = tp
-		return nil
-	}
-}
-
-// WithMeterProvider sets the MeterProvider for the proxy's metrics. The
-// default is otel.GetMeterProvider().
-func WithMeterProvider(mp metric.MeterProvider) Option {
-	return func(c *config) error {
-		if mp == nil {
-			return errors.New("WithMeterProvider: nil MeterProvider")
-		}
-		c.meterProvider = mp
-		return nil
-	}
-}
-
-// WithPropagator sets how trace context is read from client requests and
-// written into upstream requests. The default is
-// otel.GetTextMapPropagator() as it is when New runs, or W3C Trace Context
-// when that propagates nothing.
-func WithPropagator(prop propagation.TextMapPropagator) Option {
-	return func(c *config) error {
-		if prop == nil {
-			return errors.New("WithPropagator: nil TextMapPropagator")
-		}
-		c.propagator = prop
-		return nil
-	}
-}
-
 // Measurement options with fixed attributes, made once rather than per
 // request (each attribute set is hashed when made).
 var (
@@ -113,9 +72,9 @@ type telemetry struct {
 }
 
 // initTelemetry sets up tracing, metrics, the access log and the Stats
-// counters; New calls it last.
-func (p *Proxy) initTelemetry() error {
-	c := &p.cfg
+// counters from c, New's configuration; New calls it. They outlive
+// configurations.
+func (p *Proxy) initTelemetry(c *config) error {
 	tel := &p.tel
 	tel.off = c.telemetryOff
 	tp := c.tracerProvider
@@ -139,7 +98,7 @@ func (p *Proxy) initTelemetry() error {
 		return err
 	}
 	p.stats.latency = newLatencyWindow()
-	p.initAccessLog()
+	p.initAccessLog(c.logQueueSize)
 	return nil
 }
 
@@ -307,9 +266,9 @@ type requestTrack struct {
 	rs      *reqState
 }
 
-// beginRequest accounts for a request that ServeHTTP starts and, when any
-// telemetry is in use, replaces *w and *r by instrumented ones.
-func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTrack {
+// beginRequest accounts for a request that ServeHTTP starts under c and,
+// when any telemetry is in use, replaces *w and *r by instrumented ones.
+func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request) requestTrack {
 	req := *r
 	t := requestTrack{start: time.Now(), connect: req.Method == http.MethodConnect}
 	p.stats.active.Add(1)
@@ -349,8 +308,8 @@ func (p *Proxy) beginRequest(w *http.ResponseWriter, r **http.Request) requestTr
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
-	if logging && p.cfg.capture {
-		rs.capture = newCapture(p.cfg.captureBytes, req.Header)
+	if logging && c.capture {
+		rs.capture = newCapture(c.captureBytes, req.Header)
 	}
 	if !t.connect && req.Body != nil && req.Body != http.NoBody {
 		rs.body = &countingBody{rc: req.Body, capture: rs.capture}
@@ -533,15 +492,15 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 // observeRoundTrip sends out upstream (send: the own HTTP/1.1 transport to
 // addr when fast, as the router decided, or the shared transport), inside a
 // client span whose context is injected into out's header, and measures
-// it for rs.
-func (p *Proxy) observeRoundTrip(rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
+// it for rs. c is the request's configuration.
+func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
 	ctx := out.Context()
 	start := time.Now()
 	target := out.URL.Host
 	var span trace.Span
 	if rs.span != nil {
 		attrs := rs.attrs
-		if len(p.cfg.requestHooks) > 0 {
+		if len(c.requestHooks) > 0 {
 			attrs = requestAttrs(nil, out, target) // a hook may have changed the request
 		}
 		rs.tb.startOpts = [3]trace.SpanStartOption{clientKindOpt, trace.WithAttributes(attrs...)}
@@ -562,7 +521,7 @@ func (p *Proxy) observeRoundTrip(rs *reqState, out *http.Request, addr string, f
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.send(out, addr, fast, obs) // transport.go
+	resp, err := p.send(c, out, addr, fast, obs) // transport.go
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(target, err).Kind)

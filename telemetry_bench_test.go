@@ -35,7 +35,7 @@ func BenchmarkTelemetry(b *testing.B) {
 		opts func(*testing.B) []Option
 	}{
 		{"off", func(*testing.B) []Option {
-			return []Option{func(c *config) error { c.telemetryOff = true; return nil }}
+			return []Option{optionFunc(func(s *settings) error { s.telemetryOff = true; return nil })}
 		}},
 		{"noop", func(*testing.B) []Option {
 			return []Option{WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider())}

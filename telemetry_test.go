@@ -26,7 +26,7 @@ func TestNoopAllocations(t *testing.T) {
 		defer p.Shutdown(context.Background())
 		return proxytest.ServeHTTPAllocs(p)
 	}
-	off := allocs(func(c *config) error { c.telemetryOff = true; return nil })
+	off := allocs(optionFunc(func(s *settings) error { s.telemetryOff = true; return nil }))
 	noop := allocs(WithTracerProvider(tracenoop.NewTracerProvider()), WithMeterProvider(metricnoop.NewMeterProvider()))
 	if noop != off {
 		t.Errorf("allocations per request: %v with no-op providers, %v with telemetry off", noop, off)

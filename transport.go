@@ -21,10 +21,11 @@ const (
 )
 
 // newTransport builds the one upstream transport a Proxy shares across all
-// requests. Every connection it opens goes through p.dial, so the resolver,
-// the address guard and loop detection apply to all of them.
-func (p *Proxy) newTransport() *http.Transport {
-	c := &p.cfg
+// requests, with the settings of c, New's configuration: it outlives
+// configurations, as its pool does. Every connection it opens goes through
+// p.dial, so the resolver, the address guard and loop detection apply to
+// all of them, under the dialing request's configuration.
+func (p *Proxy) newTransport(c *config) *http.Transport {
 	t := &http.Transport{
 		DialContext:            p.dial,
 		ForceAttemptHTTP2:      true,
@@ -51,19 +52,19 @@ func (p *Proxy) newTransport() *http.Transport {
 // HTTP/1.1 transport (pool.go) or the shared http.Transport takes out, and
 // when telemetry follows the request it hands that decision to the
 // client-side measurement (observeRoundTrip, telemetry.go), which sends out
-// through send.
-func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
-	addr, fast := p.fastPath(out)
+// through send. c is the request's configuration.
+func (p *Proxy) roundTrip(c *config, out *http.Request) (*http.Response, error) {
+	addr, fast := p.fastPath(c, out)
 	if rs := reqStateFrom(out.Context()); rs != nil {
-		return p.observeRoundTrip(rs, out, addr, fast)
+		return p.observeRoundTrip(c, rs, out, addr, fast)
 	}
-	return p.send(out, addr, fast, nil)
+	return p.send(c, out, addr, fast, nil)
 }
 
 // send sends out on the path roundTrip chose: the own transport to addr
 // when fast, which reports the upstream connection to obs (when not nil),
 // or the shared transport.
-func (p *Proxy) send(out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
+func (p *Proxy) send(c *config, out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
 	if fast {
 		resp, err = p.h1.Send(out, addr, obs)
 	} else {
@@ -73,7 +74,7 @@ func (p *Proxy) send(out *http.Request, addr string, fast bool, obs h1.ConnObser
 	if err != nil {
 		if over, h2 := responseHeadTooLarge(err); over || h2 {
 			target := out.URL.Host
-			limit := strconv.Itoa(p.cfg.maxResponseHeader) + " bytes (the WithMaxResponseHeaderBytes limit)"
+			limit := strconv.Itoa(c.maxResponseHeader) + " bytes (the WithMaxResponseHeaderBytes limit)"
 			reason := "upstream " + target + " sent a response header over " + limit
 			if h2 {
 				reason = "upstream " + target + " broke the HTTP/2 protocol, or sent a response header over " + limit
@@ -120,12 +121,12 @@ func noDefaultUserAgent(out *http.Request) {
 // transport, pool.go) and, if so, the "host:port" to dial. A request hook
 // may have broken what the server checked; such a request is left to
 // http.Transport, which reports it.
-func (p *Proxy) fastPath(out *http.Request) (string, bool) {
-	if p.h1 == nil || p.cfg.proxyFromEnvironment {
+func (p *Proxy) fastPath(c *config, out *http.Request) (string, bool) {
+	if p.h1 == nil || c.proxyFromEnvironment {
 		return "", false
 	}
 	key, ok := h1.CanSend(out)
-	if !ok || (len(p.cfg.requestHooks) > 0 && !h1.ValidRequest(out)) {
+	if !ok || (len(c.requestHooks) > 0 && !h1.ValidRequest(out)) {
 		return "", false
 	}
 	return key, true
@@ -264,10 +265,10 @@ func upgradeType(h http.Header) string {
 }
 
 // outboundHeader builds the header of the request sent upstream from the
-// client's header (RFC 9110 §7.6).
-func (p *Proxy) outboundHeader(r *http.Request) http.Header {
+// client's header (RFC 9110 §7.6), with c's Via.
+func outboundHeader(c *config, r *http.Request) http.Header {
 	h := make(http.Header, len(r.Header)+1)
-	filterHeader(h, r.Header, p.via.forProto(r.ProtoMajor, r.ProtoMinor))
+	filterHeader(h, r.Header, c.via.forProto(r.ProtoMajor, r.ProtoMinor))
 	if up := upgradeType(r.Header); up != "" {
 		h["Connection"] = []string{"Upgrade"}
 		h["Upgrade"] = []string{up}

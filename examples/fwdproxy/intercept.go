@@ -43,7 +43,7 @@ func tlsOptions(f *flags, logger *slog.Logger) ([]fwdproxy.Option, error) {
 	logger.Info("TLS interception on", "ca", certFile, "bypass", []string(f.mitmBypass))
 	var iopts []fwdproxy.InterceptOption
 	if len(f.mitmBypass) > 0 {
-		iopts = append(iopts, fwdproxy.BypassHosts(f.mitmBypass...))
+		iopts = append(iopts, fwdproxy.WithInterceptBypass(f.mitmBypass...))
 	}
 	return append(opts, fwdproxy.WithInterception(ca, iopts...)), nil
 }

@@ -155,7 +155,7 @@ func TestInterceptionFlags(t *testing.T) {
 		want string
 	}{
 		{"bypass without CA", []string{"-mitm-bypass", "example.com"}, "needs -mitm-ca-dir"},
-		{"bad bypass pattern", []string{"-mitm-ca-dir", filepath.Join(tmp, "ca"), "-mitm-bypass", "a.*.b"}, "BypassHosts"},
+		{"bad bypass pattern", []string{"-mitm-ca-dir", filepath.Join(tmp, "ca"), "-mitm-bypass", "a.*.b"}, "WithInterceptBypass"},
 		{"bad bypass CIDR", []string{"-mitm-ca-dir", filepath.Join(tmp, "ca"), "-mitm-bypass", "10.0.0.0/33"}, `"10.0.0.0/33" is neither a host pattern nor a CIDR range`},
 		{"missing upstream CA", []string{"-upstream-ca", filepath.Join(tmp, "nope.pem")}, "-upstream-ca"},
 		{"upstream CA not PEM", []string{"-upstream-ca", notPEM}, "no PEM certificate"},

@@ -218,7 +218,7 @@ func TestFlags(t *testing.T) {
 		{"stray argument", []string{"extra"}, "", 1, "unexpected arguments"},
 		{"bad env value", nil, "FWDPROXY_ALLOW_PRIVATE=maybe", 1, "FWDPROXY_ALLOW_PRIVATE"},
 		{"bad listen address", []string{"-listen", "256.0.0.1:99999"}, "", 1, "listen"},
-		{"bad dns server", []string{"-dns-server", "no such:port"}, "", 1, "DNSServers"},
+		{"bad dns server", []string{"-dns-server", "no such:port"}, "", 1, "WithDNSServers"},
 		{"empty dns server", []string{"-dns-server", "1.1.1.1,"}, "", 1, "empty item"},
 		{"auth without colon", []string{"-auth", "alice"}, "", 1, "USER:PASS"},
 		{"bad port", []string{"-allow-port", "0"}, "", 1, "-allow-port"},

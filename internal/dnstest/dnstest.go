@@ -2,11 +2,11 @@
 //
 //	srv := dnstest.NewServer(t) // stopped when the test ends
 //	srv.Add("web.test. 60 IN A 192.0.2.1", "web.test. 60 IN AAAA 2001:db8::1")
-//	r, err := fwdproxy.NewResolver(fwdproxy.DNSServers(srv.Addr()), fwdproxy.DNSHostsFile(""))
+//	r, err := fwdproxy.NewResolver(fwdproxy.WithDNSServers(srv.Addr()), fwdproxy.WithHostsFile(""))
 //
 // A hook answers dynamically, for instance to rebind a name to a loopback
 // address after a first, public answer (a Resolver caches answers for at
-// least its TTL floor; lower it with DNSTTL to see the second answer):
+// least its TTL floor; lower it with WithDNSTTL to see the second answer):
 //
 //	var n atomic.Int32
 //	srv.SetHook(func(req *dns.Msg) *dns.Msg {
