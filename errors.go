@@ -163,3 +163,31 @@ func denied(kind error, reason, target, text string) *Error {
 	e.denial = reason
 	return e
 }
+
+// kindName is the short name of an error kind, used as error.type, denial
+// reason and Stats key.
+func kindName(kind error) string {
+	switch kind {
+	case ErrMalformed:
+		return "malformed"
+	case ErrAuthRequired:
+		return "auth_required"
+	case ErrForbidden:
+		return "forbidden"
+	case ErrUnavailable:
+		return "unavailable"
+	case ErrUpstream:
+		return "upstream"
+	case ErrUpstreamTimeout:
+		return "upstream_timeout"
+	case ErrLoop:
+		return "loop"
+	case ErrClientTimeout:
+		return "client_timeout"
+	case ErrRateLimited:
+		return "rate_limited"
+	case ErrTooLarge:
+		return "too_large"
+	}
+	return "_OTHER"
+}

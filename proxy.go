@@ -17,6 +17,7 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
+	"github.com/fwdproxy/fwdproxy/internal/telemetry"
 )
 
 // Proxy is a forward proxy. It implements http.Handler: absolute-form
@@ -51,7 +52,7 @@ type Proxy struct {
 	tunnelWG sync.WaitGroup
 
 	// Telemetry (telemetry.go, accesslog.go, stats.go).
-	tel   telemetry
+	tel   *telemetry.Telemetry
 	stats proxyStats
 	logq  *lazyAsync
 }
