@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -190,4 +191,43 @@ func kindName(kind error) string {
 		return "too_large"
 	}
 	return "_OTHER"
+}
+
+// logFailure gives a refusal or failure its one log record. With the access
+// log on, that is the request's access record, which endRequest writes
+// with e's reason (logAccess); otherwise it is a Warn line with message
+// msg. The first failure of a request is the one reported.
+func (p *Proxy) logFailure(r *http.Request, e *Error, msg string) {
+	if rs := reqStateFrom(r.Context()); rs != nil && rs.logging {
+		if rs.failure == nil {
+			rs.failure = e
+		}
+		return
+	}
+	p.logError(r, e, msg)
+}
+
+// logError writes the Warn line of a failure (see logFailure).
+func (p *Proxy) logError(r *http.Request, e *Error, msg string) {
+	ctx := r.Context()
+	if !p.log.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.Int("status", e.Status),
+		slog.String("method", r.Method),
+		slog.String("target", e.Target),
+		slog.String("reason", e.Reason),
+		slog.String("client", r.RemoteAddr),
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+	p.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
+}
+
+func (p *Proxy) logClientGone(r *http.Request, err error) {
+	p.log.LogAttrs(r.Context(), slog.LevelDebug, "client went away",
+		slog.String("method", r.Method), slog.String("target", r.URL.Host),
+		slog.String("client", r.RemoteAddr), slog.String("error", err.Error()))
 }

@@ -327,8 +327,7 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		r.URL.Scheme = "http"
 	}
 	r.URL.Host = conn.target
-	defer p.endRequest(p.beginRequest(c, &w, &r)) // telemetry.go: its own span, access-log record, Stats
-	p.forward(c, w, r)
+	p.observe(c, w, r, p.forward) // telemetry.go: its own span, access-log record, Stats
 }
 
 type interceptedKey struct{}
