@@ -114,7 +114,7 @@ func (p *Proxy) relayUpgrade(c *config, w http.ResponseWriter, r *http.Request, 
 		client.Close()
 		return
 	}
-	p.runTunnel(c, r, client, readAhead(brw), upConn)
+	p.runTunnel(c, r, withReadAhead(client, brw.Reader), upConn)
 }
 
 // roundTripFailed answers a request whose round trip failed with err,
