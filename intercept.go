@@ -62,30 +62,28 @@ func LoadOrCreateCA(dir string) (ca tls.Certificate, created bool, err error) {
 }
 
 // newInterceptServer makes the internal server that serves decrypted
-// connections, registered so that Shutdown shuts it down. New makes it
-// whether or not interception is on, so that a configuration that turns it
-// on needs nothing more; it costs nothing until a connection is
-// intercepted. Its timeouts and limits are those of the configuration New
-// starts with, like Serve's hand-off server's.
-func (p *Proxy) newInterceptServer(c *config) *http.Server {
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(p.serveIntercepted),
-		ReadHeaderTimeout: c.readHeaderTimeout,
-		IdleTimeout:       c.clientIdleTimeout,
-		MaxHeaderBytes:    c.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if tc, ok := c.(*tls.Conn); ok {
-				c = tc.NetConn()
-			}
-			if conn, ok := c.(*interceptedConn); ok {
-				return &mergedContext{Context: context.WithValue(ctx, interceptedKey{}, conn), outer: conn.outer}
-			}
-			return ctx
-		},
-	}
+// connections (server.go's newHTTPServer), registered so that Shutdown
+// shuts it down. New makes it whether or not interception is on, so that a
+// configuration that turns it on needs nothing more; it costs nothing
+// until a connection is intercepted. Its timeouts and limits are those of
+// the configuration New starts with, like Serve's hand-off server's.
+func (p *Proxy) newInterceptServer() *http.Server {
+	srv := p.newHTTPServer(http.HandlerFunc(p.serveIntercepted), interceptedConnContext)
 	p.servers[srv] = struct{}{}
 	return srv
+}
+
+// interceptedConnContext is the context of an intercepted connection
+// (interceptedConn, or TLS over one) in the internal server: the
+// connection itself, and the CONNECT request's context behind it.
+func interceptedConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if conn, ok := c.(*interceptedConn); ok {
+		return &mergedContext{Context: context.WithValue(ctx, interceptedKey{}, conn), outer: conn.outer}
+	}
+	return ctx
 }
 
 // intercepts reports whether the CONNECT r to target is to be

@@ -79,7 +79,7 @@ func New(opts ...Option) (*Proxy, error) {
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	p.isrv = p.newInterceptServer(c) // intercept.go
+	p.isrv = p.newInterceptServer() // intercept.go
 	return p, nil
 }
 
