@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"syscall"
+
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // Kinds of failure. Every error the proxy reports to a client is an *Error
@@ -128,7 +130,7 @@ func asError(target string, err error) *Error {
 		return newError(ErrUpstream, target, "TLS certificate of "+target+" failed verification", err)
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), netx.IsTimeout(err):
 		return newError(ErrUpstreamTimeout, target, "upstream "+target+" timed out", err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return newError(ErrUpstream, target, "upstream "+target+" refused the connection", err)
@@ -150,11 +152,6 @@ func (e *Error) withTarget(target string) *Error {
 		c.Target = target
 	}
 	return &c
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // denied returns a refusal by access control, counted in the denials
