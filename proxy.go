@@ -96,8 +96,10 @@ func New(opts ...Option) (*Proxy, error) {
 // (the router, the client-side telemetry wrapper, the upstream transports,
 // the Dialer), respond respond.go, the header rules header.go.
 
-// ServeHTTP serves a request under the configuration in force, which it
-// loads once: the request keeps it to its end.
+// ServeHTTP serves a request: CONNECT opens a tunnel, an absolute-form
+// request goes upstream, anything else to the fallback handler (or 400).
+// It loads the configuration in force once; the request keeps it to its
+// end.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.observe(p.cfg.Load(), w, r, p.dispatch) // telemetry.go: spans, metrics, access log, Stats
 }
