@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // Body idle timeouts (WithBodyIdleTimeout): a plain request or response
@@ -140,7 +141,7 @@ func watchRequestBody(idle time.Duration, w http.ResponseWriter, body io.ReadClo
 	rc := http.NewResponseController(w)
 	b := &clientBody{ReadCloser: body}
 	b.w.idle, b.w.gated = idle, true
-	b.w.fire = func() { _ = rc.SetReadDeadline(aLongTimeAgo) }
+	b.w.fire = func() { _ = rc.SetReadDeadline(netx.PastDeadline()) }
 	return b
 }
 
@@ -207,11 +208,8 @@ func watchH1Body(b *h1.Body, idle time.Duration) *idleWatch {
 	if conn == nil {
 		return nil
 	}
-	w := &idleWatch{idle: idle, tcp: tcp, fire: func() { _ = conn.SetReadDeadline(aLongTimeAgo) }}
+	w := &idleWatch{idle: idle, tcp: tcp, fire: func() { _ = conn.SetReadDeadline(netx.PastDeadline()) }}
 	b.StopOnFinish(w)
 	w.start()
 	return w
 }
-
-// aLongTimeAgo is a deadline in the past, which aborts pending I/O at once.
-var aLongTimeAgo = time.Unix(1, 0)

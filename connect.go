@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
@@ -45,7 +47,7 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		p.serveIntercept(c, w, r.WithContext(ctx), target) // ctx carries the authenticated user and c
 		return
 	}
-	upstream, err := p.dial(ctx, "tcp", target)
+	upstream, err := p.dial(ctx, "tcp", target) // transport.go
 	if err != nil {
 		if ctx.Err() != nil {
 			p.logClientGone(r, err)
@@ -54,31 +56,48 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		p.fail(c, w, r, asError(target, err))
 		return
 	}
+	client, ok := p.acceptConnect(c, w, r, target)
+	if !ok {
+		upstream.Close()
+		return
+	}
+	p.runTunnel(c, r, client, upstream)
+}
+
+// acceptConnect answers an admitted CONNECT to target with 200 and takes
+// the client's side of it, which it returns: over HTTP/1.1 the hijacked
+// connection, with the server's deadlines cleared (the tunnel watches
+// idleness itself) and the bytes the server had read ahead of it (a TLS
+// ClientHello sent right behind the CONNECT, say) read first; over
+// HTTP/2 (RFC 9113 §8.5) the stream itself, a netx.StreamConn. A plain
+// tunnel and an intercepted CONNECT both take their client here. It
+// reports false when the client cannot be taken; the client has then been
+// answered, or is gone.
+func (p *Proxy) acceptConnect(c *config, w http.ResponseWriter, r *http.Request, target string) (net.Conn, bool) {
 	if r.ProtoMajor >= 2 {
-		// HTTP/2 (RFC 9113 §8.5): the stream itself is the tunnel.
 		w.WriteHeader(http.StatusOK)
 		if err := http.NewResponseController(w).Flush(); err != nil {
-			upstream.Close()
-			return
+			return nil, false
 		}
-		p.runTunnel(c, r, &streamConn{body: r.Body, w: w}, nil, upstream)
-		return
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		return netx.NewStreamConn(r.Body, w, local, r.RemoteAddr), true
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		upstream.Close()
 		p.fail(c, w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
-		return
+		return nil, false
 	}
 	// The server's read and write deadlines no longer apply: the tunnel
 	// watches idleness itself.
 	_ = client.SetDeadline(time.Time{})
 	if _, err := client.Write(connectEstablished); err != nil {
 		client.Close()
-		upstream.Close()
-		return
+		return nil, false
 	}
-	p.runTunnel(c, r, client, readAhead(brw), upstream)
+	if rs := reqStateFrom(r.Context()); rs != nil {
+		rs.status = http.StatusOK // written on the hijacked connection
+	}
+	return withReadAhead(client, brw.Reader), true
 }
 
 // openTunnel counts a tunnel (a CONNECT, or an upgraded connection) in,
@@ -100,21 +119,21 @@ func (p *Proxy) openTunnel(c *config) bool {
 
 func (p *Proxy) closeTunnel() { p.tunnelsOpen.Add(-1) }
 
-// readAhead returns the bytes the server had already read from a hijacked
-// client connection (a TLS ClientHello sent right behind the CONNECT, say).
-func readAhead(brw *bufio.ReadWriter) []byte {
-	n := brw.Reader.Buffered()
-	if n == 0 {
-		return nil
+// withReadAhead returns a hijacked client connection c with the bytes
+// that br, the server's reader over it, had read ahead read first: c
+// itself when there are none, else a netx.Conn, which keeps br until they
+// are read.
+func withReadAhead(c net.Conn, br *bufio.Reader) net.Conn {
+	if br == nil || br.Buffered() == 0 {
+		return c
 	}
-	b, _ := brw.Reader.Peek(n)
-	return append([]byte(nil), b...)
+	return netx.NewBufferedConn(c, nil, br, nil)
 }
 
 // runTunnel relays between client and upstream, tracked so that Shutdown
 // can close it, and logs it when done. Its idle timeout is c's.
-func (p *Proxy) runTunnel(c *config, r *http.Request, client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser) {
-	t := newTunnel(client, early, upstream, c.tunnelIdleTimeout)
+func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser) {
+	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
 	if !p.track(t) {
 		client.Close()
 		upstream.Close()
@@ -130,22 +149,3 @@ func (p *Proxy) runTunnel(c *config, r *http.Request, client io.ReadWriteCloser,
 		slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
 		slog.Duration("duration", time.Since(start)))
 }
-
-// streamConn adapts an HTTP/2 CONNECT stream (request body in, response
-// body out) to the tunnel's ReadWriteCloser.
-type streamConn struct {
-	body io.ReadCloser
-	w    http.ResponseWriter
-}
-
-func (s *streamConn) Read(p []byte) (int, error) { return s.body.Read(p) }
-
-func (s *streamConn) Write(p []byte) (int, error) {
-	n, err := s.w.Write(p)
-	if err == nil {
-		err = http.NewResponseController(s.w).Flush()
-	}
-	return n, err
-}
-
-func (s *streamConn) Close() error { return s.body.Close() }

@@ -163,26 +163,14 @@ func WithDNSTTL(min, max time.Duration) ResolverOption {
 // of its TTL and its MINIMUM field), or is the TTL floor when the answer
 // carries no SOA. Zero disables negative caching.
 func WithDNSNegativeTTL(max time.Duration) ResolverOption {
-	return resolverOption{"WithDNSNegativeTTL", func(c *resolverConfig) error {
-		if max < 0 {
-			return fmt.Errorf("WithDNSNegativeTTL: negative duration %v", max)
-		}
-		c.negTTL = max
-		return nil
-	}}
+	return dnsDuration("WithDNSNegativeTTL", max, func(c *resolverConfig) *time.Duration { return &c.negTTL })
 }
 
 // WithDNSErrorTTL sets how long a failed lookup (timeout, unreachable
 // servers, SERVFAIL, REFUSED) is cached, so that a failing server is not
 // asked again for every request (default 1 s). Zero disables error caching.
 func WithDNSErrorTTL(d time.Duration) ResolverOption {
-	return resolverOption{"WithDNSErrorTTL", func(c *resolverConfig) error {
-		if d < 0 {
-			return fmt.Errorf("WithDNSErrorTTL: negative duration %v", d)
-		}
-		c.errTTL = d
-		return nil
-	}}
+	return dnsDuration("WithDNSErrorTTL", d, func(c *resolverConfig) *time.Duration { return &c.errTTL })
 }
 
 // WithDNSServeStale sets how long after its expiry a cached address may
@@ -190,11 +178,17 @@ func WithDNSErrorTTL(d time.Duration) ResolverOption {
 // 10 min). A stale answer is cached for 30 s and refreshed in the
 // background while it is used. Zero disables serving stale answers.
 func WithDNSServeStale(window time.Duration) ResolverOption {
-	return resolverOption{"WithDNSServeStale", func(c *resolverConfig) error {
-		if window < 0 {
-			return fmt.Errorf("WithDNSServeStale: negative duration %v", window)
+	return dnsDuration("WithDNSServeStale", window, func(c *resolverConfig) *time.Duration { return &c.staleWindow })
+}
+
+// dnsDuration is a resolver option named name that sets the duration
+// field returns to d, which may be zero (off) but not negative.
+func dnsDuration(name string, d time.Duration, field func(*resolverConfig) *time.Duration) ResolverOption {
+	return resolverOption{name, func(c *resolverConfig) error {
+		if d < 0 {
+			return fmt.Errorf("%s: negative duration %v", name, d)
 		}
-		c.staleWindow = window
+		*field(c) = d
 		return nil
 	}}
 }

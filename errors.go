@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"syscall"
+
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // Kinds of failure. Every error the proxy reports to a client is an *Error
@@ -127,7 +130,7 @@ func asError(target string, err error) *Error {
 		return newError(ErrUpstream, target, "TLS certificate of "+target+" failed verification", err)
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), netx.IsTimeout(err):
 		return newError(ErrUpstreamTimeout, target, "upstream "+target+" timed out", err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return newError(ErrUpstream, target, "upstream "+target+" refused the connection", err)
@@ -151,15 +154,77 @@ func (e *Error) withTarget(target string) *Error {
 	return &c
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // denied returns a refusal by access control, counted in the denials
 // metric under reason (a short, low-cardinality word).
 func denied(kind error, reason, target, text string) *Error {
 	e := newError(kind, target, text, nil)
 	e.denial = reason
 	return e
+}
+
+// kindName is the short name of an error kind, used as error.type, denial
+// reason and Stats key.
+func kindName(kind error) string {
+	switch kind {
+	case ErrMalformed:
+		return "malformed"
+	case ErrAuthRequired:
+		return "auth_required"
+	case ErrForbidden:
+		return "forbidden"
+	case ErrUnavailable:
+		return "unavailable"
+	case ErrUpstream:
+		return "upstream"
+	case ErrUpstreamTimeout:
+		return "upstream_timeout"
+	case ErrLoop:
+		return "loop"
+	case ErrClientTimeout:
+		return "client_timeout"
+	case ErrRateLimited:
+		return "rate_limited"
+	case ErrTooLarge:
+		return "too_large"
+	}
+	return "_OTHER"
+}
+
+// logFailure gives a refusal or failure its one log record. With the access
+// log on, that is the request's access record, which endRequest writes
+// with e's reason (logAccess); otherwise it is a Warn line with message
+// msg. The first failure of a request is the one reported.
+func (p *Proxy) logFailure(r *http.Request, e *Error, msg string) {
+	if rs := reqStateFrom(r.Context()); rs != nil && rs.logging {
+		if rs.failure == nil {
+			rs.failure = e
+		}
+		return
+	}
+	p.logError(r, e, msg)
+}
+
+// logError writes the Warn line of a failure (see logFailure).
+func (p *Proxy) logError(r *http.Request, e *Error, msg string) {
+	ctx := r.Context()
+	if !p.log.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.Int("status", e.Status),
+		slog.String("method", r.Method),
+		slog.String("target", e.Target),
+		slog.String("reason", e.Reason),
+		slog.String("client", r.RemoteAddr),
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+	p.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
+}
+
+func (p *Proxy) logClientGone(r *http.Request, err error) {
+	p.log.LogAttrs(r.Context(), slog.LevelDebug, "client went away",
+		slog.String("method", r.Method), slog.String("target", r.URL.Host),
+		slog.String("client", r.RemoteAddr), slog.String("error", err.Error()))
 }

@@ -3,12 +3,10 @@ package fwdproxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/mitm"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
 )
 
@@ -63,30 +62,28 @@ func LoadOrCreateCA(dir string) (ca tls.Certificate, created bool, err error) {
 }
 
 // newInterceptServer makes the internal server that serves decrypted
-// connections, registered so that Shutdown shuts it down. New makes it
-// whether or not interception is on, so that a configuration that turns it
-// on needs nothing more; it costs nothing until a connection is
-// intercepted. Its timeouts and limits are those of the configuration New
-// starts with, like Serve's hand-off server's.
-func (p *Proxy) newInterceptServer(c *config) *http.Server {
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(p.serveIntercepted),
-		ReadHeaderTimeout: c.readHeaderTimeout,
-		IdleTimeout:       c.clientIdleTimeout,
-		MaxHeaderBytes:    c.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if tc, ok := c.(*tls.Conn); ok {
-				c = tc.NetConn()
-			}
-			if conn, ok := c.(*interceptedConn); ok {
-				return &mergedContext{Context: context.WithValue(ctx, interceptedKey{}, conn), outer: conn.outer}
-			}
-			return ctx
-		},
-	}
+// connections (server.go's newHTTPServer), registered so that Shutdown
+// shuts it down. New makes it whether or not interception is on, so that a
+// configuration that turns it on needs nothing more; it costs nothing
+// until a connection is intercepted. Its timeouts and limits are those of
+// the configuration New starts with, like Serve's hand-off server's.
+func (p *Proxy) newInterceptServer() *http.Server {
+	srv := p.newHTTPServer(http.HandlerFunc(p.serveIntercepted), interceptedConnContext)
 	p.servers[srv] = struct{}{}
 	return srv
+}
+
+// interceptedConnContext is the context of an intercepted connection
+// (interceptedConn, or TLS over one) in the internal server: the
+// connection itself, and the CONNECT request's context behind it.
+func interceptedConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if conn, ok := c.(*interceptedConn); ok {
+		return &mergedContext{Context: context.WithValue(ctx, interceptedKey{}, conn), outer: conn.outer}
+	}
+	return ctx
 }
 
 // intercepts reports whether the CONNECT r to target is to be
@@ -126,63 +123,41 @@ func (ic *interceptor) bypassed(host string) bool {
 const clientFirstWait = time.Second
 
 // serveIntercept takes over the client side of an authorised CONNECT to
-// target without dialing: it answers 200 and peeks at the client's first
-// bytes (peekClient). A TLS ClientHello is terminated with a minted
-// certificate and an HTTP/1.x request line served as plain HTTP, both by the
-// internal server, whose handler sends each request through forward. Any
-// other protocol, or a client silent for clientFirstWait, is tunnelled to
-// target untouched. It returns when the connection has ended; Shutdown
+// target without dialing: it answers 200 (acceptConnect) and peeks at the
+// client's first bytes (peekClient). A TLS ClientHello is terminated with a
+// minted certificate and an HTTP/1.x request line served as plain HTTP, both
+// by the internal server, whose handler sends each request through forward.
+// Any other protocol, or a client silent for clientFirstWait, is tunnelled
+// to target untouched. It returns when the connection has ended; Shutdown
 // counts it as a tunnel, and so do Stats and the access log, with the
 // bytes of the whole connection and the requests served inside. The
 // interception itself (certificate issuer, first-bytes limit) is c's, the
 // CONNECT's configuration; each request inside is served under the
 // configuration in force when it starts (serveIntercepted).
 func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request, target string) {
-	var raw net.Conn
-	var early []byte
-	if r.ProtoMajor >= 2 {
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		if err := rc.Flush(); err != nil {
-			return
-		}
-		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		raw = newStreamNetConn(r.Body, w, rc, local, stringAddr(r.RemoteAddr))
-	} else {
-		client, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			p.fail(c, w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
-			return
-		}
-		_ = client.SetDeadline(time.Time{})
-		if _, err := client.Write(connectEstablished); err != nil {
-			client.Close()
-			return
-		}
-		if rs := reqStateFrom(r.Context()); rs != nil {
-			rs.status = http.StatusOK // written on the hijacked connection
-		}
-		raw, early = client, readAhead(brw)
-	}
-	conn := &interceptedConn{Conn: raw, target: target, outer: r.Context(), closed: make(chan struct{})}
-	handle := newTunnel(conn, nil, nopConn{}, 0) // for Shutdown: never run, only closed
-	if !p.track(handle) {
-		conn.Close()
+	raw, ok := p.acceptConnect(c, w, r, target) // connect.go
+	if !ok {
 		return
 	}
-	first, proto := peekClient(raw, early, clientFirstWait, c.maxHeaderBytes)
+	handle := newTunnel(raw, nopConn{}, 0) // for Shutdown: never run, only closed
+	if !p.track(handle) {
+		raw.Close()
+		return
+	}
+	first, proto := peekClient(raw, clientFirstWait, c.maxHeaderBytes)
+	client := netx.NewConn(raw, first) // the bytes peeked at are read again first
 	switch proto {
 	case httpx.SniffOther:
 		p.untrack(handle)
-		p.tunnelUntouched(c, r, target, raw, first)
+		p.tunnelUntouched(c, r, target, client)
 		return
 	case httpx.SniffMore: // the client left before saying anything decisive
-		conn.Close()
+		raw.Close()
 		p.untrack(handle)
 		return
 	}
 	defer p.untrack(handle)
-	conn.early, conn.plain = first, proto == httpx.SniffHTTP1
+	conn := &interceptedConn{Conn: client, target: target, plain: proto == httpx.SniffHTTP1, outer: r.Context(), closed: make(chan struct{})}
 	start := time.Now()
 	p.tunnelStarted(r) // telemetry.go
 	var state tls.ConnectionState
@@ -250,9 +225,9 @@ func (p *Proxy) serveInner(c net.Conn, conn *interceptedConn) {
 	conn.drain()
 }
 
-// tunnelUntouched dials target and relays between it and client, sending
-// first (the bytes peeked at) ahead of the rest.
-func (p *Proxy) tunnelUntouched(c *config, r *http.Request, target string, client net.Conn, first []byte) {
+// tunnelUntouched dials target and relays between it and client, whose
+// bytes peeked at are read first.
+func (p *Proxy) tunnelUntouched(c *config, r *http.Request, target string, client net.Conn) {
 	upstream, err := p.dial(r.Context(), "tcp", target)
 	if err != nil {
 		client.Close()
@@ -265,22 +240,19 @@ func (p *Proxy) tunnelUntouched(c *config, r *http.Request, target string, clien
 		p.logFailure(r, e, "tunnel failed") // the access record, when it is on
 		return
 	}
-	p.runTunnel(c, r, client, first, upstream)
+	p.runTunnel(c, r, client, upstream)
 }
 
-// peekClient reads the client's first bytes from c, after early (the bytes
-// the server had read already), until httpx.Sniff can tell what they are,
-// for at most wait. A client still undecided then is SniffOther. A client
-// that closes or fails first is SniffMore, unless it sent bytes before an
-// EOF (those are tunnelled). It returns the bytes read, which must be sent
-// on first. Reads time out through c's read deadline, which c must let it
-// read on after (net.Conn, tls.Conn and streamNetConn do).
-func peekClient(c net.Conn, early []byte, wait time.Duration, limit int) ([]byte, httpx.Protocol) {
-	buf := append(make([]byte, 0, max(len(early), 4096)), early...)
-	proto := httpx.Sniff(buf, limit)
-	if proto != httpx.SniffMore {
-		return buf, proto
-	}
+// peekClient reads the client's first bytes from c until httpx.Sniff can
+// tell what they are, for at most wait. A client still undecided then is
+// SniffOther. A client that closes or fails first is SniffMore, unless it
+// sent bytes before an EOF (those are tunnelled). It returns the bytes
+// read, which must be read again first. Reads time out through c's read
+// deadline, which c must let it read on after (net.Conn, tls.Conn and
+// netx.StreamConn do); bytes the server had read ahead of c (netx.Conn)
+// come at once.
+func peekClient(c net.Conn, wait time.Duration, limit int) ([]byte, httpx.Protocol) {
+	buf := make([]byte, 0, 4096)
 	_ = c.SetReadDeadline(time.Now().Add(wait))
 	defer c.SetReadDeadline(time.Time{})
 	for {
@@ -289,7 +261,7 @@ func peekClient(c net.Conn, early []byte, wait time.Duration, limit int) ([]byte
 		}
 		n, err := c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if proto = httpx.Sniff(buf, limit); proto != httpx.SniffMore {
+		if proto := httpx.Sniff(buf, limit); proto != httpx.SniffMore {
 			return buf, proto
 		}
 		if err != nil {
@@ -327,8 +299,7 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		r.URL.Scheme = "http"
 	}
 	r.URL.Host = conn.target
-	defer p.endRequest(p.beginRequest(c, &w, &r)) // telemetry.go: its own span, access-log record, Stats
-	p.forward(c, w, r)
+	p.observe(c, w, r, p.forward) // telemetry.go: its own span, access-log record, Stats
 }
 
 type interceptedKey struct{}
@@ -354,12 +325,12 @@ func (m *mergedContext) Value(key any) any {
 	return nil
 }
 
-// interceptedConn is the client's connection after the 200: bytes already
-// read by the proxy come first, and closing it signals closed. It counts
-// the bytes of the whole connection and the requests served on it.
+// interceptedConn is the client's connection after the 200 (with the
+// bytes already read by the proxy first: a netx.Conn), and closing it
+// signals closed. It counts the bytes of the whole connection and the
+// requests served on it.
 type interceptedConn struct {
 	net.Conn
-	early     []byte
 	target    string
 	plain     bool // HTTP without TLS
 	outer     context.Context
@@ -410,12 +381,6 @@ func (c *interceptedConn) drain() {
 }
 
 func (c *interceptedConn) Read(b []byte) (int, error) {
-	if len(c.early) > 0 {
-		n := copy(b, c.early)
-		c.early = c.early[n:]
-		c.in.Add(int64(n))
-		return n, nil
-	}
 	n, err := c.Conn.Read(b)
 	c.in.Add(int64(n))
 	return n, err
@@ -465,133 +430,6 @@ func (l *oneConnListener) Close() error {
 }
 
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
-
-// streamNetConn is an HTTP/2 CONNECT stream as a net.Conn for crypto/tls
-// and the internal server. Its read deadline is its own: HTTP/2's ends the
-// stream when it expires, but net/http sets one in the past to stop a
-// background read (before each request and on Hijack), and so does
-// peekClient, and both read on afterwards. So a goroutine reads the stream
-// ahead, a chunk at a time, and Read waits for a chunk or the deadline.
-type streamNetConn struct {
-	streamConn
-	rc            *http.ResponseController
-	local, remote net.Addr
-
-	startOnce sync.Once
-	chunks    chan readResult // from readAhead
-	stop      chan struct{}   // closed by Close
-	stopOnce  sync.Once
-	left      []byte // the rest of the last chunk, for the next Read
-	err       error  // the stream's read error, once reached
-
-	mu       sync.Mutex // guards deadline and changed
-	deadline time.Time
-	changed  chan struct{} // closed when the deadline changes
-}
-
-// readResult is one Read's outcome.
-type readResult struct {
-	data []byte
-	err  error
-}
-
-func newStreamNetConn(body io.ReadCloser, w http.ResponseWriter, rc *http.ResponseController, local, remote net.Addr) *streamNetConn {
-	return &streamNetConn{streamConn: streamConn{body: body, w: w}, rc: rc, local: local, remote: remote,
-		chunks: make(chan readResult, 1), stop: make(chan struct{}), changed: make(chan struct{})}
-}
-
-func (s *streamNetConn) Read(b []byte) (int, error) {
-	if len(s.left) == 0 && s.err == nil {
-		s.startOnce.Do(func() { go s.readAhead() })
-		if err := s.await(); err != nil {
-			return 0, err
-		}
-	}
-	if len(s.left) > 0 {
-		n := copy(b, s.left)
-		s.left = s.left[n:]
-		return n, nil
-	}
-	return 0, s.err
-}
-
-// await waits for the next chunk until the read deadline.
-func (s *streamNetConn) await() error {
-	for {
-		s.mu.Lock()
-		deadline, changed := s.deadline, s.changed
-		s.mu.Unlock()
-		var expired <-chan time.Time
-		if !deadline.IsZero() {
-			wait := time.Until(deadline)
-			if wait <= 0 {
-				return os.ErrDeadlineExceeded
-			}
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			expired = t.C
-		}
-		select {
-		case res := <-s.chunks:
-			s.left, s.err = res.data, res.err
-			return nil
-		case <-expired:
-			return os.ErrDeadlineExceeded
-		case <-changed:
-		case <-s.stop:
-			return net.ErrClosed
-		}
-	}
-}
-
-func (s *streamNetConn) readAhead() {
-	for {
-		buf := make([]byte, 16<<10) // HTTP/2's default frame size
-		n, err := s.body.Read(buf)
-		select {
-		case s.chunks <- readResult{buf[:n], err}:
-		case <-s.stop:
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (s *streamNetConn) Close() error {
-	s.stopOnce.Do(func() { close(s.stop) })
-	return s.body.Close()
-}
-
-func (s *streamNetConn) LocalAddr() net.Addr {
-	if s.local == nil {
-		return stringAddr("")
-	}
-	return s.local
-}
-
-func (s *streamNetConn) RemoteAddr() net.Addr { return s.remote }
-
-func (s *streamNetConn) SetDeadline(t time.Time) error {
-	return errors.Join(s.SetReadDeadline(t), s.rc.SetWriteDeadline(t))
-}
-
-func (s *streamNetConn) SetReadDeadline(t time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.deadline = t
-	close(s.changed)
-	s.changed = make(chan struct{})
-	return nil
-}
-
-func (s *streamNetConn) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDeadline(t) }
-
-type stringAddr string
-
-func (a stringAddr) Network() string { return "tcp" }
-func (a stringAddr) String() string  { return string(a) }
 
 // nopConn stands in for the upstream of an intercepted connection's
 // tunnel handle, which has none.

@@ -437,3 +437,35 @@ func TestInterceptUntouched(t *testing.T) {
 		}
 	}
 }
+
+// TestInterceptConnsNotCounted: the connections the interception server
+// serves are not client connections of Serve's. Only the hand-off server
+// counts (countConn, which knows the loop's hand-offs by their type,
+// netx.Conn, as CONNECT and interception now make netx.Conns too), so an
+// intercepted connection is neither counted in Stats.ActiveConnections nor
+// refused past WithMaxConns.
+func TestInterceptConnsNotCounted(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "inner") })
+	target := o.Listener.Addr().String()
+	ca, _ := newTestCA(t)
+	tp := startProxy(t, WithInterception(ca), WithMaxConns(1))
+	c, br := tp.connect(t, target, "GET /early HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			mustWrite(t, c, "GET /next HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "inner" {
+			t.Fatalf("request %d inside: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	if n := tp.Stats().ActiveConnections; n != 0 {
+		t.Errorf("ActiveConnections = %d with one intercepted connection open, want 0", n)
+	}
+}

@@ -568,3 +568,9 @@ func TestInterceptBypassAddresses(t *testing.T) {
 		})
 	}
 }
+
+// stringAddr is a net.Addr known only as text.
+type stringAddr string
+
+func (a stringAddr) Network() string { return "tcp" }
+func (a stringAddr) String() string  { return string(a) }

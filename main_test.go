@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	"go.uber.org/goleak"
@@ -79,6 +80,7 @@ var (
 	mustWrite         = proxytest.MustWrite
 	mustGet           = proxytest.MustGet
 	eventually        = proxytest.Eventually
+	isTimeout         = netx.IsTimeout
 )
 
 // syncBuffer is a bytes.Buffer safe for the log goroutine and the test.

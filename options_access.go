@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/fwdproxy/fwdproxy/internal/policy"
 )
@@ -70,15 +71,7 @@ func WithAuthenticator(a Authenticator) Option {
 // addresses ("10.0.0.0/8", "2001:db8::1"), which are matched against every
 // address the host resolves to. Deny rules win over allow rules.
 func WithDenyHosts(patterns ...string) Option {
-	return optionFunc(func(s *settings) error {
-		hosts, cidrs, err := parseHostRules("WithDenyHosts", patterns)
-		if err != nil {
-			return err
-		}
-		s.accessRules.DenyHosts = append(s.accessRules.DenyHosts, hosts...)
-		s.accessRules.DenyCIDRs = append(s.accessRules.DenyCIDRs, cidrs...)
-		return nil
-	})
+	return hostRules("WithDenyHosts", patterns, func(r *policy.Config) (*[]string, *[]netip.Prefix) { return &r.DenyHosts, &r.DenyCIDRs })
 }
 
 // WithAllowHosts turns on an allow list: only destinations that match one
@@ -86,13 +79,20 @@ func WithDenyHosts(patterns ...string) Option {
 // gets 403. A name that matches no host pattern passes when it resolves
 // into an allowed CIDR range.
 func WithAllowHosts(patterns ...string) Option {
+	return hostRules("WithAllowHosts", patterns, func(r *policy.Config) (*[]string, *[]netip.Prefix) { return &r.AllowHosts, &r.AllowCIDRs })
+}
+
+// hostRules is an option named name that adds patterns (parseHostRules) to
+// the host and CIDR lists lists returns: the deny or the allow rules.
+func hostRules(name string, patterns []string, lists func(*policy.Config) (*[]string, *[]netip.Prefix)) Option {
 	return optionFunc(func(s *settings) error {
-		hosts, cidrs, err := parseHostRules("WithAllowHosts", patterns)
+		hosts, cidrs, err := parseHostRules(name, patterns)
 		if err != nil {
 			return err
 		}
-		s.accessRules.AllowHosts = append(s.accessRules.AllowHosts, hosts...)
-		s.accessRules.AllowCIDRs = append(s.accessRules.AllowCIDRs, cidrs...)
+		h, c := lists(&s.accessRules)
+		*h = append(*h, hosts...)
+		*c = append(*c, cidrs...)
 		return nil
 	})
 }
@@ -133,24 +133,24 @@ func WithReportOnly() Option {
 // answered with 503 and closed. Tunnels, once open, count against
 // WithMaxTunnels instead.
 func WithMaxConns(n int) Option {
-	return optionFunc(func(s *settings) error {
-		if n < 1 {
-			return fmt.Errorf("WithMaxConns: %d is not positive", n)
-		}
-		s.maxConns = n
-		return nil
-	})
+	return limitOption("WithMaxConns", n, func(s *settings) *int { return &s.maxConns })
 }
 
 // WithMaxTunnels bounds the CONNECT tunnels and upgraded connections open
 // at once (default DefaultMaxTunnels). Past it, new ones get 503 while the
 // others keep working.
 func WithMaxTunnels(n int) Option {
+	return limitOption("WithMaxTunnels", n, func(s *settings) *int { return &s.maxTunnels })
+}
+
+// limitOption is an option named name that sets the limit field returns to
+// n, which must be positive.
+func limitOption(name string, n int, field func(*settings) *int) Option {
 	return optionFunc(func(s *settings) error {
 		if n < 1 {
-			return fmt.Errorf("WithMaxTunnels: %d is not positive", n)
+			return fmt.Errorf("%s: %d is not positive", name, n)
 		}
-		s.maxTunnels = n
+		*field(s) = n
 		return nil
 	})
 }

@@ -8,7 +8,7 @@ import (
 // request to a plain-http upstream is sent by the handler goroutine itself
 // on a connection from its pool, written in one system call, its response
 // head parsed by a short parser, and a Content-Length body spliced to the
-// client by the kernel. The router (fastPath, transport.go) chooses it per
+// client by the kernel. The router (route, transport.go) chooses it per
 // request; everything else takes the shared http.Transport.
 //
 // Its pool keeps idle connections per host, most recently used first, and

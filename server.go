@@ -23,16 +23,8 @@ import (
 // handed, with what was read of it, to an http.Server with the same
 // settings.
 func (p *Proxy) Serve(l net.Listener) error {
-	c := p.cfg.Load() // the hand-off server's settings: net/http reads them from its fields
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: c.readHeaderTimeout,
-		IdleTimeout:       c.clientIdleTimeout,
-		MaxHeaderBytes:    c.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		ConnContext:       p.countConn,
-		ConnState:         p.connState,
-	}
+	srv := p.newHTTPServer(p, p.countConn)
+	srv.ConnState = p.connState
 	s := h1.NewServer(l, h1.ServerConfig{
 		Handler:  p,
 		HandOff:  srv,
@@ -62,6 +54,26 @@ func (p *Proxy) Serve(l net.Listener) error {
 	return err
 }
 
+// newHTTPServer makes a net/http server for the client side, serving h:
+// Serve's hand-off server and the interception front end's server are both
+// made here, with the timeouts and limits of the configuration in force
+// (net/http reads them from the server's fields, so a later configuration
+// does not change them) and net/http's errors logged at Warn. connContext
+// is the server's ConnContext: the hand-off server's counts the
+// connections it did not get from the loop (countConn), the interception
+// server's carries the CONNECT's context (interceptedConnContext).
+func (p *Proxy) newHTTPServer(h http.Handler, connContext func(context.Context, net.Conn) context.Context) *http.Server {
+	c := p.cfg.Load()
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		IdleTimeout:       c.clientIdleTimeout,
+		MaxHeaderBytes:    c.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ConnContext:       connContext,
+	}
+}
+
 // tooManyConnsReason is the reason given to a connection past WithMaxConns.
 const tooManyConnsReason = "too many client connections: retry later (the limit is WithMaxConns, -max-conns on the example server)"
 
@@ -78,7 +90,12 @@ type ctxKeyOverLimit struct{}
 // one handed off by the loop was counted (and, past WithMaxConns, refused)
 // when it was accepted. A TLS connection past WithMaxConns cannot be
 // answered before its handshake, so it is marked for ServeHTTP to answer
-// its request with 503 and close it.
+// its request with 503 and close it. Only the hand-off server calls it,
+// so h1.HandedOff, which knows a handed-off connection by its type
+// (netx.Conn), sees no other: the netx.Conns that CONNECT and interception
+// make (acceptConnect, serveIntercept) go to tunnels and to the
+// interception server, whose connections are interceptedConns (or TLS
+// over one) and are not counted.
 func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
 	if h1.HandedOff(c) {
 		return ctx

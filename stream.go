@@ -65,8 +65,7 @@ func copyBody(w io.Writer, src io.Reader, flush bool, watch *idleWatch) (written
 // counters of its TCP sockets) with the previous one, and closes both ends
 // once nothing has moved for the idle timeout.
 type tunnel struct {
-	client, upstream io.ReadWriteCloser
-	early            []byte // client bytes read ahead by the server, sent first
+	client, upstream io.ReadWriteCloser // bytes read ahead of client come first (netx.Conn)
 	idle             time.Duration
 
 	up, down atomic.Int64 // bytes client→upstream and upstream→client
@@ -81,8 +80,8 @@ type tunnel struct {
 
 type closeWriter interface{ CloseWrite() error }
 
-func newTunnel(client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser, idle time.Duration) *tunnel {
-	return &tunnel{client: client, early: early, upstream: upstream, idle: idle}
+func newTunnel(client, upstream io.ReadWriteCloser, idle time.Duration) *tunnel {
+	return &tunnel{client: client, upstream: upstream, idle: idle}
 }
 
 // run relays until both directions have ended or the tunnel is closed, then
@@ -94,14 +93,6 @@ func (t *tunnel) run() (up, down int64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if len(t.early) > 0 {
-			n, err := t.upstream.Write(t.early)
-			t.up.Add(int64(n))
-			if err != nil {
-				t.close()
-				return
-			}
-		}
 		t.pump(t.upstream, t.client, &t.up)
 	}()
 	t.pump(t.client, t.upstream, &t.down)
@@ -149,9 +140,13 @@ func (t *tunnel) signature() int64 {
 // on any error, or when dst cannot be half-closed, it closes the tunnel.
 func (t *tunnel) pump(dst, src io.ReadWriteCloser, total *atomic.Int64) {
 	var err error
-	if d, s, ok := spliceable(dst, src); ok {
+	if spliceable(dst, src) {
+		// io.Copy through the ends as they are: a netx.Conn's WriteTo sends
+		// the bytes read ahead of it, then hands the rest to its TCP
+		// connection, and its ReadFrom hands over at once, so that the
+		// kernel splices either way.
 		var n int64
-		n, err = io.Copy(d, s)
+		n, err = io.Copy(dst, src)
 		total.Add(n)
 	} else {
 		err = copyCounting(dst, src, total)
@@ -187,8 +182,17 @@ func copyCounting(dst io.Writer, src io.Reader, total *atomic.Int64) error {
 	}
 }
 
-// tcpOf returns c as a *net.TCPConn, if it is one.
+// tcpOf returns the *net.TCPConn that c is, or that c reads ahead of
+// (netx.Conn), if there is one.
 func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
-	tc, _ := c.(*net.TCPConn)
-	return tc
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case *netx.Conn:
+			c = v.Conn
+		default:
+			return nil
+		}
+	}
 }

@@ -2,16 +2,15 @@ package fwdproxy
 
 import (
 	"io"
-	"net"
 
 	"golang.org/x/sys/unix"
 )
 
 // spliceable reports whether src can be copied to dst with splice(2): both
-// must be plain TCP connections with nothing buffered in user space.
-func spliceable(dst, src io.ReadWriteCloser) (*net.TCPConn, *net.TCPConn, bool) {
-	d, s := tcpOf(dst), tcpOf(src)
-	return d, s, d != nil && s != nil
+// must be TCP connections, or netx.Conns over TCP connections, which pass
+// the bytes they read ahead on first and then hand over.
+func spliceable(dst, src io.ReadWriteCloser) bool {
+	return tcpOf(dst) != nil && tcpOf(src) != nil
 }
 
 // tcpActivity returns the kernel's count of bytes received and acknowledged

@@ -1,17 +1,27 @@
 package fwdproxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"net/http"
-	"net/textproto"
+	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/policy"
 )
+
+// The upstream chain. roundTrip is the router: it decides once per request
+// (route) whether the own HTTP/1.1 transport (internal/h1, built in pool.go)
+// or the shared http.Transport sends it, and send does; when telemetry
+// follows the request, its client-side wrapper (observeRoundTrip,
+// telemetry.go) goes around send. Both transports dial through the one
+// Dialer, dial: resolver → address guard → Happy Eyeballs dial.
 
 // Buffer sizes for the upstream connections. Larger buffers than Go's 4 KiB
 // default cut the number of read and write system calls on large bodies.
@@ -48,17 +58,32 @@ func (p *Proxy) newTransport(c *config) *http.Transport {
 }
 
 // roundTrip sends out upstream and returns the response. It is the router
-// of the upstream chain: it decides once (fastPath) whether the own
+// of the upstream chain: it decides once (route) whether the own
 // HTTP/1.1 transport (pool.go) or the shared http.Transport takes out, and
 // when telemetry follows the request it hands that decision to the
 // client-side measurement (observeRoundTrip, telemetry.go), which sends out
 // through send. c is the request's configuration.
 func (p *Proxy) roundTrip(c *config, out *http.Request) (*http.Response, error) {
-	addr, fast := p.fastPath(c, out)
+	addr, fast := p.route(c, out)
 	if rs := reqStateFrom(out.Context()); rs != nil {
 		return p.observeRoundTrip(c, rs, out, addr, fast)
 	}
 	return p.send(c, out, addr, fast, nil)
+}
+
+// route reports whether out takes the fast path (the own HTTP/1.1
+// transport, pool.go) and, if so, the "host:port" to dial. A request hook
+// may have broken what the server checked; such a request is left to
+// http.Transport, which reports it.
+func (p *Proxy) route(c *config, out *http.Request) (string, bool) {
+	if p.h1 == nil || c.proxyFromEnvironment {
+		return "", false
+	}
+	key, ok := h1.CanSend(out)
+	if !ok || (len(c.requestHooks) > 0 && !h1.ValidRequest(out)) {
+		return "", false
+	}
+	return key, true
 }
 
 // send sends out on the path roundTrip chose: the own transport to addr
@@ -117,19 +142,50 @@ func noDefaultUserAgent(out *http.Request) {
 	out.Header["User-Agent"] = nil
 }
 
-// fastPath reports whether out takes the fast path (the own HTTP/1.1
-// transport, pool.go) and, if so, the "host:port" to dial. A request hook
-// may have broken what the server checked; such a request is left to
-// http.Transport, which reports it.
-func (p *Proxy) fastPath(c *config, out *http.Request) (string, bool) {
-	if p.h1 == nil || c.proxyFromEnvironment {
-		return "", false
+// dial is the one function through which every upstream connection is made:
+// the shared transport's, CONNECT tunnels' and intercepted connections'. It
+// dials under the configuration of the request it dials for, which admit
+// put in ctx (dialPolicy).
+func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	pol := p.dialPolicyFrom(ctx) // access.go
+	// The request's WithDialTimeout bounds the whole dial, DNS included,
+	// as the context's deadline (p.dialer has no timeout of its own).
+	ctx, cancel := context.WithTimeout(ctx, pol.cfg.dialTimeout)
+	defer cancel()
+	host, port, err := httpx.ParseTarget(addr)
+	if err != nil {
+		return nil, newError(ErrMalformed, addr, "bad upstream address "+strconv.Quote(addr)+": "+err.Error(), err)
 	}
-	key, ok := h1.CanSend(out)
-	if !ok || (len(c.requestHooks) > 0 && !h1.ValidRequest(out)) {
-		return "", false
+	var ips []netip.Addr
+	if ip, isIP := policy.ParseHost(host); isIP {
+		ips = []netip.Addr{ip.WithZone("")}
+	} else if ips, err = p.resolver.LookupNetIP(ctx, host); err != nil {
+		return nil, err
 	}
-	return key, true
+	if ips, err = p.vet(ctx, pol, addr, host, port, ips); err != nil {
+		return nil, err
+	}
+	local, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
+	for _, ip := range ips {
+		if isSelf(local, ip.Unmap(), port) {
+			return nil, newError(ErrLoop, addr, "request loop: "+addr+" is this proxy's own address", nil)
+		}
+	}
+	return p.resolver.dialAddrs(ctx, &p.dialer, network, ips, port)
+}
+
+// isSelf reports whether dialing ip:port would reach the listener that
+// accepted the client's connection (local).
+func isSelf(local net.Addr, ip netip.Addr, port uint16) bool {
+	ta, ok := local.(*net.TCPAddr)
+	if !ok || ta.Port != int(port) {
+		return false
+	}
+	if ip.IsUnspecified() {
+		return true
+	}
+	la, ok := netip.AddrFromSlice(ta.IP)
+	return ok && la.Unmap() == ip
 }
 
 // upstreamTLSConfig verifies upstream certificates against the system roots
@@ -164,119 +220,4 @@ func upstreamTLSConfig(extra *x509.CertPool) *tls.Config {
 		return nil
 	}
 	return conf
-}
-
-// viaValues holds the Via field values a Proxy adds, prebuilt per protocol
-// version so the request path does not format them.
-type viaValues struct {
-	v10, v11, v2 string
-}
-
-func newViaValues(pseudonym string) viaValues {
-	return viaValues{v10: "1.0 " + pseudonym, v11: "1.1 " + pseudonym, v2: "2 " + pseudonym}
-}
-
-func (v *viaValues) forProto(major, minor int) string {
-	switch {
-	case major == 2:
-		return v.v2
-	case major == 1 && minor == 0:
-		return v.v10
-	}
-	return v.v11
-}
-
-// dropped reports whether filterHeader drops the field k: a hop-by-hop
-// field, or a look-alike of a framing or routing field, which a recipient
-// reading '_' as '-' would take for the real one. (Requests carrying a
-// look-alike are refused before this; responses are cleaned here.)
-func dropped(k string) bool {
-	if httpx.IsHopByHop(k) {
-		return true
-	}
-	_, lookAlike := httpx.FramingLookAlike(k)
-	return lookAlike
-}
-
-// filterHeader copies the end-to-end fields of src into dst, dropping the
-// hop-by-hop fields, look-alikes of framing and routing fields, and every
-// field named in src's Connection header, then
-// appends via to the Via field (to none if Connection names Via). Values
-// are shared with src, not copied; field order within a name is kept.
-func filterHeader(dst, src http.Header, via string) {
-	for k, vv := range src {
-		if !dropped(k) {
-			dst[k] = vv
-		}
-	}
-	dropListed(dst, src["Connection"])
-	setVia(dst, priorVia(src["Via"], src["Connection"]), via)
-}
-
-// filterHeaderInPlace is filterHeader with the header its own source.
-func filterHeaderInPlace(h http.Header, via string) {
-	conn, prior := h["Connection"], h["Via"]
-	for k := range h {
-		if dropped(k) {
-			delete(h, k)
-		}
-	}
-	dropListed(h, conn)
-	setVia(h, priorVia(prior, conn), via)
-}
-
-// dropListed deletes from h the fields that the Connection values conn
-// name, other than the close and keep-alive options.
-func dropListed(h http.Header, conn []string) {
-	if len(conn) == 0 {
-		return
-	}
-	httpx.Tokens(conn, func(tok string) bool {
-		if !strings.EqualFold(tok, "close") && !strings.EqualFold(tok, "keep-alive") {
-			delete(h, textproto.CanonicalMIMEHeaderKey(tok))
-		}
-		return true
-	})
-}
-
-// priorVia returns the Via values to keep: none when the Connection
-// values conn name Via, which makes them hop-by-hop (RFC 9110 §7.6.1).
-func priorVia(prior, conn []string) []string {
-	if len(prior) > 0 && httpx.HasToken(conn, "via") {
-		return nil
-	}
-	return prior
-}
-
-// setVia sets h's Via to the prior values with via appended.
-func setVia(h http.Header, prior []string, via string) {
-	vv := make([]string, len(prior)+1)
-	copy(vv, prior)
-	vv[len(prior)] = via
-	h["Via"] = vv
-}
-
-// upgradeType returns the protocol a request asks to switch to, or "".
-func upgradeType(h http.Header) string {
-	if !httpx.HasToken(h["Connection"], "upgrade") {
-		return ""
-	}
-	return h.Get("Upgrade")
-}
-
-// outboundHeader builds the header of the request sent upstream from the
-// client's header (RFC 9110 §7.6), with c's Via.
-func outboundHeader(c *config, r *http.Request) http.Header {
-	h := make(http.Header, len(r.Header)+1)
-	filterHeader(h, r.Header, c.via.forProto(r.ProtoMajor, r.ProtoMinor))
-	if up := upgradeType(r.Header); up != "" {
-		h["Connection"] = []string{"Upgrade"}
-		h["Upgrade"] = []string{up}
-	}
-	// TE is hop-by-hop, but "trailers" is a promise the proxy can keep, and
-	// gRPC-style origins refuse requests without it.
-	if httpx.HasToken(r.Header["Te"], "trailers") {
-		h["Te"] = []string{"trailers"}
-	}
-	return h
 }

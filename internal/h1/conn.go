@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // srvConn is a client connection served by the loop.
@@ -269,7 +270,7 @@ func (sc *srvConn) watchClient() {
 	// the watch may peek: bytes that arrive (a pipelined request) stay
 	// buffered for the loop.
 	sc.reader()
-	if _, err := sc.br.Peek(1); err != nil && !isTimeout(err) {
+	if _, err := sc.br.Peek(1); err != nil && !netx.IsTimeout(err) {
 		cancel()
 	}
 }
@@ -284,7 +285,7 @@ func (sc *srvConn) disarmWatch() {
 	done := sc.wdone
 	sc.wdone = nil
 	if running {
-		_ = sc.c.SetReadDeadline(aLongTimeAgo)
+		_ = sc.c.SetReadDeadline(netx.PastDeadline())
 	}
 	sc.wmu.Unlock()
 	if running {
@@ -292,12 +293,3 @@ func (sc *srvConn) disarmWatch() {
 		sc.dlValid = false
 	}
 }
-
-// isTimeout reports whether err is a timeout (a deadline passed).
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// aLongTimeAgo is a deadline in the past, which aborts pending I/O at once.
-var aLongTimeAgo = time.Unix(1, 0)

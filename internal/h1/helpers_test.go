@@ -20,7 +20,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
+
+// isTimeout is netx.IsTimeout, the package's test for a deadline passed.
+var isTimeout = netx.IsTimeout
 
 // Helpers of the tests that run a Server or a Transport over real sockets.
 // They mirror the root package's (main_test.go, h1server_test.go,

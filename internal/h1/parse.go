@@ -172,12 +172,13 @@ func fastResponse(buf []byte, method string) (*http.Response, int) {
 	if end < 0 || i < len(proto)+3 || i > len(proto)+3 && buf[len(proto)+3] != ' ' {
 		return nil, 0
 	}
-	for _, c := range buf[len(proto)+3 : i] {
-		if !validFieldValueByte(c) {
-			return nil, 0
-		}
-	}
 	s := string(buf[:end])
+	// The reason phrase holds what a field value may: visible characters,
+	// blanks, obs-text, no other control character (httpguts' rule, which
+	// is net/http's).
+	if !httpguts.ValidHeaderFieldValue(s[len(proto)+3 : i]) {
+		return nil, 0
+	}
 	h, ok := fastFields(s[i+2:])
 	if !ok {
 		return nil, 0
@@ -236,10 +237,8 @@ func fastFields(s string) (http.Header, bool) {
 			return nil, false
 		}
 		v := line[colon+1:]
-		for j := 0; j < len(v); j++ {
-			if !validFieldValueByte(v[j]) {
-				return nil, false
-			}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return nil, false
 		}
 		v = strings.Trim(v, " \t")
 		if vv := h[key]; vv != nil {
@@ -309,12 +308,6 @@ var commonKeys = func() map[string]string {
 	}
 	return m
 }()
-
-// validFieldValueByte is textproto's test of a byte in a field value: a
-// visible character, a blank, or obs-text; no other control character.
-func validFieldValueByte(c byte) bool {
-	return c == '\t' || c >= ' ' && c != 0x7f
-}
 
 // parseDigits parses a Content-Length as net/http does once it has trimmed
 // blanks (fastFields did): decimal digits only, below 1<<63.

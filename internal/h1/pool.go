@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // connPool keeps the Transport's idle upstream connections (see
@@ -311,7 +313,7 @@ func (pc *pconn) Read(p []byte) (int, error) {
 func (pc *pconn) cancel() {
 	pc.mu.Lock()
 	pc.canceled = true
-	_ = pc.conn.SetDeadline(aLongTimeAgo)
+	_ = pc.conn.SetDeadline(netx.PastDeadline())
 	pc.mu.Unlock()
 }
 

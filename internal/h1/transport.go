@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // The HTTP/1.1 fast path. A bodyless request to a plain-http upstream is
@@ -250,7 +251,7 @@ func (t *Transport) send(ctx context.Context, pc *pconn, out *http.Request, st *
 	fail := func(err error, stale bool) (*http.Response, error, bool) {
 		stop()
 		pc.conn.Close()
-		if stale && pc.reused && ctx.Err() == nil && !isTimeout(err) && replayable(out) {
+		if stale && pc.reused && ctx.Err() == nil && !netx.IsTimeout(err) && replayable(out) {
 			return nil, err, true
 		}
 		return nil, err, false

@@ -1,6 +1,8 @@
 // Package netx holds connection helpers that the front ends and the
-// pipeline share: a net.Conn with bytes read ahead of it, and the pooled
-// buffers that body and tunnel copies use.
+// pipeline share: a net.Conn with bytes read ahead of it (Conn, the one
+// read-ahead wrapper of the hand-off, CONNECT, upgrades and interception),
+// an HTTP/2 CONNECT stream as a net.Conn (StreamConn), the pooled buffers
+// that body and tunnel copies use, and deadline helpers.
 package netx
 
 import (

@@ -1,4 +1,4 @@
-package fwdproxy
+package telemetry
 
 import (
 	"context"
@@ -100,24 +100,25 @@ func recordSet(opts []metric.RecordOption) attribute.Set {
 // conventions ask for, the same each time, and the cache stays bounded.
 func TestDurationSets(t *testing.T) {
 	method := semconv.HTTPRequestMethodKey.String
+	tel := &Telemetry{}
 	for _, tc := range []struct {
 		name string
 		opts []metric.RecordOption
 		want []attribute.KeyValue
 	}{
-		{"server ok", serverDurationOpts(serverSetKey{method: "GET", proto: "1.1", status: 200}),
+		{"server ok", tel.serverDurationOpts(serverSetKey{method: "GET", proto: "1.1", status: 200}),
 			[]attribute.KeyValue{method("GET"), semconv.NetworkProtocolVersionKey.String("1.1"), semconv.HTTPResponseStatusCodeKey.Int(200)}},
-		{"server 502", serverDurationOpts(serverSetKey{method: "POST", proto: "2", status: 502, errType: "upstream"}),
+		{"server 502", tel.serverDurationOpts(serverSetKey{method: "POST", proto: "2", status: 502, errType: "upstream"}),
 			[]attribute.KeyValue{method("POST"), semconv.NetworkProtocolVersionKey.String("2"), semconv.HTTPResponseStatusCodeKey.Int(502), semconv.ErrorTypeKey.String("upstream")}},
-		{"server aborted", serverDurationOpts(serverSetKey{method: "GET", proto: "1.1", errType: "aborted"}),
+		{"server aborted", tel.serverDurationOpts(serverSetKey{method: "GET", proto: "1.1", errType: "aborted"}),
 			[]attribute.KeyValue{method("GET"), semconv.NetworkProtocolVersionKey.String("1.1"), semconv.ErrorTypeKey.String("aborted")}},
-		{"client ok", clientDurationOpts(clientSetKey{method: "GET", host: "example.com", port: 80, status: 200, proto: "1.1"}),
+		{"client ok", tel.clientDurationOpts(clientSetKey{method: "GET", host: "example.com", port: 80, status: 200, proto: "1.1"}),
 			[]attribute.KeyValue{method("GET"), semconv.ServerAddressKey.String("example.com"), semconv.ServerPortKey.Int(80),
 				semconv.HTTPResponseStatusCodeKey.Int(200), semconv.NetworkProtocolVersionKey.String("1.1")}},
-		{"client 503", clientDurationOpts(clientSetKey{method: "PUT", host: "10.0.0.1", port: 8080, status: 503, proto: "2", errType: "503"}),
+		{"client 503", tel.clientDurationOpts(clientSetKey{method: "PUT", host: "10.0.0.1", port: 8080, status: 503, proto: "2", errType: "503"}),
 			[]attribute.KeyValue{method("PUT"), semconv.ServerAddressKey.String("10.0.0.1"), semconv.ServerPortKey.Int(8080),
 				semconv.HTTPResponseStatusCodeKey.Int(503), semconv.NetworkProtocolVersionKey.String("2"), semconv.ErrorTypeKey.String("503")}},
-		{"client failed", clientDurationOpts(clientSetKey{method: "GET", host: "example.com", port: 443, errType: "upstream_timeout"}),
+		{"client failed", tel.clientDurationOpts(clientSetKey{method: "GET", host: "example.com", port: 443, errType: "upstream_timeout"}),
 			[]attribute.KeyValue{method("GET"), semconv.ServerAddressKey.String("example.com"), semconv.ServerPortKey.Int(443),
 				semconv.ErrorTypeKey.String("upstream_timeout")}},
 	} {
@@ -152,5 +153,19 @@ func TestDurationSets(t *testing.T) {
 	}
 	if made != before {
 		t.Errorf("a cached key was made %d more times", made-before)
+	}
+}
+
+// TestSetsPerTelemetry: the attribute-set caches are each Telemetry's own,
+// so two Proxies share no mutable state through them.
+func TestSetsPerTelemetry(t *testing.T) {
+	a, b := &Telemetry{}, &Telemetry{}
+	a.serverDurationOpts(serverSetKey{method: "GET", proto: "1.1", status: 200})
+	a.clientDurationOpts(clientSetKey{method: "GET", host: "example.com", port: 80})
+	if len(a.serverSets.m) != 1 || len(a.clientSets.m) != 1 {
+		t.Fatalf("a caches %d and %d sets, want 1 and 1", len(a.serverSets.m), len(a.clientSets.m))
+	}
+	if b.serverSets.m != nil || b.clientSets.m != nil {
+		t.Errorf("b's caches hold %d and %d sets made for a", len(b.serverSets.m), len(b.clientSets.m))
 	}
 }
