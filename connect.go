@@ -61,7 +61,7 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 			upstream.Close()
 			return
 		}
-		p.runTunnel(c, r, &streamConn{body: r.Body, w: w}, nil, upstream)
+		p.runTunnel(c, r.WithContext(ctx), &streamConn{body: r.Body, w: w}, nil, upstream) // ctx: the user, for Reload
 		return
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
@@ -78,7 +78,7 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		upstream.Close()
 		return
 	}
-	p.runTunnel(c, r, client, readAhead(brw), upstream)
+	p.runTunnel(c, r.WithContext(ctx), client, readAhead(brw), upstream) // ctx: the user, for Reload
 }
 
 // openTunnel counts a tunnel (a CONNECT, or an upgraded connection) in,
@@ -115,6 +115,7 @@ func readAhead(brw *bufio.ReadWriter) []byte {
 // can close it, and logs it when done. Its idle timeout is c's.
 func (p *Proxy) runTunnel(c *config, r *http.Request, client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser) {
 	t := newTunnel(client, early, upstream, c.tunnelIdleTimeout)
+	t.info = newTunnelInfo(r, upstream) // reload.go
 	if !p.track(t) {
 		client.Close()
 		upstream.Close()

@@ -63,11 +63,10 @@ func LoadOrCreateCA(dir string) (ca tls.Certificate, created bool, err error) {
 }
 
 // newInterceptServer makes the internal server that serves decrypted
-// connections, registered so that Shutdown shuts it down. New makes it
-// whether or not interception is on, so that a configuration that turns it
-// on needs nothing more; it costs nothing until a connection is
-// intercepted. Its timeouts and limits are those of the configuration New
-// starts with, like Serve's hand-off server's.
+// connections, with the timeouts and limits of configuration c. New and
+// Reload make it with the hand-off server (netServers, reload.go), whether
+// or not interception is on, so that a configuration that turns it on needs
+// nothing more; it costs nothing until a connection is intercepted.
 func (p *Proxy) newInterceptServer(c *config) *http.Server {
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(p.serveIntercepted),
@@ -85,7 +84,6 @@ func (p *Proxy) newInterceptServer(c *config) *http.Server {
 			return ctx
 		},
 	}
-	p.servers[srv] = struct{}{}
 	return srv
 }
 
@@ -164,8 +162,9 @@ func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request
 		}
 		raw, early = client, readAhead(brw)
 	}
-	conn := &interceptedConn{Conn: raw, target: target, outer: r.Context(), closed: make(chan struct{})}
+	conn := &interceptedConn{Conn: raw, target: target, outer: r.Context(), closed: make(chan struct{}), srv: c.isrv}
 	handle := newTunnel(conn, nil, nopConn{}, 0) // for Shutdown: never run, only closed
+	handle.info = newTunnelInfo(r, nil)          // and for Reload (reload.go)
 	if !p.track(handle) {
 		conn.Close()
 		return
@@ -239,7 +238,7 @@ func (p *Proxy) serveInterceptTLS(c *config, r *http.Request, conn *interceptedC
 // over it), with the internal server until conn is closed.
 func (p *Proxy) serveInner(c net.Conn, conn *interceptedConn) {
 	l := &oneConnListener{conn: c, done: conn.closed, closed: make(chan struct{}), addr: c.LocalAddr()}
-	_ = p.isrv.Serve(l)
+	_ = conn.srv.Serve(l)
 	if l.conn != nil { // not accepted: the server was already shut down
 		c.Close()
 	}
@@ -363,6 +362,7 @@ type interceptedConn struct {
 	target    string
 	plain     bool // HTTP without TLS
 	outer     context.Context
+	srv       *http.Server // the internal server of the CONNECT's configuration
 	closeOnce sync.Once
 	closed    chan struct{}
 

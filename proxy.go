@@ -33,15 +33,19 @@ type Proxy struct {
 	cfg  atomic.Pointer[config]
 	base settings // the defaults New started from, its Via pseudonym chosen
 
-	transport    *http.Transport
-	h1           *h1.Transport // the own HTTP/1.1 transport and its pool (pool.go)
-	dialer       net.Dialer    // keep-alive only: each dial's timeout is its request's (dial)
-	resolver     *Resolver
-	ownsResolver bool
-	isrv         *http.Server // serves intercepted connections (intercept.go)
-	conns        atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
-	tunnelsOpen  atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
-	log          *slog.Logger
+	dialer      net.Dialer   // keep-alive only: each dial's timeout is its request's (dial)
+	conns       atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
+	tunnelsOpen atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
+	log         *slog.Logger
+
+	// Reload (reload.go, upstream.go): reloadMu serialises reloads, and
+	// guards retired, the upstreams that reloads replaced and whose last
+	// dials may still run.
+	reloadMu   sync.Mutex
+	retired    map[*retired]struct{}
+	dnsRetired dnsCounters // what replaced Resolvers had counted
+	reloads    reloadCounters
+	hashKey    []byte // keys the digests of secrets in descriptions (configdesc.go)
 
 	mu       sync.Mutex
 	closing  bool
@@ -64,26 +68,26 @@ func New(opts ...Option) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	p.swap(c) // config.go: the first configuration, in force before anything reads one
 	if p.log = c.logger; p.log == nil {
 		p.log = slog.Default()
 	}
-	if p.resolver = c.resolver; p.resolver == nil {
-		if p.resolver, err = newResolver(c.dns); err != nil { // dnscache.go
-			return nil, fmt.Errorf("fwdproxy.New: %w", err)
-		}
-		p.ownsResolver = true
-	}
 	p.dialer = net.Dialer{KeepAlive: 30 * time.Second}
-	p.transport = p.newTransport(c) // transport.go
-	p.h1 = p.newH1Transport()       // pool.go
+	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	p.describe(c, nil) // reload.go: generation 1, its hash
+	p.swap(c)          // config.go: the first configuration, in force before anything reads one
+	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	p.isrv = p.newInterceptServer(c) // intercept.go
+	if err := p.initReloadMetrics(c); err != nil { // reload.go
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	_ = p.netServers(nil, c) // reload.go: the hand-off and interception servers, made now that p.log is
 	return p, nil
 }
 
@@ -408,7 +412,7 @@ func (p *Proxy) relayUpgrade(c *config, w http.ResponseWriter, r *http.Request, 
 		client.Close()
 		return
 	}
-	p.runTunnel(c, r, client, readAhead(brw), upConn)
+	p.runTunnel(c, r.WithContext(out.Context()), client, readAhead(brw), upConn) // the user, for Reload
 }
 
 // fail answers the client with e's status and reason and logs it.
@@ -476,10 +480,11 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	if err != nil {
 		return nil, newError(ErrMalformed, addr, "bad upstream address "+strconv.Quote(addr)+": "+err.Error(), err)
 	}
+	res := pol.cfg.up.resolver // upstream.go
 	var ips []netip.Addr
 	if ip, isIP := policy.ParseHost(host); isIP {
 		ips = []netip.Addr{ip.WithZone("")}
-	} else if ips, err = p.resolver.LookupNetIP(ctx, host); err != nil {
+	} else if ips, err = p.lookup(ctx, res, host); err != nil { // reload.go
 		return nil, err
 	}
 	if ips, err = p.vet(ctx, pol, addr, host, port, ips); err != nil {
@@ -491,7 +496,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 			return nil, newError(ErrLoop, addr, "request loop: "+addr+" is this proxy's own address", nil)
 		}
 	}
-	return p.resolver.dialAddrs(ctx, &p.dialer, network, ips, port)
+	return res.dialAddrs(ctx, &p.dialer, network, ips, port)
 }
 
 // isSelf reports whether dialing ip:port would reach the listener that

@@ -23,19 +23,9 @@ import (
 // handed, with what was read of it, to an http.Server with the same
 // settings.
 func (p *Proxy) Serve(l net.Listener) error {
-	c := p.cfg.Load() // the hand-off server's settings: net/http reads them from its fields
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: c.readHeaderTimeout,
-		IdleTimeout:       c.clientIdleTimeout,
-		MaxHeaderBytes:    c.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		ConnContext:       p.countConn,
-		ConnState:         p.connState,
-	}
 	s := h1.NewServer(l, h1.ServerConfig{
 		Handler:  p,
-		HandOff:  srv,
+		HandOff:  p.cfg.Load().h1srv.HandOff, // the configuration in force names its own (ServerSettings.HandOff)
 		Settings: p.serverSettings,
 		Logger:   p.log,
 		Conns:    &p.conns,
@@ -47,19 +37,34 @@ func (p *Proxy) Serve(l net.Listener) error {
 		l.Close()
 		return http.ErrServerClosed
 	}
-	p.servers[srv] = struct{}{}
 	p.loops[s] = struct{}{}
 	p.mu.Unlock()
 	err := s.Serve()
 	if errors.Is(err, http.ErrServerClosed) {
 		p.mu.Lock()
-		delete(p.servers, srv)
 		delete(p.loops, s)
 		p.mu.Unlock()
 	}
 	// Otherwise the listener failed: the connections still open stay
 	// registered, for Shutdown to close.
 	return err
+}
+
+// newHandOffServer makes the net/http server that takes the connections
+// Serve's loops hand off, with the timeouts and limits of configuration c:
+// net/http reads them from its fields. New and Reload make it with the
+// interception server (netServers, reload.go); the loops take it from the
+// configuration in force (ServerSettings.HandOff).
+func (p *Proxy) newHandOffServer(c *config) *http.Server {
+	return &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		IdleTimeout:       c.clientIdleTimeout,
+		MaxHeaderBytes:    c.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ConnContext:       p.countConn,
+		ConnState:         p.connState,
+	}
 }
 
 // tooManyConnsReason is the reason given to a connection past WithMaxConns.
@@ -172,11 +177,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if err == nil && forced.Load() {
 		err = ctx.Err()
 	}
-	p.transport.CloseIdleConnections()
-	p.h1.CloseIdleConnections()
-	if p.ownsResolver {
-		p.resolver.Close()
-	}
+	p.closeUpstreams() // upstream.go: pooled connections, the Proxy's own Resolvers
+	p.closeReloadMetrics()
 	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
 		err = cerr
 	}

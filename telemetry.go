@@ -180,7 +180,7 @@ func (tel *telemetry) initMetrics(m metric.Meter, p *Proxy) error {
 		return errors.Join(errs...)
 	}
 	tel.registration, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		s := p.resolver.Stats()
+		s := p.dnsStats() // upstream.go
 		for i, ob := range dnsObs {
 			o.ObserveInt64(counters[i], int64(ob.get(s)))
 		}

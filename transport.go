@@ -20,11 +20,11 @@ const (
 	upstreamWriteBufferSize = 32 << 10
 )
 
-// newTransport builds the one upstream transport a Proxy shares across all
-// requests, with the settings of c, New's configuration: it outlives
-// configurations, as its pool does. Every connection it opens goes through
-// p.dial, so the resolver, the address guard and loop detection apply to
-// all of them, under the dialing request's configuration.
+// newTransport builds the upstream transport that requests share, with the
+// settings of c: it serves every configuration that leaves those settings
+// unchanged, with its pool (upstream.go). Every connection it opens goes
+// through p.dial, so the resolver, the address guard and loop detection
+// apply to all of them, under the dialing request's configuration.
 func (p *Proxy) newTransport(c *config) *http.Transport {
 	t := &http.Transport{
 		DialContext:            p.dial,
@@ -66,10 +66,10 @@ func (p *Proxy) roundTrip(c *config, out *http.Request) (*http.Response, error) 
 // or the shared transport.
 func (p *Proxy) send(c *config, out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
 	if fast {
-		resp, err = p.h1.Send(out, addr, obs)
+		resp, err = c.up.h1.Send(out, addr, obs) // upstream.go: the configuration's transports
 	} else {
 		noDefaultUserAgent(out)
-		resp, err = p.transport.RoundTrip(out)
+		resp, err = c.up.transport.RoundTrip(out)
 	}
 	if err != nil {
 		if over, h2 := responseHeadTooLarge(err); over || h2 {
@@ -122,7 +122,7 @@ func noDefaultUserAgent(out *http.Request) {
 // may have broken what the server checked; such a request is left to
 // http.Transport, which reports it.
 func (p *Proxy) fastPath(c *config, out *http.Request) (string, bool) {
-	if p.h1 == nil || c.proxyFromEnvironment {
+	if c.proxyFromEnvironment {
 		return "", false
 	}
 	key, ok := h1.CanSend(out)
