@@ -76,7 +76,6 @@ func New(opts ...Option) (*Proxy, error) {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
 	p.describe(c, nil) // reload.go: generation 1, its hash
-	p.swap(c)          // config.go: the first configuration, in force before anything reads one
 	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
@@ -87,7 +86,8 @@ func New(opts ...Option) (*Proxy, error) {
 	if err := p.initReloadMetrics(c); err != nil { // reload.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	_ = p.netServers(nil, c) // reload.go: the hand-off and interception servers, made now that p.log is
+	_ = p.netServers(nil, c) // reload.go: the hand-off and interception servers, which log through p.log as initTelemetry made it
+	p.swap(c)                // config.go: the first configuration, complete
 	return p, nil
 }
 

@@ -204,6 +204,9 @@ func (p *Proxy) closeUpstreams() {
 // force, plus those the Resolvers that reloads replaced had counted when
 // they were replaced.
 func (p *Proxy) dnsStats() ResolverStats {
-	s := p.cfg.Load().up.resolver.Stats()
-	return p.dnsRetired.sum(s)
+	c := p.cfg.Load()
+	if c == nil {
+		return ResolverStats{} // a metric collected while New runs
+	}
+	return p.dnsRetired.sum(c.up.resolver.Stats())
 }
