@@ -52,9 +52,12 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // for), interception (on, off, its bypass list and function; the minted
 // certificates are kept when the CA and the certificate store stay the
 // same), the upstream settings, and the resolver (its options, or
-// WithResolver). The settings of Serve's loop (WithReadHeaderTimeout,
+// WithResolver). The client-side settings (WithReadHeaderTimeout,
 // WithClientIdleTimeout, WithMaxHeaderBytes) apply to the next request or
-// wait of a connection it serves.
+// keep-alive wait of a connection Serve's own loop serves, and to the
+// connections handed to net/http or intercepted from then on; one that
+// net/http already serves keeps the values it started with, as a tunnel
+// does.
 //
 // The upstream transports and their pools are kept while their settings,
 // the resolver's and the rules that vet upstream addresses stay the same.
@@ -196,7 +199,7 @@ func (p *Proxy) describe(c, old *config) {
 // unchangeable returns an error naming the first option that c sets
 // otherwise than old and that cannot change while the Proxy runs.
 func unchangeable(old, c *config) error {
-	const restart = ": cannot change while the Proxy runs (restart it to change it)"
+	const restart = ": cannot change while the Proxy runs (give Reload what New was given, or restart the Proxy to change it)"
 	switch {
 	case !sameValue(old.tracerProvider, c.tracerProvider):
 		return errors.New("WithTracerProvider" + restart + "; the tracer is made once, by New")
@@ -434,7 +437,9 @@ func (p *Proxy) initReloadMetrics(c *config) error {
 	failed := metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "error")))
 	var err error
 	p.reloads.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(gen, int64(p.cfg.Load().meta.gen))
+		if c := p.cfg.Load(); c != nil { // nil while New runs
+			o.ObserveInt64(gen, int64(c.meta.gen))
+		}
 		o.ObserveInt64(reloads, int64(p.reloads.ok.Load()), ok)
 		o.ObserveInt64(reloads, int64(p.reloads.failed.Load()), failed)
 		return nil
