@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -87,6 +89,13 @@ func reloadOrigin(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/slow":
 		time.Sleep(300 * time.Millisecond)
+	case "/stall": // part of the body, a pause, the rest
+		w.Header().Set("Content-Length", "8")
+		_, _ = io.WriteString(w, "half")
+		w.(http.Flusher).Flush()
+		time.Sleep(400 * time.Millisecond)
+		_, _ = io.WriteString(w, "half")
+		return
 	case "/bighead":
 		w.Header().Set("X-Big", strings.Repeat("h", 4096))
 	case "/via":
@@ -263,6 +272,20 @@ func TestReloadLive(t *testing.T) {
 	post := func(t *testing.T, e *reloadEnv) string {
 		return e.status(t, "POST http://a.test:"+e.port+"/ HTTP/1.1\r\nHost: a.test:"+e.port+"\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"+strings.Repeat("b", 100))
 	}
+	stalled := func(t *testing.T, e *reloadEnv) string {
+		c, br := e.tp.rawConn(t)
+		defer c.Close()
+		mustWrite(t, c, getReq("a.test", e.port, "/stall"))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return "cut"
+		}
+		defer resp.Body.Close()
+		if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "halfhalf" {
+			return "cut"
+		}
+		return "full"
+	}
 	twice := func(t *testing.T, e *reloadEnv) string {
 		e.status(t, getReq("a.test", e.port, "/"))
 		return e.status(t, getReq("a.test", e.port, "/"))
@@ -298,6 +321,7 @@ func TestReloadLive(t *testing.T) {
 		{"WithMaxHeaderBytes", []Option{priv, WithMaxHeaderBytes(8 << 10)}, []Option{priv, WithMaxHeaderBytes(32 << 10)}, statusOf("a.test", "/", bigHeader), [2]string{"431", "200"}},
 		{"WithMaxResponseHeaderBytes", []Option{priv}, []Option{priv, WithMaxResponseHeaderBytes(1024)}, statusOf("a.test", "/bighead"), [2]string{"200", "502"}},
 		{"WithResponseHeaderTimeout", []Option{priv}, []Option{priv, WithResponseHeaderTimeout(50 * time.Millisecond)}, statusOf("a.test", "/slow"), [2]string{"200", "504"}},
+		{"WithBodyIdleTimeout", []Option{priv}, []Option{priv, WithBodyIdleTimeout(100 * time.Millisecond)}, stalled, [2]string{"full", "cut"}},
 		{"WithTunnelIdleTimeout", []Option{priv, anyPort}, []Option{priv, anyPort, WithTunnelIdleTimeout(100 * time.Millisecond)}, idleCut("tunnel"), [2]string{"open", "cut"}},
 		{"WithReadHeaderTimeout", []Option{priv}, []Option{priv, WithReadHeaderTimeout(100 * time.Millisecond)}, idleCut("header"), [2]string{"open", "cut"}},
 		{"WithClientIdleTimeout", []Option{priv}, []Option{priv, WithClientIdleTimeout(100 * time.Millisecond)}, idleCut("idle"), [2]string{"open", "cut"}},
@@ -1037,4 +1061,73 @@ func TestReloadKeepsMintedCertificates(t *testing.T) {
 	if l := leaf(ca2); l.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Error("the certificate minted by the old CA was served after the CA changed")
 	}
+}
+
+// TestReloadResolver: the Proxy's own Resolver is kept by a reload that
+// leaves its options (and the servers its resolv.conf lists) as they were,
+// and replaced when they change, when the resolv.conf file was edited, or
+// when WithResolver gives one; a Resolver given with WithResolver is never
+// closed by the Proxy, its own replaced ones are.
+func TestReloadResolver(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "resolv.conf")
+	writeConf := func(server string) {
+		if err := os.WriteFile(conf, []byte("nameserver "+server+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConf("192.0.2.1")
+	shared, err := NewResolver(WithDNSServers("192.0.2.9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	base := []Option{WithLogger(testLogger(t)), WithDialTimeout(100 * time.Millisecond)}
+	p, err := New(append(base, WithResolvConf(conf))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	var replaced []*Resolver
+	for _, tc := range []struct {
+		name    string
+		edit    string // a new server for the resolv.conf file first, if any
+		opts    []Option
+		kept    bool
+		servers string
+	}{
+		{"the same options", "", []Option{WithResolvConf(conf)}, true, "192.0.2.1:53"},
+		{"a rule", "", []Option{WithResolvConf(conf), WithDenyHosts("x.test")}, true, "192.0.2.1:53"},
+		{"the file edited", "192.0.2.2", []Option{WithResolvConf(conf)}, false, "192.0.2.2:53"},
+		{"WithDNSTimeout", "", []Option{WithResolvConf(conf), WithDNSTimeout(time.Second)}, false, "192.0.2.2:53"},
+		{"WithDNSServers", "", []Option{WithDNSServers("192.0.2.3")}, false, "192.0.2.3:53"},
+		{"WithResolver", "", []Option{WithResolver(shared)}, false, "192.0.2.9:53"},
+		{"WithResolver again", "", []Option{WithResolver(shared), WithDenyHosts("y.test")}, true, "192.0.2.9:53"},
+		{"the own one again", "", []Option{WithDNSServers("192.0.2.3")}, false, "192.0.2.3:53"},
+	} {
+		if tc.edit != "" {
+			writeConf(tc.edit)
+		}
+		before := p.cfg.Load().up.resolver
+		if err := p.Reload(append(base, tc.opts...)...); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		r := p.cfg.Load().up.resolver
+		if (r == before) != tc.kept || strings.Join(r.servers, " ") != tc.servers {
+			t.Errorf("%s: Resolver kept %v (want %v), servers %v (want %s)", tc.name, r == before, tc.kept, r.servers, tc.servers)
+		}
+		if r != before && before != shared {
+			replaced = append(replaced, before)
+		}
+	}
+	eventually(t, "the replaced Resolvers closed", func() bool {
+		for _, r := range append(replaced, shared) {
+			r.mu.Lock()
+			closed := r.closed
+			r.mu.Unlock()
+			if closed != (r != shared) {
+				return false
+			}
+		}
+		return true
+	})
 }
