@@ -115,7 +115,7 @@ func readAhead(brw *bufio.ReadWriter) []byte {
 // can close it, and logs it when done. Its idle timeout is c's.
 func (p *Proxy) runTunnel(c *config, r *http.Request, client io.ReadWriteCloser, early []byte, upstream io.ReadWriteCloser) {
 	t := newTunnel(client, early, upstream, c.tunnelIdleTimeout)
-	t.info = newTunnelInfo(r, upstream) // reload.go
+	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if !p.track(t) {
 		client.Close()
 		upstream.Close()

@@ -164,7 +164,7 @@ func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request
 	}
 	conn := &interceptedConn{Conn: raw, target: target, outer: r.Context(), closed: make(chan struct{}), srv: c.isrv}
 	handle := newTunnel(conn, nil, nopConn{}, 0) // for Shutdown: never run, only closed
-	handle.info = newTunnelInfo(r, nil)          // and for Reload (reload.go)
+	handle.info = newTunnelInfo(c, r, nil)       // and for Reload (reload.go)
 	if !p.track(handle) {
 		conn.Close()
 		return

@@ -53,6 +53,9 @@ type Proxy struct {
 	loops    map[*h1.Server]struct{} // Serve's own loops (internal/h1)
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
+	// closedDenied is the last reload that closed the tunnels its
+	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
+	closedDenied *deniedCheck
 
 	// Telemetry (telemetry.go, accesslog.go, stats.go).
 	tel   telemetry

@@ -277,6 +277,7 @@ func WithReloadClosesDeniedTunnels() Option {
 // WithReloadClosesDeniedTunnels.
 type tunnelInfo struct {
 	req     *http.Request // the request that opened it: CONNECT, or the one upgraded
+	gen     uint64        // the generation of the configuration that admitted it
 	connect bool
 	target  string // host:port
 	host    string
@@ -286,10 +287,10 @@ type tunnelInfo struct {
 }
 
 // newTunnelInfo describes the tunnel r opened to upstream (nil for an
-// intercepted connection, which has none of its own). r's context carries
-// the authenticated user.
-func newTunnelInfo(r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
-	ti := &tunnelInfo{req: r, connect: r.Method == http.MethodConnect, user: authUser(r.Context())}
+// intercepted connection, which has none of its own) under configuration
+// c. r's context carries the authenticated user.
+func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
+	ti := &tunnelInfo{req: r, gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context())}
 	var err error
 	if ti.connect {
 		ti.target = r.Host
@@ -309,32 +310,47 @@ func newTunnelInfo(r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
 	return ti
 }
 
+// deniedCheck is a reload that closed the tunnels its configuration cfg
+// refuses.
+type deniedCheck struct {
+	cfg         *config
+	authChanged bool // the credentials are checked again
+}
+
 // closeDeniedTunnels closes the open tunnels that c, which follows old,
-// refuses (WithReloadClosesDeniedTunnels), logging each.
+// refuses (WithReloadClosesDeniedTunnels), logging each. A tunnel admitted
+// under an older configuration that registers only after this (track) is
+// judged by c then.
 func (p *Proxy) closeDeniedTunnels(old, c *config) {
+	cd := &deniedCheck{cfg: c, authChanged: describeAuth(old.auth, p.hashKey) != describeAuth(c.auth, p.hashKey)}
 	var open []*tunnel
 	p.mu.Lock()
+	p.closedDenied = cd
 	for t := range p.tunnels {
-		if t.info != nil {
+		if t.info != nil && t.info.gen < c.meta.gen {
 			open = append(open, t)
 		}
 	}
 	p.mu.Unlock()
-	authChanged := describeAuth(old.auth, p.hashKey) != describeAuth(c.auth, p.hashKey)
 	for _, t := range open {
-		reason := tunnelRefusal(c, t.info, authChanged)
-		if reason == "" {
-			continue
-		}
-		ti := t.info
-		attrs := []slog.Attr{slog.String("target", ti.target), slog.String("client", ti.req.RemoteAddr),
-			slog.String("user", ti.user), slog.String("reason", reason), slog.Uint64("generation", c.meta.gen)}
-		if ti.dialed.IsValid() {
-			attrs = append(attrs, slog.String("upstream", ti.dialed.String()))
-		}
-		p.log.LogAttrs(context.Background(), slog.LevelWarn, "tunnel closed by reload: the new configuration refuses it", attrs...)
-		t.close()
+		p.closeIfDenied(cd, t)
 	}
+}
+
+// closeIfDenied closes t if cd's configuration refuses it, and logs it.
+func (p *Proxy) closeIfDenied(cd *deniedCheck, t *tunnel) {
+	reason := tunnelRefusal(cd.cfg, t.info, cd.authChanged)
+	if reason == "" {
+		return
+	}
+	ti := t.info
+	attrs := []slog.Attr{slog.String("target", ti.target), slog.String("client", ti.req.RemoteAddr),
+		slog.String("user", ti.user), slog.String("reason", reason), slog.Uint64("generation", cd.cfg.meta.gen)}
+	if ti.dialed.IsValid() {
+		attrs = append(attrs, slog.String("upstream", ti.dialed.String()))
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelWarn, "tunnel closed by reload: the new configuration refuses it", attrs...)
+	t.close()
 }
 
 // tunnelRefusal returns why c refuses the tunnel ti, or "": the rules on its

@@ -200,6 +200,11 @@ func (p *Proxy) track(t *tunnel) bool {
 	}
 	p.tunnels[t] = struct{}{}
 	p.tunnelWG.Add(1)
+	if cd := p.closedDenied; cd != nil && t.info != nil && t.info.gen < cd.cfg.meta.gen {
+		// Admitted before a reload that closed the tunnels its configuration
+		// refuses, and registered only after: judged as those were (reload.go).
+		go p.closeIfDenied(cd, t)
+	}
 	return true
 }
 
