@@ -64,7 +64,8 @@ type Proxy struct {
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
-// safe proxy with the defaults documented on each option.
+// safe proxy with the defaults documented on each option. Reload replaces
+// the configuration of a running Proxy.
 func New(opts ...Option) (*Proxy, error) {
 	p := &Proxy{base: defaultSettings(randomPseudonym())}
 	c, err := buildConfig(p.base, opts) // options.go
