@@ -74,17 +74,28 @@ func (basicAuth) Challenge() string { return `Basic realm="fwdproxy", charset="U
 // user names and passwords of users (user → password). Comparisons run in
 // constant time over every entry, so timing reveals neither which user
 // exists nor how much of a password matched. The map is copied.
+//
+// A check made by StaticCredentials is known as one to Reload: two made from
+// the same table describe the same configuration (configdesc.go, which
+// needs every such check to share the code of one function literal, hence
+// no inlining).
+//
+//go:noinline
 func StaticCredentials(users map[string]string) func(ctx context.Context, user, pass string) bool {
-	type digest struct{ user, pass [sha256.Size]byte }
-	want := make([]digest, 0, len(users))
+	want := make([][2][sha256.Size]byte, 0, len(users)) // user, password
 	for u, p := range users {
-		want = append(want, digest{sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))})
+		want = append(want, [2][sha256.Size]byte{sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))})
 	}
-	return func(_ context.Context, user, pass string) bool {
+	table := tableDigest(want) // configdesc.go
+	return func(ctx context.Context, user, pass string) bool {
+		if probe, ok := ctx.(*credentialsProbe); ok {
+			probe.digest = table // describe asks which table this is (configdesc.go)
+			return false
+		}
 		u, p := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(pass))
 		match := 0
 		for i := range want {
-			match |= subtle.ConstantTimeCompare(u[:], want[i].user[:]) & subtle.ConstantTimeCompare(p[:], want[i].pass[:])
+			match |= subtle.ConstantTimeCompare(u[:], want[i][0][:]) & subtle.ConstantTimeCompare(p[:], want[i][1][:])
 		}
 		return match == 1
 	}

@@ -16,7 +16,8 @@ import (
 // with the first record, so a Proxy that logs nothing starts none;
 // Shutdown stops it.
 func (p *Proxy) initAccessLog(size int) {
-	p.logq = &lazyAsync{next: p.log.Handler(), size: size}
+	p.logq = &lazyAsync{size: size}
+	p.logq.setNext(p.log.Handler())
 	p.log = slog.New(p.logq)
 }
 
@@ -144,10 +145,14 @@ func (p *Proxy) closeAccessLog(ctx context.Context) error {
 	return p.logq.close(ctx)
 }
 
-// lazyAsync is a slog.Handler that starts an asynclog.Handler over next on
-// the first record it handles.
+// lazyAsync is a slog.Handler that starts an asynclog.Handler on the first
+// record it handles, and writes each record to next, the handler of the
+// logger in force (WithLogger), which Reload may replace (setNext). The
+// queue is the Proxy's, whatever the logger: records already queued are
+// written to the logger they were logged for, and the queue's size
+// (WithLogQueueSize) cannot change.
 type lazyAsync struct {
-	next slog.Handler
+	next atomic.Pointer[logTarget]
 	size int
 
 	h      atomic.Pointer[asynclog.Handler]
@@ -156,47 +161,70 @@ type lazyAsync struct {
 	late   atomic.Uint64 // records that came after close, before any start
 }
 
-// get returns the running handler, starting it if need be; nil once closed
-// without ever having started.
-func (l *lazyAsync) get() *asynclog.Handler {
-	if h := l.h.Load(); h != nil {
+// logTarget is a next handler with its handler on the shared queue, made
+// on first use.
+type logTarget struct {
+	next  slog.Handler
+	async atomic.Pointer[asynclog.Handler]
+}
+
+// setNext makes next the handler records go to from now on.
+func (l *lazyAsync) setNext(next slog.Handler) { l.next.Store(&logTarget{next: next}) }
+
+// get returns the running handler for t, starting the queue if need be;
+// nil once closed without ever having started.
+func (l *lazyAsync) get(t *logTarget) *asynclog.Handler {
+	if h := t.async.Load(); h != nil {
 		return h
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if h := l.h.Load(); h != nil || l.closed {
-		return h
+	h := l.h.Load()
+	if h == nil {
+		l.mu.Lock()
+		if h = l.h.Load(); h == nil && !l.closed {
+			h = asynclog.New(t.next, l.size)
+			l.h.Store(h)
+		}
+		l.mu.Unlock()
+		if h == nil {
+			return nil
+		}
 	}
-	h := asynclog.New(l.next, l.size)
-	l.h.Store(h)
-	return h
+	th := h.To(t.next)
+	if !t.async.CompareAndSwap(nil, th) {
+		th = t.async.Load()
+	}
+	return th
 }
 
 // Enabled asks next, without starting anything.
 func (l *lazyAsync) Enabled(ctx context.Context, level slog.Level) bool {
-	return l.next.Enabled(ctx, level)
+	return l.next.Load().next.Enabled(ctx, level)
 }
 
-// Handle queues r, or drops and counts it.
+// Handle queues r for next, or drops and counts it.
 func (l *lazyAsync) Handle(ctx context.Context, r slog.Record) error {
-	if h := l.get(); h != nil {
+	t := l.next.Load()
+	if !t.next.Enabled(ctx, r.Level) {
+		return nil // a record of a level the logger took over by a Reload does not log
+	}
+	if h := l.get(t); h != nil {
 		return h.Handle(ctx, r)
 	}
 	l.late.Add(1)
 	return nil
 }
 
-// WithAttrs and WithGroup derive from the running handler, so that derived
-// handlers share its queue.
+// WithAttrs and WithGroup derive from the running handler of the logger in
+// force, so that derived handlers share the queue (and keep that logger).
 func (l *lazyAsync) WithAttrs(attrs []slog.Attr) slog.Handler {
-	if h := l.get(); h != nil {
+	if h := l.get(l.next.Load()); h != nil {
 		return h.WithAttrs(attrs)
 	}
 	return slog.DiscardHandler
 }
 
 func (l *lazyAsync) WithGroup(name string) slog.Handler {
-	if h := l.get(); h != nil {
+	if h := l.get(l.next.Load()); h != nil {
 		return h.WithGroup(name)
 	}
 	return slog.DiscardHandler

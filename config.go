@@ -1,6 +1,8 @@
 package fwdproxy
 
 import (
+	"net/http"
+
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
 )
@@ -16,10 +18,12 @@ import (
 //
 // What must outlive a configuration stays on the Proxy: the counters that
 // limits are checked against (open connections and tunnels), the tunnel
-// registry, the transports and their pools, the resolver, telemetry
-// instruments, the log queue and Stats. The limits themselves (maxConns,
-// maxTunnels) are the snapshot's, so a new limit applies at once to what is
-// already counted.
+// registry, telemetry instruments, the log queue and Stats. The limits
+// themselves (maxConns, maxTunnels) are the snapshot's, so a new limit
+// applies at once to what is already counted. The transports, their pools
+// and the resolver (upstream.go) are shared by the configurations that
+// leave their settings unchanged, and replaced by Reload when those change,
+// so a request reaches them through its snapshot too (c.up).
 type config struct {
 	settings
 
@@ -34,6 +38,17 @@ type config struct {
 	// so that reading them costs no allocation.
 	h1srv h1.ServerSettings
 	h1tr  h1.TransportSettings
+
+	// The net/http servers that read this configuration's timeouts and
+	// limits from their fields: the hand-off server (h1srv.HandOff) and
+	// isrv, which serves intercepted connections (intercept.go). Shared
+	// with the configurations that keep those settings (netServers).
+	isrv *http.Server
+
+	// Set by New and Reload (reload.go) once buildConfig has made the
+	// rest, before the configuration is put in force.
+	up   *upstream  // the transports and the resolver its requests use (upstream.go)
+	meta configMeta // its generation, hash and description
 }
 
 // swap makes c the configuration in force and returns the one it

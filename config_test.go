@@ -50,6 +50,9 @@ func (f *swapFixture) build(t *testing.T, more ...Option) *config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := f.tp.prepare(f.tp.cfg.Load(), c); err != nil { // reload.go: the upstream, the description
+		t.Fatal(err)
+	}
 	return c
 }
 

@@ -61,7 +61,7 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		upstream.Close()
 		return
 	}
-	p.runTunnel(c, r, client, upstream)
+	p.runTunnel(c, r.WithContext(ctx), client, upstream) // ctx: the user, for Reload
 }
 
 // acceptConnect answers an admitted CONNECT to target with 200 and takes
@@ -134,6 +134,7 @@ func withReadAhead(c net.Conn, br *bufio.Reader) net.Conn {
 // can close it, and logs it when done. Its idle timeout is c's.
 func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser) {
 	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
+	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if !p.track(t) {
 		client.Close()
 		upstream.Close()

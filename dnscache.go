@@ -145,7 +145,7 @@ func serversFromResolvConf(path string, required bool) ([]string, error) {
 	cc, err := dns.ClientConfigFromFile(path)
 	if err != nil {
 		if required {
-			return nil, fmt.Errorf("fwdproxy: resolv.conf: %w", err)
+			return nil, fmt.Errorf("fwdproxy: WithResolvConf: %w", err)
 		}
 		return []string{"127.0.0.1:53", "[::1]:53"}, nil
 	}
@@ -157,7 +157,7 @@ func serversFromResolvConf(path string, required bool) ([]string, error) {
 	}
 	if len(servers) == 0 {
 		if required {
-			return nil, fmt.Errorf("fwdproxy: resolv.conf: %s lists no usable name server", path)
+			return nil, fmt.Errorf("fwdproxy: WithResolvConf: %s lists no usable name server", path)
 		}
 		return []string{"127.0.0.1:53", "[::1]:53"}, nil
 	}

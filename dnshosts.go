@@ -44,7 +44,7 @@ func newHostsFile(path string, strict bool, now time.Duration) (*hostsFile, erro
 	t, err := readHostsFile(path, nil)
 	if err != nil {
 		if strict {
-			return nil, fmt.Errorf("fwdproxy: hosts file: %w", err)
+			return nil, fmt.Errorf("fwdproxy: WithHostsFile: %w", err)
 		}
 		t = &hostsTable{}
 	}

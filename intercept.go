@@ -62,15 +62,13 @@ func LoadOrCreateCA(dir string) (ca tls.Certificate, created bool, err error) {
 }
 
 // newInterceptServer makes the internal server that serves decrypted
-// connections (server.go's newHTTPServer), registered so that Shutdown
-// shuts it down. New makes it whether or not interception is on, so that a
-// configuration that turns it on needs nothing more; it costs nothing
-// until a connection is intercepted. Its timeouts and limits are those of
-// the configuration New starts with, like Serve's hand-off server's.
-func (p *Proxy) newInterceptServer() *http.Server {
-	srv := p.newHTTPServer(http.HandlerFunc(p.serveIntercepted), interceptedConnContext)
-	p.servers[srv] = struct{}{}
-	return srv
+// connections (server.go's newHTTPServer), with the timeouts and limits of
+// configuration c. New and Reload make it with the hand-off server
+// (netServers, reload.go), whether or not interception is on, so that a
+// configuration that turns it on needs nothing more; it costs nothing until
+// a connection is intercepted.
+func (p *Proxy) newInterceptServer(c *config) *http.Server {
+	return p.newHTTPServer(c, http.HandlerFunc(p.serveIntercepted), interceptedConnContext)
 }
 
 // interceptedConnContext is the context of an intercepted connection
@@ -140,6 +138,7 @@ func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request
 		return
 	}
 	handle := newTunnel(raw, nopConn{}, 0) // for Shutdown: never run, only closed
+	handle.info = newTunnelInfo(c, r, nil) // and for Reload (reload.go)
 	if !p.track(handle) {
 		raw.Close()
 		return
@@ -157,7 +156,7 @@ func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request
 		return
 	}
 	defer p.untrack(handle)
-	conn := &interceptedConn{Conn: client, target: target, plain: proto == httpx.SniffHTTP1, outer: r.Context(), closed: make(chan struct{})}
+	conn := &interceptedConn{Conn: client, target: target, plain: proto == httpx.SniffHTTP1, outer: r.Context(), closed: make(chan struct{}), srv: c.isrv}
 	start := time.Now()
 	p.tunnelStarted(r) // telemetry.go
 	var state tls.ConnectionState
@@ -214,7 +213,7 @@ func (p *Proxy) serveInterceptTLS(c *config, r *http.Request, conn *interceptedC
 // over it), with the internal server until conn is closed.
 func (p *Proxy) serveInner(c net.Conn, conn *interceptedConn) {
 	l := &oneConnListener{conn: c, done: conn.closed, closed: make(chan struct{}), addr: c.LocalAddr()}
-	_ = p.isrv.Serve(l)
+	_ = conn.srv.Serve(l)
 	if l.conn != nil { // not accepted: the server was already shut down
 		c.Close()
 	}
@@ -334,6 +333,7 @@ type interceptedConn struct {
 	target    string
 	plain     bool // HTTP without TLS
 	outer     context.Context
+	srv       *http.Server // the internal server of the CONNECT's configuration
 	closeOnce sync.Once
 	closed    chan struct{}
 

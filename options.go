@@ -109,6 +109,10 @@ type settings struct {
 
 	// TLS interception (options_intercept.go); nil: off.
 	interception *interceptSettings
+
+	// What a Reload does besides installing the configuration (reload.go);
+	// no part of the configuration itself.
+	reloadClosesDenied bool
 }
 
 // Defaults. They favour safety (every wait is bounded) and pool reuse under

@@ -17,13 +17,10 @@ import (
 // reuses its connections instead of redialing them. It dials through p.dial,
 // like every other upstream connection.
 
-// newH1Transport builds the own HTTP/1.1 transport. It outlives
-// configurations, as its pool does, and reads its limits and timeouts from
-// the configuration in force (h1Settings).
-func (p *Proxy) newH1Transport() *h1.Transport {
-	return h1.NewTransport(h1.TransportConfig{Dial: p.dial, Settings: p.h1Settings})
+// newH1Transport builds the own HTTP/1.1 transport with the settings st,
+// which are fixed for its life: it serves every configuration that leaves
+// them unchanged, with its pool, and Reload builds a new one when they
+// change (upstream.go).
+func (p *Proxy) newH1Transport(st *h1.TransportSettings) *h1.Transport {
+	return h1.NewTransport(h1.TransportConfig{Dial: p.dial, Settings: func() *h1.TransportSettings { return st }})
 }
-
-// h1Settings returns the own transport's settings in force: those
-// buildConfig made for the configuration in force.
-func (p *Proxy) h1Settings() *h1.TransportSettings { return &p.cfg.Load().h1tr }

@@ -23,7 +23,7 @@ import (
 
 // idleConns reports the own transport's idle upstream connections to addr
 // ("host:port") and in all.
-func (p *Proxy) idleConns(addr string) (host, total int) { return p.h1.IdleConns(addr) }
+func (p *Proxy) idleConns(addr string) (host, total int) { return p.cfg.Load().up.h1.IdleConns(addr) }
 
 // countingOrigin is an httptest origin that counts the connections it
 // accepted and those that were closed.

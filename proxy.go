@@ -29,15 +29,19 @@ type Proxy struct {
 	cfg  atomic.Pointer[config]
 	base settings // the defaults New started from, its Via pseudonym chosen
 
-	transport    *http.Transport
-	h1           *h1.Transport // the own HTTP/1.1 transport and its pool (pool.go)
-	dialer       net.Dialer    // keep-alive only: each dial's timeout is its request's (dial)
-	resolver     *Resolver
-	ownsResolver bool
-	isrv         *http.Server // serves intercepted connections (intercept.go)
-	conns        atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
-	tunnelsOpen  atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
-	log          *slog.Logger
+	dialer      net.Dialer   // keep-alive only: each dial's timeout is its request's (dial)
+	conns       atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
+	tunnelsOpen atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
+	log         *slog.Logger
+
+	// Reload (reload.go, upstream.go): reloadMu serialises reloads, and
+	// guards retired, the upstreams that reloads replaced and whose last
+	// dials may still run.
+	reloadMu   sync.Mutex
+	retired    map[*retired]struct{}
+	dnsRetired dnsCounters // what replaced Resolvers had counted
+	reloads    reloadCounters
+	hashKey    []byte // keys the digests of secrets in descriptions (configdesc.go)
 
 	mu       sync.Mutex
 	closing  bool
@@ -45,6 +49,9 @@ type Proxy struct {
 	loops    map[*h1.Server]struct{} // Serve's own loops (internal/h1)
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
+	// closedDenied is the last reload that closed the tunnels its
+	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
+	closedDenied *deniedCheck
 
 	// Telemetry (telemetry.go, accesslog.go, stats.go).
 	tel   *telemetry.Telemetry
@@ -53,33 +60,34 @@ type Proxy struct {
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
-// safe proxy with the defaults documented on each option.
+// safe proxy with the defaults documented on each option. Reload replaces
+// the configuration of a running Proxy.
 func New(opts ...Option) (*Proxy, error) {
 	p := &Proxy{base: defaultSettings(randomPseudonym())}
 	c, err := buildConfig(p.base, opts) // options.go
 	if err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	p.swap(c) // config.go: the first configuration, in force before anything reads one
 	if p.log = c.logger; p.log == nil {
 		p.log = slog.Default()
 	}
-	if p.resolver = c.resolver; p.resolver == nil {
-		if p.resolver, err = newResolver(c.dns); err != nil { // dnscache.go
-			return nil, fmt.Errorf("fwdproxy.New: %w", err)
-		}
-		p.ownsResolver = true
-	}
 	p.dialer = net.Dialer{KeepAlive: 30 * time.Second}
-	p.transport = p.newTransport(c) // transport.go
-	p.h1 = p.newH1Transport()       // pool.go
+	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	p.describe(c, nil) // reload.go: generation 1, its hash
+	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	p.isrv = p.newInterceptServer() // intercept.go
+	if err := p.initReloadMetrics(c); err != nil { // reload.go
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	_ = p.netServers(nil, c) // reload.go: the hand-off and interception servers, which log through p.log as initTelemetry made it
+	p.swap(c)                // config.go: the first configuration, complete
 	return p, nil
 }
 

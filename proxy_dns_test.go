@@ -45,7 +45,7 @@ func TestProxyResolvesWithItsResolver(t *testing.T) {
 	if n := ds.Queries("only-test-dns-knows.example.", dns.TypeA); n != 1 {
 		t.Errorf("A queries = %d, want 1 (later requests must hit the cache)", n)
 	}
-	if st := tp.resolver.Stats(); st.Hits < 1 || st.Misses != 1 {
+	if st := tp.cfg.Load().up.resolver.Stats(); st.Hits < 1 || st.Misses != 1 {
 		t.Errorf("resolver stats %+v: want 1 miss, then hits", st)
 	}
 }
@@ -162,7 +162,7 @@ func TestResolverOptionsConfigureNew(t *testing.T) {
 	}
 	ds := dnstest.NewServer(t) // knows no name
 	tp := startProxy(t, WithDNSServers(ds.Addr()), WithHostsFile(hosts), WithDNSCacheSize(8), WithDNSTimeout(time.Second))
-	if got := tp.resolver.cfg; got.hostsFile != hosts || got.cacheSize != 8 || got.timeout != time.Second {
+	if got := tp.cfg.Load().up.resolver.cfg; got.hostsFile != hosts || got.cacheSize != 8 || got.timeout != time.Second {
 		t.Errorf("the Proxy's Resolver has hosts file %q, cache size %d, timeout %v", got.hostsFile, got.cacheSize, got.timeout)
 	}
 	resp, body := mustGet(t, tp.client(t, nil), "http://only-the-hosts-file.test:"+port+"/")

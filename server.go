@@ -23,11 +23,9 @@ import (
 // handed, with what was read of it, to an http.Server with the same
 // settings.
 func (p *Proxy) Serve(l net.Listener) error {
-	srv := p.newHTTPServer(p, p.countConn)
-	srv.ConnState = p.connState
 	s := h1.NewServer(l, h1.ServerConfig{
 		Handler:  p,
-		HandOff:  srv,
+		HandOff:  p.cfg.Load().h1srv.HandOff, // the configuration in force names its own (ServerSettings.HandOff)
 		Settings: p.serverSettings,
 		Logger:   p.log,
 		Conns:    &p.conns,
@@ -39,13 +37,11 @@ func (p *Proxy) Serve(l net.Listener) error {
 		l.Close()
 		return http.ErrServerClosed
 	}
-	p.servers[srv] = struct{}{}
 	p.loops[s] = struct{}{}
 	p.mu.Unlock()
 	err := s.Serve()
 	if errors.Is(err, http.ErrServerClosed) {
 		p.mu.Lock()
-		delete(p.servers, srv)
 		delete(p.loops, s)
 		p.mu.Unlock()
 	}
@@ -54,16 +50,16 @@ func (p *Proxy) Serve(l net.Listener) error {
 	return err
 }
 
-// newHTTPServer makes a net/http server for the client side, serving h:
-// Serve's hand-off server and the interception front end's server are both
-// made here, with the timeouts and limits of the configuration in force
-// (net/http reads them from the server's fields, so a later configuration
-// does not change them) and net/http's errors logged at Warn. connContext
-// is the server's ConnContext: the hand-off server's counts the
-// connections it did not get from the loop (countConn), the interception
-// server's carries the CONNECT's context (interceptedConnContext).
-func (p *Proxy) newHTTPServer(h http.Handler, connContext func(context.Context, net.Conn) context.Context) *http.Server {
-	c := p.cfg.Load()
+// newHTTPServer makes a net/http server for the client side, serving h,
+// with the timeouts and limits of configuration c (net/http reads them from
+// the server's fields, so a later configuration does not change a server
+// already made) and net/http's errors logged at Warn. Serve's hand-off
+// server and the interception front end's server are both made here, by New
+// and Reload (netServers, reload.go). connContext is the server's
+// ConnContext: the hand-off server's counts the connections it did not get
+// from the loop (countConn), the interception server's carries the
+// CONNECT's context (interceptedConnContext).
+func (p *Proxy) newHTTPServer(c *config, h http.Handler, connContext func(context.Context, net.Conn) context.Context) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: c.readHeaderTimeout,
@@ -72,6 +68,16 @@ func (p *Proxy) newHTTPServer(h http.Handler, connContext func(context.Context, 
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnContext:       connContext,
 	}
+}
+
+// newHandOffServer makes the net/http server that takes the connections
+// Serve's loops hand off, with the timeouts and limits of configuration c;
+// the loops take it from the configuration in force
+// (ServerSettings.HandOff).
+func (p *Proxy) newHandOffServer(c *config) *http.Server {
+	srv := p.newHTTPServer(c, p, p.countConn)
+	srv.ConnState = p.connState
+	return srv
 }
 
 // tooManyConnsReason is the reason given to a connection past WithMaxConns.
@@ -189,11 +195,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if err == nil && forced.Load() {
 		err = ctx.Err()
 	}
-	p.transport.CloseIdleConnections()
-	p.h1.CloseIdleConnections()
-	if p.ownsResolver {
-		p.resolver.Close()
-	}
+	p.closeUpstreams() // upstream.go: pooled connections, the Proxy's own Resolvers
+	p.closeReloadMetrics()
 	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
 		err = cerr
 	}
@@ -215,6 +218,11 @@ func (p *Proxy) track(t *tunnel) bool {
 	}
 	p.tunnels[t] = struct{}{}
 	p.tunnelWG.Add(1)
+	if cd := p.closedDenied; cd != nil && t.info != nil && t.info.gen < cd.cfg.meta.gen {
+		// Admitted before a reload that closed the tunnels its configuration
+		// refuses, and registered only after: judged as those were (reload.go).
+		go p.closeIfDenied(cd, t)
+	}
 	return true
 }
 

@@ -37,8 +37,11 @@ type Stats struct {
 	// LogDropped is the number of log records dropped because the log
 	// queue was full (see WithLogQueueSize).
 	LogDropped uint64
-	// DNS are the counters of the Proxy's Resolver.
+	// DNS are the counters of the Proxy's Resolver. When a Reload
+	// replaced it, those the replaced ones had counted are included.
 	DNS ResolverStats
+	// Config describes the configuration in force and the reloads.
+	Config ConfigStats
 }
 
 // ErrorCounts counts failed requests by the kind of their error.
@@ -134,6 +137,7 @@ func (p *Proxy) Stats() Stats {
 		ActiveTunnels:      s.tunnels.Load(),
 		Latency:            LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
 		LogDropped:         p.logDropped(),
-		DNS:                p.resolver.Stats(),
+		DNS:                p.dnsStats(),    // upstream.go
+		Config:             p.configStats(), // reload.go
 	}
 }

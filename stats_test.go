@@ -64,8 +64,8 @@ func TestStats(t *testing.T) {
 	if s.Latency.P99 < 2*time.Millisecond || s.Latency.P50 > s.Latency.P95 || s.Latency.P95 > s.Latency.P99 || s.Latency.P99 > s.Latency.Max {
 		t.Errorf("Latency = %+v", s.Latency)
 	}
-	if s.DNS != tp.resolver.Stats() {
-		t.Errorf("DNS = %+v, want the Resolver's %+v", s.DNS, tp.resolver.Stats())
+	if s.DNS != tp.cfg.Load().up.resolver.Stats() {
+		t.Errorf("DNS = %+v, want the Resolver's %+v", s.DNS, tp.cfg.Load().up.resolver.Stats())
 	}
 	if allocs := testing.AllocsPerRun(10, func() { _ = tp.Stats() }); allocs != 0 {
 		t.Errorf("Stats allocates %v times", allocs)

@@ -76,6 +76,10 @@ type tunnel struct {
 	lastActive time.Time
 
 	closeOnce sync.Once
+
+	// info is what a Reload that closes the tunnels the new configuration
+	// refuses checks (reload.go); set before the tunnel is tracked.
+	info *tunnelInfo
 }
 
 type closeWriter interface{ CloseWrite() error }

@@ -49,7 +49,7 @@ func (p *Proxy) initTelemetry(c *config) error {
 
 // telemetryCounts are the counters the observable instruments report.
 func (p *Proxy) telemetryCounts() telemetry.Counts {
-	s := p.resolver.Stats()
+	s := p.dnsStats() // upstream.go
 	return telemetry.Counts{DNSHits: s.Hits, DNSMisses: s.Misses, DNSCoalesced: s.Coalesced,
 		DNSStale: s.Stale, DNSEvictions: s.Evictions, DNSErrors: s.Errors, LogDropped: p.logDropped()}
 }

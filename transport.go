@@ -30,9 +30,9 @@ const (
 	upstreamWriteBufferSize = 32 << 10
 )
 
-// newTransport builds the one upstream transport a Proxy shares across all
-// requests, with the settings of c, New's configuration: it outlives
-// configurations, as its pool does. Every connection it opens goes through
+// newTransport builds the upstream transport that requests share, with the
+// settings of c: it serves every configuration that leaves those settings
+// unchanged, with its pool (upstream.go). Every connection it opens goes through
 // p.dial, so the resolver, the address guard and loop detection apply to
 // all of them, under the dialing request's configuration.
 func (p *Proxy) newTransport(c *config) *http.Transport {
@@ -76,7 +76,7 @@ func (p *Proxy) roundTrip(c *config, out *http.Request) (*http.Response, error) 
 // may have broken what the server checked; such a request is left to
 // http.Transport, which reports it.
 func (p *Proxy) route(c *config, out *http.Request) (string, bool) {
-	if p.h1 == nil || c.proxyFromEnvironment {
+	if c.proxyFromEnvironment {
 		return "", false
 	}
 	key, ok := h1.CanSend(out)
@@ -91,10 +91,10 @@ func (p *Proxy) route(c *config, out *http.Request) (string, bool) {
 // or the shared transport.
 func (p *Proxy) send(c *config, out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
 	if fast {
-		resp, err = p.h1.Send(out, addr, obs)
+		resp, err = c.up.h1.Send(out, addr, obs) // upstream.go: the configuration's transports
 	} else {
 		noDefaultUserAgent(out)
-		resp, err = p.transport.RoundTrip(out)
+		resp, err = c.up.transport.RoundTrip(out)
 	}
 	if err != nil {
 		if over, h2 := responseHeadTooLarge(err); over || h2 {
@@ -156,10 +156,11 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	if err != nil {
 		return nil, newError(ErrMalformed, addr, "bad upstream address "+strconv.Quote(addr)+": "+err.Error(), err)
 	}
+	res := pol.cfg.up.resolver // upstream.go
 	var ips []netip.Addr
 	if ip, isIP := policy.ParseHost(host); isIP {
 		ips = []netip.Addr{ip.WithZone("")}
-	} else if ips, err = p.resolver.LookupNetIP(ctx, host); err != nil {
+	} else if ips, err = p.lookup(ctx, res, host); err != nil { // reload.go
 		return nil, err
 	}
 	if ips, err = p.vet(ctx, pol, addr, host, port, ips); err != nil {
@@ -171,7 +172,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 			return nil, newError(ErrLoop, addr, "request loop: "+addr+" is this proxy's own address", nil)
 		}
 	}
-	return p.resolver.dialAddrs(ctx, &p.dialer, network, ips, port)
+	return res.dialAddrs(ctx, &p.dialer, network, ips, port)
 }
 
 // isSelf reports whether dialing ip:port would reach the listener that

@@ -121,6 +121,17 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 	return &Handler{next: h.next.WithGroup(name), q: h.q}
 }
 
+// To returns a handler that writes to next, instead of h's next handler,
+// through h's queue: it shares the queue, the goroutine and the counters,
+// as the handlers WithAttrs derives do. Records keep the handler they were
+// queued for, so those queued through h before are still written to h's.
+func (h *Handler) To(next slog.Handler) *Handler {
+	if next == nil {
+		next = slog.DiscardHandler
+	}
+	return &Handler{next: next, q: h.q}
+}
+
 // Close stops the handler and every handler that shares its queue: records
 // handled from now on are dropped and counted. It waits until the queued
 // records are written or ctx is done; then the records still queued are

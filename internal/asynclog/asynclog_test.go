@@ -221,6 +221,39 @@ func TestDerivedHandlersShareQueue(t *testing.T) {
 	}
 }
 
+// TestTo: a handler made by To writes to its own next handler through the
+// queue it shares, and records keep the handler they were queued for.
+func TestTo(t *testing.T) {
+	var first, second lockedBuffer
+	h := New(slog.NewJSONHandler(&first, nil), 64)
+	to := h.To(slog.NewJSONHandler(&second, nil))
+	for i := range 3 {
+		_ = h.Handle(t.Context(), record("first", slog.Int("i", i)))
+		_ = to.Handle(t.Context(), record("second", slog.Int("i", i)))
+	}
+	closeNow(t, h)
+	for _, c := range []struct {
+		buf  *lockedBuffer
+		want string
+	}{{&first, "first"}, {&second, "second"}} {
+		lines := c.buf.lines(t)
+		if len(lines) != 3 {
+			t.Fatalf("%s handler got %d records, want 3", c.want, len(lines))
+		}
+		for _, line := range lines {
+			if line["msg"] != c.want {
+				t.Errorf("%s handler got %v", c.want, line)
+			}
+		}
+	}
+	if h.Written() != 6 || to.Written() != 6 {
+		t.Errorf("Written = %d and %d, want 6 counted on the shared queue", h.Written(), to.Written())
+	}
+	if err := to.Handle(t.Context(), record("late")); err != nil || to.Dropped() != 1 {
+		t.Errorf("after Close: Handle %v, Dropped %d; want a drop", err, to.Dropped())
+	}
+}
+
 // counter is a LogValuer that logs the value n held when it was resolved.
 type counter struct{ n *atomic.Int64 }
 

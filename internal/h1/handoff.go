@@ -16,7 +16,7 @@ func (sc *srvConn) handoff(read []byte) bool {
 	if !sc.state.CompareAndSwap(connActive, connGone) {
 		return false
 	}
-	if !sc.s.hl.handoff(hc) {
+	if l := sc.s.handOffTo(sc.s.settings()); l == nil || !l.handoff(hc) {
 		return false
 	}
 	sc.br = nil // the handed-off connection reads it empty

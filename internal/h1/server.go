@@ -75,6 +75,13 @@ type ServerSettings struct {
 	MaxConns int
 	// OverLimitReason is the body of that 503, one line of text.
 	OverLimitReason string
+	// HandOff, when not nil, is the http.Server that takes the
+	// connections handed off from now on, instead of ServerConfig.HandOff
+	// (so that a new value of its own timeouts and limits can apply). The
+	// connections already handed off stay with the server they went to.
+	// The Server serves each one it hands connections to on a listener of
+	// its own, until Serve returns.
+	HandOff *http.Server
 }
 
 // ServerConfig is what a Server is built from besides its listener.
@@ -83,7 +90,8 @@ type ServerConfig struct {
 	// only.
 	Handler http.Handler
 	// HandOff serves the connections the loop hands off, and those that
-	// are not plain TCP, from a listener of the Server's (Serve runs it).
+	// are not plain TCP, from a listener of the Server's (Serve runs it),
+	// unless the settings in force name another (ServerSettings.HandOff).
 	// Its handler, timeouts and limits should be the loop's.
 	HandOff *http.Server
 	// Settings returns the settings in force. It is called once per
@@ -113,7 +121,13 @@ type Server struct {
 	log      *slog.Logger
 	open     *atomic.Int64
 	refused  *atomic.Uint64
-	hl       *handoffListener
+
+	// The listeners of the hand-off servers, one per server handed
+	// connections to (handOffTo); closed by Serve's end.
+	hmu     sync.Mutex
+	hls     map[*http.Server]*handoffListener
+	hclosed bool
+	served  sync.WaitGroup // one per hand-off server's Serve
 
 	date    dateCache
 	closing atomic.Bool
@@ -141,7 +155,7 @@ func NewServer(ln net.Listener, cfg ServerConfig) *Server {
 		log:      cfg.Logger,
 		open:     cfg.Conns,
 		refused:  cfg.Refused,
-		hl:       newHandoffListener(ln.Addr()),
+		hls:      make(map[*http.Server]*handoffListener),
 		conns:    make(map[*srvConn]struct{}),
 	}
 	if s.log == nil {
@@ -159,18 +173,42 @@ func NewServer(ln net.Listener, cfg ServerConfig) *Server {
 // Serve runs the hand-off server and accepts connections until Shutdown,
 // when it returns http.ErrServerClosed, or until the listener fails, when
 // it returns that error (the connections still open are then left to
-// Shutdown). Either way the hand-off server has stopped accepting when it
-// returns.
+// Shutdown). Either way the hand-off servers have stopped accepting when
+// it returns.
 func (s *Server) Serve() error {
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = s.srv.Serve(s.hl)
-	}()
+	s.handOffTo(s.settings()) // its server runs from the start, as it always did
 	err := s.acceptLoop()
-	s.hl.Close()
-	<-served
+	s.hmu.Lock()
+	s.hclosed = true
+	for _, l := range s.hls {
+		l.Close()
+	}
+	s.hmu.Unlock()
+	s.served.Wait()
 	return err
+}
+
+// handOffTo returns the listener of the hand-off server that st names
+// (ServerSettings.HandOff, else ServerConfig.HandOff), starting that
+// server on it the first time; nil once Serve is ending.
+func (s *Server) handOffTo(st *ServerSettings) *handoffListener {
+	srv := s.srv
+	if st.HandOff != nil {
+		srv = st.HandOff
+	}
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	if l := s.hls[srv]; l != nil || s.hclosed {
+		return l
+	}
+	l := newHandoffListener(s.ln.Addr())
+	s.hls[srv] = l
+	s.served.Add(1)
+	go func() {
+		defer s.served.Done()
+		_ = srv.Serve(l)
+	}()
+	return l
 }
 
 // acceptLoop accepts connections until the listener fails or shutdown
@@ -197,7 +235,7 @@ func (s *Server) acceptLoop() error {
 			// A TLS (or other wrapped) connection from a listener of the
 			// caller's keeps all of net/http's handling: its handshake,
 			// HTTP/2 by ALPN, Request.TLS. net/http counts it.
-			if !s.hl.handoff(c) {
+			if l := s.handOffTo(s.settings()); l == nil || !l.handoff(c) {
 				c.Close()
 			}
 			continue
