@@ -3,6 +3,7 @@ module github.com/fwdproxy/fwdproxy/examples
 go 1.26.0
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/fwdproxy/fwdproxy v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0

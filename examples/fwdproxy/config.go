@@ -182,7 +182,9 @@ lists there (deny-host: [a.example, "10.0.0.0/8"]). A flag on the command
 line wins over the environment, the environment over the file, the file over
 the defaults; a list replaces the list of the layer below.
 
-SIGINT, SIGTERM and SIGHUP stop the server gracefully.
+With -config, SIGHUP and a change to the file reload the configuration
+(settings marked fixed need a restart); a bad file keeps the running one.
+Without -config, SIGHUP stops the server gracefully, as SIGTERM does.
 
 Flags:
 `)

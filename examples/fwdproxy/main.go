@@ -31,10 +31,18 @@
 //	fwdproxy -check-config fwdproxy.yaml          # check it, as nginx -t: FILE:LINE: key: problem
 //	fwdproxy -version
 //
-// # Signals
+// # Signals and reload
 //
-// SIGINT, SIGTERM and SIGHUP stop the server gracefully (see
-// shutdownGrace).
+// SIGINT and SIGTERM stop the server gracefully (see shutdownGrace). With
+// -config, SIGHUP and a change to the file (watched with fsnotify)
+// reload it: the file is read again, the environment and the command line
+// the server started with are put over it, and the whole configuration is
+// swapped in, or, when anything is wrong, nothing is and the running one
+// stays; one log line says which. The settings marked fixed in -h (the
+// listen addresses, the CA directory, the log format, the trace file) need
+// a restart. Without -config there is nothing to read again, and SIGHUP
+// stops the server gracefully like SIGTERM, as before: a hangup of the
+// terminal that started it.
 package main
 
 import (
@@ -55,7 +63,8 @@ import (
 	"github.com/fwdproxy/fwdproxy"
 )
 
-// After SIGINT, SIGTERM or SIGHUP, requests and tunnels in flight get shutdownGrace to finish before the
+// After a stop signal (SIGINT, SIGTERM, or SIGHUP without -config),
+// requests and tunnels in flight get shutdownGrace to finish before the
 // ones left are closed; then the log and the telemetry exporters get
 // flushGrace to write out what they hold. The
 // process is gone within shutdownGrace+flushGrace of the signal, the 10 s
@@ -66,9 +75,10 @@ const (
 	flushGrace    = 2 * time.Second
 )
 
-// signals end the server gracefully. SIGHUP is among them because until
-// the server reloads its configuration, a SIGHUP from an operator (or a
-// closed terminal) would otherwise kill it with no drain and no log line.
+// signals are those the server handles: SIGINT and SIGTERM stop it
+// gracefully; SIGHUP reloads the configuration file, and without one stops
+// the server like SIGTERM (a closed terminal would otherwise kill it with
+// no drain and no log line).
 var signals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
 
 func main() {
@@ -102,12 +112,12 @@ func run(args []string, stdout, stderr *os.File) error {
 	case l.s.checkConfig.on:
 		return checkConfig(l, stdout, stderr) // check.go
 	}
-	return serve(l, stderr)
+	return serve(l, args, environ, stderr)
 }
 
-// serve runs the server with the settings l, logging to stderr, until a
-// stop signal has drained it.
-func serve(l *loaded, stderr *os.File) error {
+// serve runs the server with the settings l, made from args and environ,
+// logging to stderr, until a stop signal has drained it.
+func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err := checkFixed(l); err != nil { // build.go
 		return err
 	}
@@ -164,12 +174,26 @@ func serve(l *loaded, stderr *os.File) error {
 	}
 	logger.Info("fwdproxy listening", attrs...)
 
+	var rl *reloader // nil without a file to reload
+	stopWatch := func() {}
+	if l.s.config != "" {
+		// A reload hands its options to apply, which swaps them into the
+		// running Proxy. The library cannot do that yet: until it has
+		// (*Proxy).Reload (apply := p.Reload), a reload checks the
+		// configuration and says that a restart is needed.
+		apply := checkOnly
+		rl = newReloader(l, args, environ, sh, level, apply) // reload.go
+		stopWatch = watchConfig(rl, logger)                  // watch.go
+	}
+	defer stopWatch()
+
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
-	sig, err := waitForStop(served)
+	sig, err := waitForStop(served, rl)
 	if err != nil {
 		return err
 	}
+	stopWatch() // no reload while the server drains
 	logger.Info("shutting down", "signal", signalName(sig), "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
@@ -182,17 +206,24 @@ func serve(l *loaded, stderr *os.File) error {
 	return nil
 }
 
-// waitForStop waits for a signal that stops the server and returns it, or
-// the error that ended serving first.
-func waitForStop(served <-chan error) (os.Signal, error) {
+// waitForStop handles signals until one stops the server, and returns it,
+// or the error that ended serving first. SIGHUP reloads rl, or stops the
+// server when rl is nil.
+func waitForStop(served <-chan error, rl *reloader) (os.Signal, error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, signals...)
 	defer signal.Stop(sigs)
-	select {
-	case err := <-served:
-		return nil, err
-	case sig := <-sigs:
-		return sig, nil
+	for {
+		select {
+		case err := <-served:
+			return nil, err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP && rl != nil {
+				_ = rl.reload("SIGHUP") // logged
+				continue
+			}
+			return sig, nil
+		}
 	}
 }
 

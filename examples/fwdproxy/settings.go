@@ -74,6 +74,11 @@ var (
 	// variable cannot turn a server into a one-shot check.
 	commandOnly = map[string]bool{"config": true, "check-config": true, "version": true}
 	noEnv       = map[string]bool{"check-config": true, "version": true}
+
+	// fixedKeys are set up once at start and cannot change on reload: the
+	// listeners, the CA, where and how the log and the spans are written.
+	// A reload that changes one is refused whole.
+	fixedKeys = []string{"listen", "metrics-listen", "mitm-ca-dir", "log-format", "trace-file"}
 )
 
 // flagSet is the flag set of s, every flag in the order of the README's
@@ -90,6 +95,10 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 	fs.SetOutput(output)
 	def := func(name string) {
 		fs.order = append(fs.order, name)
+		if isFixed(name) {
+			fl := fs.Lookup(name)
+			fl.Usage += " (fixed: a reload cannot change it)"
+		}
 	}
 	str := func(p *string, name, value, usage string) { fs.StringVar(p, name, value, usage); def(name) }
 	boolean := func(p *bool, name, usage string) { fs.BoolVar(p, name, false, usage); def(name) }
@@ -140,12 +149,22 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 
 	str(&s.mitmCADir, "mitm-ca-dir", "", "intercept TLS in CONNECTs with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing); plain HTTP in a CONNECT is served too, other protocols are tunnelled")
 	value(&s.mitmBypass, "mitm-bypass", "tunnel, not intercept, CONNECTs to destinations matching `PATTERN`: host, *.domain, IP or CIDR, as for -deny-host; IPs and CIDRs match IP targets (repeatable or comma-separated)")
-	str(&s.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
+	str(&s.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS (read again on reload)")
 
-	str(&s.config, "config", "", "read settings from the YAML `FILE` (keys are the flag names) (command line and environment only)")
+	str(&s.config, "config", "", "read settings from the YAML `FILE` (keys are the flag names); with it, SIGHUP and changes to the file reload it (command line and environment only)")
 	value(&s.checkConfig, "check-config", "check the configuration (-config FILE, or -check-config FILE) and exit: 0 when it is valid, else 1 with FILE:LINE: key: problem (command line only)")
 	boolean(&s.version, "version", "print the version and exit (command line only)")
 	return fs
+}
+
+// isFixed reports whether the setting name cannot change on reload.
+func isFixed(name string) bool {
+	for _, k := range fixedKeys {
+		if k == name {
+			return true
+		}
+	}
+	return false
 }
 
 // accepts says in words what a flag takes, for errors about a value in the
