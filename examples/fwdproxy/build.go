@@ -20,9 +20,10 @@ import (
 // fixed: a reload cannot change them.
 type shared struct {
 	logger *slog.Logger
-	tel    []fwdproxy.Option // telemetry.go
-	ca     *tls.Certificate  // nil: no interception
-	fdSoft uint64            // 0: unknown
+	tel    []fwdproxy.Option  // telemetry.go
+	ca     *tls.Certificate   // nil: no interception
+	certs  fwdproxy.CertStore // the leaves minted with ca, kept across reloads; nil: the library's own
+	fdSoft uint64             // 0: unknown
 }
 
 // built is a configuration ready for fwdproxy.New or (*Proxy).Reload.
@@ -168,8 +169,9 @@ func checkAddr(addr string) error {
 }
 
 // optionKeys maps the library's options, by the name their errors begin
-// with, to the settings they are built from. Deprecated names are kept
-// next to their new ones.
+// with, to the settings they are built from. The names from before the
+// library's options were all called With… are kept, for errors worded
+// with them.
 var optionKeys = map[string][]string{
 	"WithLogger":                 {"log-format"},
 	"WithDialTimeout":            {"dial-timeout"},
@@ -224,7 +226,7 @@ func (l *loaded) locate(err error) error {
 				break
 			}
 			if k, ok := optionKeys[name]; ok {
-				keys = k // the innermost option wins: "WithInterception: BypassHosts: …"
+				keys = k // the innermost option wins: "WithInterception: WithInterceptBypass: …"
 			}
 			if strings.HasPrefix(name, "fwdproxy.") {
 				line = after // the function's name says nothing to an operator

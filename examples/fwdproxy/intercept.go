@@ -40,26 +40,35 @@ func tlsOptions(l *loaded, sh *shared) ([]fwdproxy.Option, error) {
 	if len(s.mitmBypass) > 0 {
 		iopts = append(iopts, fwdproxy.WithInterceptBypass(s.mitmBypass...))
 	}
+	if sh.certs != nil {
+		iopts = append(iopts, fwdproxy.WithCertStore(sh.certs))
+	}
 	return append(opts, fwdproxy.WithInterception(*sh.ca, iopts...)), nil
 }
 
 // loadCA loads the interception CA from -mitm-ca-dir, creating it there if
-// both files are missing, and says so; nil without -mitm-ca-dir.
-func loadCA(l *loaded, logger *slog.Logger) (*tls.Certificate, error) {
+// both files are missing, and says so; it returns the CA and a store for
+// the leaf certificates it signs, which every configuration built since
+// shares, so that a reload keeps them. Both are nil without -mitm-ca-dir.
+func loadCA(l *loaded, logger *slog.Logger) (*tls.Certificate, fwdproxy.CertStore, error) {
 	dir := l.s.mitmCADir
 	if dir == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	ca, created, err := fwdproxy.LoadOrCreateCA(dir)
 	if err != nil {
-		return nil, l.problem("mitm-ca-dir", err.Error())
+		return nil, nil, l.problem("mitm-ca-dir", err.Error())
+	}
+	certs, err := fwdproxy.NewMemoryCertStore(mitm.DefaultCacheSize)
+	if err != nil {
+		return nil, nil, err
 	}
 	certFile := filepath.Join(dir, mitm.CertFile)
 	if created {
 		logger.Warn("created a TLS interception CA: clients must trust its certificate", "cert", certFile)
 	}
 	logger.Info("TLS interception on", "ca", certFile, "bypass", []string(l.s.mitmBypass))
-	return &ca, nil
+	return &ca, certs, nil
 }
 
 // checkCA is loadCA for -check-config: it reads the CA but writes nothing.

@@ -148,12 +148,12 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 		}
 	}()
 
-	soft, hard := raiseFDLimit() // fdlimit_unix.go, fdlimit_other.go
-	ca, err := loadCA(l, logger) // intercept.go
+	soft, hard := raiseFDLimit()        // fdlimit_unix.go, fdlimit_other.go
+	ca, certs, err := loadCA(l, logger) // intercept.go
 	if err != nil {
 		return err
 	}
-	sh := &shared{logger: logger, tel: tel.opts, ca: ca, fdSoft: soft}
+	sh := &shared{logger: logger, tel: tel.opts, ca: ca, certs: certs, fdSoft: soft}
 	b, err := configure(l, sh) // build.go
 	if err != nil {
 		return err
