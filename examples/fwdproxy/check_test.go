@@ -15,7 +15,7 @@ import (
 
 // TestCheckConfigCommand: -check-config exits 0 on a valid file and 1 on a
 // bad one, printing each problem as FILE:LINE: key: problem; it binds
-// nothing and creates no CA; and the server started with the same file
+// nothing and creates no CA nor trace file; and the server started with the same file
 // stops with the same problems.
 func TestCheckConfigCommand(t *testing.T) {
 	bin := build(t)
@@ -25,7 +25,8 @@ func TestCheckConfigCommand(t *testing.T) {
 	}
 	defer busy.Close()
 	caDir := filepath.Join(t.TempDir(), "ca")
-	valid := writeFile(t, "valid.yaml", "listen: "+busy.Addr().String()+"\nmitm-ca-dir: "+caDir+"\nmetrics-listen: "+busy.Addr().String()+"\n")
+	traceFile := filepath.Join(t.TempDir(), "trace.json")
+	valid := writeFile(t, "valid.yaml", "listen: "+busy.Addr().String()+"\nmitm-ca-dir: "+caDir+"\nmetrics-listen: "+busy.Addr().String()+"\ntrace-file: "+traceFile+"\n")
 	bad := writeFile(t, "bad.yaml", "listen: 127.0.0.1:0\ndeny-host: [\"bad pattern!\"]\nallow-port: 0\nnope: 1\n")
 	badValues := writeFile(t, "bad-values.yaml", "listen: 127.0.0.1:0\ndeny-host: [\"bad pattern!\"]\nallow-port: 0\n")
 	for _, tc := range []struct {
@@ -61,8 +62,10 @@ func TestCheckConfigCommand(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat(caDir); !os.IsNotExist(err) {
-		t.Errorf("-check-config created the CA directory: %v", err)
+	for _, p := range []string{caDir, traceFile} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("-check-config created %s: %v", p, err)
+		}
 	}
 
 	// The server agrees: it stops on the same file with the same lines.

@@ -158,7 +158,7 @@ func configPath(cli *flagSet, check checkFlag, environ []string) (string, error)
 	}
 	switch {
 	case check.file != "" && path != "" && check.file != path:
-		return "", fmt.Errorf("-check-config %s and -config %s name different files", check.file, path)
+		return "", fmt.Errorf("-check-config %s and -config (or FWDPROXY_CONFIG) %s name different files", check.file, path)
 	case check.file != "":
 		path = check.file
 	case check.on && path == "":
