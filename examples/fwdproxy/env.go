@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -16,14 +17,19 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// envDefaults sets each flag from its FWDPROXY_<NAME> variable, when that
-// variable is set, before the command line is parsed (so a flag on the
-// command line wins). environ is os.Environ() in the server. It returns the
-// FWDPROXY_ variables that name no flag, for the caller to warn about once
-// its logger exists.
-func envDefaults(fs *flag.FlagSet, environ []string) (unknown []unknownVar, err error) {
+// applyEnv sets each flag from its FWDPROXY_<NAME> variable, when that
+// variable is set, over the configuration file and before the command line
+// is parsed (so a flag on the command line wins), and records the variable
+// in origins. A list variable replaces the file's list. environ is
+// os.Environ() in the server. It returns the FWDPROXY_ variables that name
+// no flag, for the caller to warn about once its logger exists.
+func applyEnv(fs *flagSet, environ []string, origins map[string]origin) (unknown []unknownVar, err error) {
 	known := make(map[string]*flag.Flag)
-	fs.VisitAll(func(fl *flag.Flag) { known[envName(fl.Name)] = fl })
+	fs.VisitAll(func(fl *flag.Flag) {
+		if !noEnv[fl.Name] {
+			known[envName(fl.Name)] = fl
+		}
+	})
 	for _, kv := range environ {
 		name, value, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, envPrefix) {
@@ -31,7 +37,7 @@ func envDefaults(fs *flag.FlagSet, environ []string) (unknown []unknownVar, err 
 		}
 		fl, ok := known[name]
 		if !ok {
-			unknown = append(unknown, unknownVar{name, closestEnvName(fs, name)})
+			unknown = append(unknown, unknownVar{name, closestEnvName(known, name)})
 			continue
 		}
 		if isBoolFlag(fl) {
@@ -41,9 +47,13 @@ func envDefaults(fs *flag.FlagSet, environ []string) (unknown []unknownVar, err 
 			}
 			value = b
 		}
-		if e := fs.Set(fl.Name, value); e != nil {
+		if r, ok := fl.Value.(interface{ reset() }); ok {
+			r.reset()
+		}
+		if e := fl.Value.Set(value); e != nil {
 			return nil, fmt.Errorf("%s=%q: %w", name, value, e)
 		}
+		origins[fl.Name] = origin{env: name}
 	}
 	slices.SortFunc(unknown, func(a, b unknownVar) int { return strings.Compare(a.name, b.name) })
 	return unknown, nil
@@ -71,15 +81,15 @@ func parseEnvBool(v string) (string, bool) {
 }
 
 // closestEnvName says what an unknown FWDPROXY_ variable was probably meant
-// to be: the variable of the flag whose name is closest to it, if one is
-// close enough to be a typo.
-func closestEnvName(fs *flag.FlagSet, name string) string {
+// to be: the known variable closest to it, if one is close enough to be a
+// typo.
+func closestEnvName(known map[string]*flag.Flag, name string) string {
 	best, bestD := "", 3 // more than two edits away is not a typo
-	fs.VisitAll(func(fl *flag.Flag) {
-		if d := editDistance(name, envName(fl.Name)); d < bestD {
-			best, bestD = envName(fl.Name), d
+	for _, v := range slices.Sorted(maps.Keys(known)) {
+		if d := editDistance(name, v); d < bestD {
+			best, bestD = v, d
 		}
-	})
+	}
 	return best
 }
 

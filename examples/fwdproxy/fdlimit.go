@@ -3,22 +3,28 @@ package main
 import (
 	"flag"
 	"log/slog"
-	"time"
 
 	"github.com/fwdproxy/fwdproxy"
 )
 
-// limitFlags are the connection limits and the body idle timeout, and the
-// descriptor budget they must fit in.
+// limitFlags are the limits that hold file descriptors: client
+// connections, tunnels and the upstream pool. They must fit in the
+// descriptor limit (fitLimits).
 type limitFlags struct {
-	maxConns, maxTunnels int
-	bodyIdle             time.Duration
+	maxConns, maxTunnels    int
+	maxIdlePerHost, maxIdle int
 }
 
-func (l *limitFlags) register(fs *flag.FlagSet) {
-	fs.IntVar(&l.maxConns, "max-conns", fwdproxy.DefaultMaxConns, "client connections served at once; past it new ones get 503 at accept (lowered to fit the descriptor limit)")
-	fs.IntVar(&l.maxTunnels, "max-tunnels", fwdproxy.DefaultMaxTunnels, "CONNECT and upgraded tunnels open at once; past it 503 (lowered to fit the descriptor limit)")
-	fs.DurationVar(&l.bodyIdle, "body-idle-timeout", fwdproxy.DefaultBodyIdleTimeout, "give up on a request or response body that moves no byte for this long (408 to a stalled upload, a cut connection for a stalled download)")
+// register defines the flags on fs; def records each in the flag order.
+func (l *limitFlags) register(fs *flag.FlagSet, def func(name string)) {
+	fs.IntVar(&l.maxConns, "max-conns", fwdproxy.DefaultMaxConns, "client connections served at once; past `N` new ones get 503 at accept (lowered to fit the descriptor limit)")
+	def("max-conns")
+	fs.IntVar(&l.maxTunnels, "max-tunnels", fwdproxy.DefaultMaxTunnels, "CONNECT and upgraded tunnels open at once; past `N` 503 (lowered to fit the descriptor limit)")
+	def("max-tunnels")
+	fs.IntVar(&l.maxIdlePerHost, "max-idle-conns-per-host", fwdproxy.DefaultMaxIdleConnsPerHost, "idle upstream connections kept per host, at most `N`")
+	def("max-idle-conns-per-host")
+	fs.IntVar(&l.maxIdle, "max-idle-conns", fwdproxy.DefaultMaxIdleConns, "idle upstream connections kept in all, at most `N` (lowered to fit the descriptor limit)")
+	def("max-idle-conns")
 }
 
 // fdReserve is kept out of the budget for everything that is not a proxied
@@ -51,23 +57,39 @@ func fitLimits(limit uint64, conns, tunnels, idle int) (int, int, int, bool) {
 	return scale(conns), scale(tunnels), scale(idle), true
 }
 
-// options raises the soft descriptor limit to the hard one where allowed
-// (Go does so at start on most systems already), logs the limit, and
-// returns the limit options, lowered to fit it if need be.
-func (l *limitFlags) options(logger *slog.Logger) []fwdproxy.Option {
-	soft, hard := raiseFDLimit() // fdlimit_unix.go, fdlimit_other.go
-	conns, tunnels, idle, lowered := fitLimits(soft, l.maxConns, l.maxTunnels, fwdproxy.DefaultMaxIdleConns)
-	logger.Info("file descriptor limit", "soft", soft, "hard", hard,
-		"max_conns", conns, "max_tunnels", tunnels, "max_idle_upstream", idle, "reserve", fdReserve)
+// fitted is what the limits became in a descriptor budget.
+type fitted struct {
+	conns, tunnels, idle, idlePerHost int
+	lowered                           bool
+}
+
+// fit lowers the limits to fit in the soft descriptor limit (fitLimits).
+func (l *limitFlags) fit(soft uint64) fitted {
+	conns, tunnels, idle, lowered := fitLimits(soft, l.maxConns, l.maxTunnels, l.maxIdle)
+	perHost := l.maxIdlePerHost
 	if lowered {
-		logger.Warn("limits lowered to fit the file descriptor limit; raise it (ulimit -n, LimitNOFILE=) to allow more",
-			"limit", soft, "needed", fdBudget(l.maxConns, l.maxTunnels, fwdproxy.DefaultMaxIdleConns),
-			"max_conns", conns, "max_tunnels", tunnels, "max_idle_upstream", idle)
+		perHost = min(perHost, idle)
 	}
+	return fitted{conns, tunnels, idle, perHost, lowered}
+}
+
+// options are the limit options.
+func (f fitted) options() []fwdproxy.Option {
 	return []fwdproxy.Option{
-		fwdproxy.WithMaxConns(conns),
-		fwdproxy.WithMaxTunnels(tunnels),
-		fwdproxy.WithMaxIdleConns(min(fwdproxy.DefaultMaxIdleConnsPerHost, idle), idle),
-		fwdproxy.WithBodyIdleTimeout(l.bodyIdle),
+		fwdproxy.WithMaxConns(f.conns),
+		fwdproxy.WithMaxTunnels(f.tunnels),
+		fwdproxy.WithMaxIdleConns(f.idlePerHost, f.idle),
+	}
+}
+
+// logFDLimit logs the descriptor limit and the limits in it, at Warn when
+// they had to be lowered.
+func (l *limitFlags) logFDLimit(logger *slog.Logger, soft, hard uint64, f fitted) {
+	logger.Info("file descriptor limit", "soft", soft, "hard", hard,
+		"max_conns", f.conns, "max_tunnels", f.tunnels, "max_idle_upstream", f.idle, "reserve", fdReserve)
+	if f.lowered {
+		logger.Warn("limits lowered to fit the file descriptor limit; raise it (ulimit -n, LimitNOFILE=) to allow more",
+			"limit", soft, "needed", fdBudget(l.maxConns, l.maxTunnels, l.maxIdle),
+			"max_conns", f.conns, "max_tunnels", f.tunnels, "max_idle_upstream", f.idle)
 	}
 }

@@ -14,9 +14,35 @@
 // access-log line on stderr, refusals and failures included with their
 // reason; at warn the access log is off and a refusal gets one Warn line.
 //
-// Every flag can also be set through the environment: FWDPROXY_ followed by
-// the flag name in upper case with dashes as underscores (FWDPROXY_LISTEN,
-// FWDPROXY_ALLOW_PRIVATE). A flag on the command line wins.
+// # Settings
+//
+// Every setting is a flag, an environment variable and a key of the YAML
+// file given with -config, all of one name: -allow-private,
+// FWDPROXY_ALLOW_PRIVATE (FWDPROXY_ followed by the flag name in upper case
+// with dashes as underscores) and "allow-private: true". A flag that may be
+// repeated is a list in the file ("deny-host: [a.example, 10.0.0.0/8]"; a
+// single item may stand alone) and a comma-separated value in the
+// environment. A flag on the command line wins over the environment, the
+// environment over the file and the file over the defaults; a list replaces
+// the list of the layer below. examples/fwdproxy/fwdproxy.yaml lists every
+// key with its default. -h lists every flag.
+//
+//	fwdproxy -config fwdproxy.yaml                # run with a file
+//	fwdproxy -check-config fwdproxy.yaml          # check it, as nginx -t: FILE:LINE: key: problem
+//	fwdproxy -version
+//
+// # Signals and reload
+//
+// SIGINT and SIGTERM stop the server gracefully (see shutdownGrace). With
+// -config, SIGHUP and a change to the file (watched with fsnotify)
+// reload it: the file is read again, the environment and the command line
+// the server started with are put over it, and the whole configuration is
+// swapped in, or, when anything is wrong, nothing is and the running one
+// stays; one log line says which. The settings marked fixed in -h (the
+// listen addresses, the CA directory, the log format, the trace file) need
+// a restart. Without -config there is nothing to read again, and SIGHUP
+// stops the server gracefully like SIGTERM, as before: a hangup of the
+// terminal that started it.
 package main
 
 import (
@@ -29,7 +55,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -37,9 +63,10 @@ import (
 	"github.com/fwdproxy/fwdproxy"
 )
 
-// After SIGINT, SIGTERM or SIGHUP, requests and tunnels in flight get
-// shutdownGrace to finish before the ones left are closed; then the log and
-// the telemetry exporters get flushGrace to write out what they hold. The
+// After a stop signal (SIGINT, SIGTERM, or SIGHUP without -config),
+// requests and tunnels in flight get shutdownGrace to finish before the
+// ones left are closed; then the log and the telemetry exporters get
+// flushGrace to write out what they hold. The
 // process is gone within shutdownGrace+flushGrace of the signal, the 10 s
 // the README promises (TestREADMEShutdownGrace), inside the 30 s that
 // Kubernetes and systemd wait before they kill.
@@ -48,164 +75,68 @@ const (
 	flushGrace    = 2 * time.Second
 )
 
-// stopSignals end the server gracefully. SIGHUP is among them because until
-// the server reloads its configuration, a SIGHUP from an operator (or a
-// closed terminal) would otherwise kill it with no drain and no log line.
-var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+// signals are those the server handles: SIGINT and SIGTERM stop it
+// gracefully; SIGHUP reloads the configuration file, and without one stops
+// the server like SIGTERM (a closed terminal would otherwise kill it with
+// no drain and no log line).
+var signals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
 
 func main() {
-	if err := run(os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "fwdproxy:", err)
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errCheckFailed) { // checkConfig printed the problems
+			for line := range strings.SplitSeq(err.Error(), "\n") {
+				fmt.Fprintln(os.Stderr, "fwdproxy:", line)
+			}
+		}
 		os.Exit(1)
 	}
 }
 
-type flags struct {
-	listen       string
-	allowPrivate bool
-	logLevel     string
-	dnsServers   listFlag
-	auth         listFlag
-	denyHosts    listFlag
-	allowHosts   listFlag
-	allowPorts   listFlag
-	maxRespHead  int // -max-response-header-bytes; 0: the library's default
-
-	// telemetry.go
-	metricsListen string
-	logFormat     string
-	traceFile     string
-	mitmCADir     string   // TLS interception (see interceptOptions)
-	mitmBypass    listFlag // hosts tunnelled, not intercepted
-	upstreamCA    string   // extra PEM roots for upstream TLS
-
-	limits     limitFlags   // fdlimit.go
-	unknownEnv []unknownVar // FWDPROXY_ variables that name no flag (env.go)
-}
-
-// listFlag is a flag that may be repeated; each value may also hold several
-// items separated by commas (so one environment variable can set several).
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(v string) error {
-	for item := range strings.SplitSeq(v, ",") {
-		if item = strings.TrimSpace(item); item == "" {
-			return errors.New("empty item")
-		}
-		*l = append(*l, item)
-	}
-	return nil
-}
-
-func parseFlags(args []string, stderr *os.File) (*flags, error) {
-	fs := flag.NewFlagSet("fwdproxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &flags{}
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
-	fs.BoolVar(&f.allowPrivate, "allow-private", false, "allow requests to private, loopback and link-local addresses (refused with 403 without it)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.Var(&f.auth, "auth", "require proxy authentication (Basic) with `USER:PASS` (repeatable for several users)")
-	fs.Var(&f.denyHosts, "deny-host", "refuse destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
-	fs.Var(&f.allowHosts, "allow-host", "allow only destinations matching `PATTERN`: host, *.domain or CIDR (repeatable or comma-separated)")
-	fs.Var(&f.allowPorts, "allow-port", "also allow CONNECT to port `N` (443 is always allowed; repeatable or comma-separated)")
-	fs.IntVar(&f.maxRespHead, "max-response-header-bytes", 0, "refuse (502) upstream response heads over `N` bytes (0: the library default, 256 KiB)")
-	fs.Var(&f.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
-	fs.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `ADDR` (host:port)")
-	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
-	fs.StringVar(&f.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")
-	fs.StringVar(&f.mitmCADir, "mitm-ca-dir", "", "intercept TLS in CONNECTs with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing); plain HTTP in a CONNECT is served too, other protocols are tunnelled")
-	fs.Var(&f.mitmBypass, "mitm-bypass", "tunnel, not intercept, CONNECTs to destinations matching `PATTERN`: host, *.domain, IP or CIDR, as for -deny-host; IPs and CIDRs match IP targets (repeatable or comma-separated)")
-	fs.StringVar(&f.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS")
-	f.limits.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fwdproxy [flags]\n\nA forward proxy for HTTP and CONNECT. Flags (also settable as FWDPROXY_<NAME>):\n")
-		fs.PrintDefaults()
-	}
-	unknown, err := envDefaults(fs, os.Environ()) // env.go
-	if err != nil {
-		return nil, err
-	}
-	f.unknownEnv = unknown
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	return f, nil
-}
-
-// options translates the flags into Proxy options.
-func (f *flags) options() ([]fwdproxy.Option, error) {
-	var opts []fwdproxy.Option
-	if f.allowPrivate {
-		opts = append(opts, fwdproxy.WithAllowPrivate())
-	}
-	if len(f.dnsServers) > 0 {
-		opts = append(opts, fwdproxy.WithDNSServers(f.dnsServers...))
-	}
-	if f.maxRespHead != 0 {
-		opts = append(opts, fwdproxy.WithMaxResponseHeaderBytes(f.maxRespHead))
-	}
-	if len(f.auth) > 0 {
-		users := make(map[string]string, len(f.auth))
-		for _, a := range f.auth {
-			user, pass, ok := strings.Cut(a, ":")
-			if !ok || user == "" {
-				return nil, errors.New("-auth: want USER:PASS")
-			}
-			users[user] = pass
-		}
-		opts = append(opts, fwdproxy.WithBasicAuth(fwdproxy.StaticCredentials(users)))
-	}
-	if len(f.denyHosts) > 0 {
-		opts = append(opts, fwdproxy.WithDenyHosts(f.denyHosts...))
-	}
-	if len(f.allowHosts) > 0 {
-		opts = append(opts, fwdproxy.WithAllowHosts(f.allowHosts...))
-	}
-	if len(f.allowPorts) > 0 {
-		ports := make([]uint16, 0, len(f.allowPorts))
-		for _, s := range f.allowPorts {
-			n, err := strconv.ParseUint(s, 10, 16)
-			if err != nil || n == 0 {
-				return nil, fmt.Errorf("-allow-port: %q is not a port number", s)
-			}
-			ports = append(ports, uint16(n))
-		}
-		opts = append(opts, fwdproxy.WithAllowPorts(ports...))
-	}
-	return opts, nil
-}
-
-func run(args []string, stderr *os.File) error {
-	f, err := parseFlags(args, stderr)
+// run is the command: -version, -check-config, or the server.
+func run(args []string, stdout, stderr *os.File) error {
+	environ := os.Environ()
+	l, err := load(args, environ, stderr) // config.go
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
 	if err != nil {
+		if l != nil && l.s.checkConfig.on {
+			return printProblems(stderr, err) // check.go
+		}
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	switch {
+	case l.s.version:
+		fmt.Fprintln(stdout, version(debug.ReadBuildInfo())) // check.go
+		return nil
+	case l.s.checkConfig.on:
+		return checkConfig(l, stdout, stderr) // check.go
 	}
-	logw := newBufferedLog(stderr)                     // logwriter.go
-	defer logw.Close()                                 // runs last: everything logged before is written
-	logger, err := newLogger(f.logFormat, logw, level) // telemetry.go
+	return serve(l, args, environ, stderr)
+}
+
+// serve runs the server with the settings l, made from args and environ,
+// logging to stderr, until a stop signal has drained it.
+func serve(l *loaded, args, environ []string, stderr *os.File) error {
+	if err := checkFixed(l); err != nil { // build.go
+		return err
+	}
+	level := new(slog.LevelVar)
+	_ = level.UnmarshalText([]byte(l.s.logLevel))        // a bad level is reported by configure
+	logw := newBufferedLog(stderr)                       // logwriter.go
+	defer logw.Close()                                   // runs last: everything logged before is written
+	logger, err := newLogger(l.s.logFormat, logw, level) // telemetry.go
 	if err != nil {
 		return err
 	}
-	for _, u := range f.unknownEnv {
+	for _, u := range l.unknownEnv {
 		if u.closest != "" {
 			logger.Warn("unknown environment variable ignored", "name", u.name, "did_you_mean", u.closest)
 		} else {
 			logger.Warn("unknown environment variable ignored", "name", u.name, "help", "FWDPROXY_<FLAG> sets a flag; -h lists them")
 		}
 	}
-	tel, err := setupTelemetry(f, logger) // telemetry.go
+	tel, err := setupTelemetry(l, logger) // telemetry.go
 	if err != nil {
 		return err
 	}
@@ -217,39 +148,52 @@ func run(args []string, stderr *os.File) error {
 		}
 	}()
 
-	opts, err := f.options()
+	soft, hard := raiseFDLimit()        // fdlimit_unix.go, fdlimit_other.go
+	ca, certs, err := loadCA(l, logger) // intercept.go
 	if err != nil {
 		return err
 	}
-	opts = append(opts, tel.opts...)
-	opts = append(opts, f.limits.options(logger)...)
-	opts = append(opts, fwdproxy.WithLogger(logger))
-	tlsOpts, err := tlsOptions(f, logger)
+	sh := &shared{logger: logger, tel: tel.opts, ca: ca, certs: certs, fdSoft: soft}
+	b, err := configure(l, sh) // build.go
 	if err != nil {
 		return err
 	}
-	opts = append(opts, tlsOpts...)
-	p, err := fwdproxy.New(opts...)
+	l.s.limits.logFDLimit(logger, soft, hard, b.fit)
+	level.Set(b.level)
+	p, err := fwdproxy.New(b.opts...)
 	if err != nil {
-		return err
+		return l.locate(err)
 	}
-	l, err := net.Listen("tcp", f.listen)
+	ln, err := net.Listen("tcp", l.s.listen)
 	if err != nil {
-		return err
+		return l.problem("listen", err.Error())
 	}
-	logger.Info("fwdproxy listening", "addr", l.Addr().String(), "allow_private", f.allowPrivate)
+	attrs := []any{"addr", ln.Addr().String(), "allow_private", l.s.allowPrivate}
+	if l.s.config != "" {
+		attrs = append(attrs, "config", l.s.config)
+	}
+	logger.Info("fwdproxy listening", attrs...)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, stopSignals...)
-	defer signal.Stop(sigs)
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(l) }()
-	var sig os.Signal
-	select {
-	case err := <-served:
-		return err
-	case sig = <-sigs:
+	var rl *reloader // nil without a file to reload
+	stopWatch := func() {}
+	if l.s.config != "" {
+		// A reload hands its options to apply, which swaps them into the
+		// running Proxy. The library cannot do that yet: until it has
+		// (*Proxy).Reload (apply := p.Reload), a reload checks the
+		// configuration and says that a restart is needed.
+		apply := checkOnly
+		rl = newReloader(l, args, environ, sh, level, apply) // reload.go
+		stopWatch = watchConfig(rl, logger)                  // watch.go
 	}
+	defer stopWatch()
+
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	sig, err := waitForStop(served, rl)
+	if err != nil {
+		return err
+	}
+	stopWatch() // no reload while the server drains
 	logger.Info("shutting down", "signal", signalName(sig), "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
@@ -260,6 +204,27 @@ func run(args []string, stderr *os.File) error {
 		return err
 	}
 	return nil
+}
+
+// waitForStop handles signals until one stops the server, and returns it,
+// or the error that ended serving first. SIGHUP reloads rl, or stops the
+// server when rl is nil.
+func waitForStop(served <-chan error, rl *reloader) (os.Signal, error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, signals...)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-served:
+			return nil, err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP && rl != nil {
+				_ = rl.reload("SIGHUP") // logged
+				continue
+			}
+			return sig, nil
+		}
+	}
 }
 
 // signalName is the conventional name of a stop signal (SIGTERM), for the

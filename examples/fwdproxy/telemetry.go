@@ -22,10 +22,11 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/redact"
 )
 
-// newLogger returns the logger for -log-format and -log-level, writing to
-// w. Sensitive header values are redacted by attribute name as a safety
-// net; the proxy redacts what it logs in any case.
-func newLogger(format string, w io.Writer, level slog.Level) (*slog.Logger, error) {
+// newLogger returns the logger for -log-format, writing to w, at level
+// (which a reload may change). Sensitive header values are redacted by
+// attribute name as a safety net; the proxy redacts what it logs in any
+// case.
+func newLogger(format string, w io.Writer, level slog.Leveler) (*slog.Logger, error) {
 	ho := &slog.HandlerOptions{Level: level, ReplaceAttr: redact.ReplaceAttr}
 	switch format {
 	case "text":
@@ -44,17 +45,18 @@ type telemetry struct {
 
 // setupTelemetry starts the metrics listener (Prometheus text at /metrics,
 // pprof under /debug/pprof/) and the trace file, as the flags ask.
-func setupTelemetry(f *flags, logger *slog.Logger) (*telemetry, error) {
+func setupTelemetry(l *loaded, logger *slog.Logger) (*telemetry, error) {
 	t := &telemetry{}
+	f := l.s
 	if f.traceFile != "" {
 		file, err := os.OpenFile(f.traceFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("-trace-file: %w", err)
+			return nil, l.problem("trace-file", err.Error())
 		}
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(file)) // compact: one JSON object a line
 		if err != nil {
 			file.Close()
-			return nil, fmt.Errorf("-trace-file: %w", err)
+			return nil, l.problem("trace-file", err.Error())
 		}
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
 		t.opts = append(t.opts, fwdproxy.WithTracerProvider(tp))
@@ -67,14 +69,14 @@ func setupTelemetry(f *flags, logger *slog.Logger) (*telemetry, error) {
 		exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 		if err != nil {
 			t.close(context.Background())
-			return nil, fmt.Errorf("-metrics-listen: %w", err)
+			return nil, l.problem("metrics-listen", err.Error())
 		}
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
-		l, err := net.Listen("tcp", f.metricsListen)
+		ml, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
 			_ = mp.Shutdown(context.Background())
 			t.close(context.Background())
-			return nil, fmt.Errorf("-metrics-listen: %w", err)
+			return nil, l.problem("metrics-listen", err.Error())
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -84,8 +86,8 @@ func setupTelemetry(f *flags, logger *slog.Logger) (*telemetry, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: fwdproxy.DefaultReadHeaderTimeout}
-		go func() { _ = srv.Serve(l) }()
-		logger.Info("metrics listening", "addr", l.Addr().String())
+		go func() { _ = srv.Serve(ml) }()
+		logger.Info("metrics listening", "addr", ml.Addr().String())
 		t.opts = append(t.opts, fwdproxy.WithMeterProvider(mp))
 		t.closers = append(t.closers, func(ctx context.Context) error {
 			return errors.Join(srv.Shutdown(ctx), mp.Shutdown(ctx))
