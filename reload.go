@@ -76,10 +76,13 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 //
 // An invalid configuration, or one that changes what cannot change, makes
 // Reload return an error naming the option at fault; the configuration in
-// force stays and nothing of the new one is applied. Reloads are counted
-// (Stats.Config) and each logs one line: what changed (option names and,
-// but for secrets, old and new values), or why it failed. Concurrent calls
-// are serialised. After Shutdown has begun, Reload returns ErrShutDown.
+// force stays and nothing of the new one is applied. Reloads and failed
+// reloads are counted (Stats.Config). A reload that succeeds logs one line
+// naming what changed (option names and, but for secrets, old and new
+// values); one that fails logs nothing, as its error goes to the caller,
+// who knows where the options came from (the example server logs it with
+// the configuration file's line at fault). Concurrent calls are
+// serialised. After Shutdown has begun, Reload returns ErrShutDown.
 func (p *Proxy) Reload(opts ...Option) error {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
@@ -87,10 +90,7 @@ func (p *Proxy) Reload(opts ...Option) error {
 	c, err := p.reload(old, opts)
 	if err != nil {
 		p.reloads.failed.Add(1)
-		err = fmt.Errorf("fwdproxy.Reload: %w", err)
-		p.log.LogAttrs(context.Background(), slog.LevelError, "configuration reload failed",
-			slog.Uint64("generation", old.meta.gen), slog.String("error", err.Error()))
-		return err
+		return fmt.Errorf("fwdproxy.Reload: %w", err)
 	}
 	p.reloads.ok.Add(1)
 	msg := "configuration reloaded"

@@ -177,13 +177,11 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	var rl *reloader // nil without a file to reload
 	stopWatch := func() {}
 	if l.s.config != "" {
-		// A reload hands its options to apply, which swaps them into the
-		// running Proxy. The library cannot do that yet: until it has
-		// (*Proxy).Reload (apply := p.Reload), a reload checks the
-		// configuration and says that a restart is needed.
-		apply := checkOnly
-		rl = newReloader(l, args, environ, sh, level, apply) // reload.go
-		stopWatch = watchConfig(rl, logger)                  // watch.go
+		// A reload hands its options to p.Reload, which validates them
+		// whole and swaps them into the running Proxy, or keeps the
+		// running configuration and says why.
+		rl = newReloader(l, args, environ, sh, level, p.Reload) // reload.go
+		stopWatch = watchConfig(rl, logger)                     // watch.go
 	}
 	defer stopWatch()
 

@@ -19,16 +19,18 @@ import (
 // (flags > environment > file, as at start), builds a whole configuration
 // with configure and hands it to apply, which swaps it into the running
 // Proxy. A bad file, a change to a fixed setting or a configuration that
-// apply refuses leaves the running configuration as it was. Each attempt is
-// one log line: "configuration reloaded" naming the settings that changed,
-// or "reload failed" with the problems, each where it was made
-// (FILE:LINE: key: …).
+// apply refuses leaves the running configuration as it was. An attempt that
+// fails is one Error line, "reload failed" with the problems, each where it
+// was made; one that succeeds is the library's Info line ("configuration
+// reloaded", naming each option that changed) and a Debug line of ours with
+// the trigger and the settings that changed. Problems are told where they
+// were made (FILE:LINE: key: …).
 type reloader struct {
 	args, environ []string // as at start
 	sh            *shared
 	level         *slog.LevelVar // the server's log level, set once apply took the rest
 	logger        *slog.Logger
-	apply         func([]fwdproxy.Option) error
+	apply         func(...fwdproxy.Option) error
 
 	mu      sync.Mutex // one reload at a time
 	running *loaded    // the settings in force
@@ -38,26 +40,11 @@ type reloader struct {
 // newReloader returns the reloader of a server started with the settings
 // running, which it made from args and environ; apply swaps a configuration
 // into the running Proxy ((*fwdproxy.Proxy).Reload).
-func newReloader(running *loaded, args, environ []string, sh *shared, level *slog.LevelVar, apply func([]fwdproxy.Option) error) *reloader {
+func newReloader(running *loaded, args, environ []string, sh *shared, level *slog.LevelVar, apply func(...fwdproxy.Option) error) *reloader {
 	return &reloader{
 		args: args, environ: environ, sh: sh, level: level, logger: sh.logger, apply: apply,
 		running: running, seen: running.hash,
 	}
-}
-
-// errNoLiveReload ends every reload while the library cannot swap a
-// configuration into a running Proxy.
-var errNoLiveReload = errors.New("live reload needs fwdproxy.(*Proxy).Reload: the configuration is valid; restart the server to apply it")
-
-// checkOnly is the apply of a server whose library has no
-// (*Proxy).Reload: it checks the configuration as New would and then
-// refuses it, so that an operator learns at once whether the file is valid
-// and that a restart is needed.
-func checkOnly(opts []fwdproxy.Option) error {
-	if err := validate(opts); err != nil { // check.go
-		return err
-	}
-	return errNoLiveReload
 }
 
 // reload reads the file and applies it, whether or not it changed (SIGHUP),
@@ -95,7 +82,7 @@ func (r *reloader) reloadLocked(trigger string) error {
 		r.seen = l.hash
 	}
 	if err == nil {
-		if err = r.apply(b.opts); err != nil {
+		if err = r.apply(b.opts...); err != nil {
 			err = l.locate(err) // build.go: the option at fault, where its setting was made
 		}
 	}
@@ -111,7 +98,10 @@ func (r *reloader) reloadLocked(trigger string) error {
 		attrs = append(attrs, "limits_lowered_to_fit_fd_limit", true,
 			"max_conns", b.fit.conns, "max_tunnels", b.fit.tunnels, "max_idle_upstream", b.fit.idle)
 	}
-	r.logger.Info("configuration reloaded", attrs...)
+	// The library's Info line ("configuration reloaded", with the
+	// generation, the hash and each option's old and new value) is the
+	// reload's one record; this one adds what only the server knows.
+	r.logger.Debug("configuration file applied", attrs...)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"io"
@@ -27,7 +28,7 @@ type fakeApply struct {
 
 func newFakeApply() *fakeApply { return &fakeApply{got: make(chan struct{}, 100)} }
 
-func (f *fakeApply) apply(opts []fwdproxy.Option) error {
+func (f *fakeApply) apply(opts ...fwdproxy.Option) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -63,7 +64,12 @@ func newTestServer(t *testing.T, path string, args, env []string) *testServer {
 		t.Fatal(err)
 	}
 	ts := &testServer{fake: newFakeApply(), log: &countingWriter{}, level: new(slog.LevelVar)}
-	logger, err := newLogger(l.s.logFormat, ts.log, ts.level)
+	// The test reads every line the reloader writes, Debug included
+	// ("configuration file applied"); ts.level is the level the reloader
+	// sets from the file, which the tests look at.
+	all := new(slog.LevelVar)
+	all.Set(slog.LevelDebug)
+	logger, err := newLogger(l.s.logFormat, ts.log, all)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,9 +128,9 @@ func TestReload(t *testing.T) {
 		log      string // in the log line
 	}{
 		{"a change", nil, nil, "listen: 127.0.0.1:0\ndeny-host: [b.example]\nrate-limit: 10\n", nil, false, true, true, "deny-host", "b.example",
-			`msg="configuration reloaded" trigger=test file=FILE changed="[allow-private deny-host]"`},
+			`msg="configuration file applied" trigger=test file=FILE changed="[allow-private deny-host]"`},
 		{"no change", nil, nil, start, nil, false, true, true, "deny-host", "a.example",
-			`msg="configuration reloaded" trigger=test file=FILE changed=[]`},
+			`msg="configuration file applied" trigger=test file=FILE changed=[]`},
 		{"a flag stays over the file", []string{"-deny-host", "flag.example"}, nil, "listen: 127.0.0.1:0\nallow-private: true\ndeny-host: [b.example]\nrate-limit: 20\n", nil, false, true, true, "deny-host", "flag.example",
 			`changed=[rate-limit]`},
 		{"the environment stays over the file", nil, []string{"FWDPROXY_RATE_LIMIT=5"}, "listen: 127.0.0.1:0\nallow-private: true\nrate-limit: 20\ndeny-host: [b.example]\n", nil, false, true, true, "rate-limit", "5",
@@ -221,23 +227,34 @@ func TestReloadIfChanged(t *testing.T) {
 	}
 }
 
-// TestCheckOnly: without (*Proxy).Reload, a reload checks the
-// configuration as New does and refuses it, naming the setting at fault or
-// saying that a restart is needed.
-func TestCheckOnly(t *testing.T) {
+// TestReloadThroughProxy: a reload hands its options to a real Proxy's
+// Reload, which takes a valid file and refuses an invalid one with the
+// error traced to the setting at fault, the running settings kept.
+func TestReloadThroughProxy(t *testing.T) {
 	path := writeFile(t, "fwdproxy.yaml", "deny-host: a.example\n")
 	ts := newTestServer(t, path, nil, nil)
-	ts.rl.apply = checkOnly
+	p, err := fwdproxy.New(fwdproxy.WithDenyHosts("a.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	ts.rl.apply = p.Reload
 	rewrite(t, path, "deny-host: b.example\n")
-	if err := ts.rl.reload("SIGHUP"); !errors.Is(err, errNoLiveReload) {
+	if err := ts.rl.reload("SIGHUP"); err != nil {
 		t.Errorf("valid file: %v", err)
+	}
+	if got := p.Stats().Config.Generation; got != 2 {
+		t.Errorf("generation %d after one reload, want 2", got)
 	}
 	rewrite(t, path, "\ndeny-host: \"*.\"\n")
 	if err := ts.rl.reload("SIGHUP"); err == nil || !strings.HasPrefix(err.Error(), path+":2: deny-host: WithDenyHosts: ") {
 		t.Errorf("invalid file: %v", err)
 	}
-	if got := ts.value("deny-host"); got != "a.example" {
-		t.Errorf("deny-host %q", got)
+	if got := ts.value("deny-host"); got != "b.example" {
+		t.Errorf("deny-host %q, want the last valid file's", got)
+	}
+	if got := p.Stats().Config.Generation; got != 2 {
+		t.Errorf("generation %d after a refused reload, want 2", got)
 	}
 }
 

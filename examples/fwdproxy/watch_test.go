@@ -204,7 +204,7 @@ func TestWatchDeleteAndRecreate(t *testing.T) {
 	if got := ts.value("deny-host"); got != "b.example" {
 		t.Errorf("deny-host %q", got)
 	}
-	if l := ts.lines(); len(l) != 2 || !strings.Contains(l[1], `msg="configuration reloaded"`) {
+	if l := ts.lines(); len(l) != 2 || !strings.Contains(l[1], `msg="configuration file applied"`) {
 		t.Errorf("log:\n%s", strings.Join(l, "\n"))
 	}
 }
