@@ -18,11 +18,24 @@ import (
 
 type scenario struct {
 	name, desc string
-	tool       string // "wrk", or a loadgen mode: "tunnel", "https"
+	tool       string // "wrk", or a loadgen mode: "tunnel", "https", "tunnels-idle", "conns-idle"
 	path       string
-	conns      int
+	conns      int // load: connections or workers; idle: connections held
 	intercept  bool
 	bytes      bool // figures in MiB/s and CPU s per GiB, not req/s and CPU s per 10k requests
+	close      bool // wrk sends Connection: close: a new connection per request
+}
+
+// idle reports whether s holds connections open rather than loading them
+// (idle.go): its figures are memory per connection and setup rate.
+func (s scenario) idle() bool { return s.tool == "tunnels-idle" || s.tool == "conns-idle" }
+
+// unit is what an idle scenario holds: "tunnel" or "connection".
+func (s scenario) unit() string {
+	if s.tool == "tunnels-idle" {
+		return "tunnel"
+	}
+	return "connection"
 }
 
 var scenarios = []scenario{
@@ -32,6 +45,11 @@ var scenarios = []scenario{
 	{name: "tunnel-c4", desc: "raw CONNECT tunnel to the origin's zero source, 4 connections reading, loadgen", tool: "tunnel", conns: 4, bytes: true},
 	{name: "https-c50", desc: "HTTPS GET /small through CONNECT, 50 keep-alive HTTP/1.1 workers, loadgen", tool: "https", path: "/small", conns: 50},
 	{name: "mitm-c50", desc: "intercepted HTTPS GET /small, 50 keep-alive HTTP/1.1 workers trusting the proxy's CA, loadgen", tool: "https", path: "/small", conns: 50, intercept: true},
+	{name: "churn-c50", desc: "GET /small (100 B) with Connection: close, 50 connections: a new connection per request, wrk", tool: "wrk", path: "/small", conns: 50, close: true},
+	{name: "tunnels-idle-1000", desc: "1000 idle CONNECT tunnels to the origin's echo sink, loadgen", tool: "tunnels-idle", conns: 1000},
+	{name: "tunnels-idle-9000", desc: "9000 idle CONNECT tunnels to the origin's echo sink, loadgen", tool: "tunnels-idle", conns: 9000},
+	{name: "conns-idle-1000", desc: "1000 idle keep-alive connections, one GET /small on each, loadgen", tool: "conns-idle", path: "/small", conns: 1000},
+	{name: "conns-idle-9000", desc: "9000 idle keep-alive connections, one GET /small on each, loadgen", tool: "conns-idle", path: "/small", conns: 9000},
 }
 
 // loadResult is the JSON line that both the wrk script and loadgen print.
@@ -67,6 +85,9 @@ func (h *harness) load(ctx context.Context, s scenario, proxy, ca string, d time
 		if proxy != "" { // absolute-form request line, Host of the origin, sent to the proxy
 			src = fmt.Sprintf("wrk.path = %q\nwrk.headers[\"Host\"] = %q\n", url, h.originHTTP) + src
 			url = "http://" + proxy + "/"
+		}
+		if s.close { // wrk reconnects after a response that closes
+			src = "wrk.headers[\"Connection\"] = \"close\"\n" + src
 		}
 		if err := os.WriteFile(script, []byte(src), 0o644); err != nil {
 			return loadResult{}, 0, err

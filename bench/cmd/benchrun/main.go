@@ -43,9 +43,10 @@ type harness struct {
 	env                   []string // environment of the proxies
 	loadThreads           int
 	tck                   float64
+	fdLimit               uint64 // the open-file limit the children inherit
 
-	origin                                         *proc
-	originHTTP, originHTTPS, originRaw, originCert string
+	origin                                                     *proc
+	originHTTP, originHTTPS, originRaw, originSink, originCert string
 }
 
 func main() {
@@ -181,6 +182,7 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 		lim.Cur = lim.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
+	h.fdLimit = lim.Cur
 	if lim.Cur < 4096 {
 		fmt.Fprintf(os.Stderr, "benchrun: warning: open file limit %d is low for the c=1000 scenario\n", lim.Cur)
 	}
@@ -214,7 +216,11 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building the harness: %v\n%s", err, out)
 	}
-	build = fwdproxyBuild(fwdSrc, filepath.Join(h.tmp, "fwdproxy"))
+	overlay, err := writeFreeMemOverlay(h.tmp, fwdSrc, baseSrc)
+	if err != nil {
+		return err
+	}
+	build = fwdproxyBuild(fwdSrc, filepath.Join(h.tmp, "fwdproxy"), overlay)
 	if out, err := build.CombinedOutput(); err != nil {
 		h.fwdproxyErr = strings.TrimSpace(string(out))
 		fmt.Fprintf(os.Stderr, "benchrun: fwdproxy did not build, skipping it: %s\n", out)
@@ -223,7 +229,7 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 		h.fwdproxyMITM = fwdproxySupportsMITM(h.fwdproxy)
 	}
 	if baseSrc != "" {
-		build = fwdproxyBuild(baseSrc, filepath.Join(h.tmp, "fwdproxy-base"))
+		build = fwdproxyBuild(baseSrc, filepath.Join(h.tmp, "fwdproxy-base"), overlay)
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "benchrun: fwdproxy-base did not build, skipping it: %s\n", out)
 		} else {
@@ -231,16 +237,16 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 		}
 	}
 
-	ports := make([]int, 3)
+	ports := make([]int, 4)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return err
 		}
 	}
-	h.originHTTP, h.originHTTPS, h.originRaw = addr(ports[0]), addr(ports[1]), addr(ports[2])
+	h.originHTTP, h.originHTTPS, h.originRaw, h.originSink = addr(ports[0]), addr(ports[1]), addr(ports[2]), addr(ports[3])
 	h.originCert = filepath.Join(h.tmp, "origin-cert.pem")
 	h.origin, err = h.procs.start(h.pinned(loadCPU, []string{filepath.Join(h.tmp, "origin"),
-		"-http", h.originHTTP, "-https", h.originHTTPS, "-raw", h.originRaw, "-cert", h.originCert}),
+		"-http", h.originHTTP, "-https", h.originHTTPS, "-raw", h.originRaw, "-sink", h.originSink, "-cert", h.originCert}),
 		os.Environ(), filepath.Join(h.logDir, "origin.log"))
 	if err != nil {
 		return err
@@ -292,7 +298,7 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return rr.fail(err)
 		}
-		argv, caFile, err := t.launch(h, port, dir, s.intercept)
+		argv, caFile, err := t.launch(h, port, dir, s)
 		if err != nil {
 			return rr.fail(err)
 		}
@@ -309,10 +315,13 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 			if err != nil {
 				return rr.fail(err)
 			}
-			if !keepAlive {
+			if !keepAlive && !s.close {
 				rr.Notes = append(rr.Notes, "no client keep-alive: closes the connection after each response (wrk reconnects and counts a read error each time)")
 			}
 		}
+	}
+	if s.idle() {
+		return h.runIdle(ctx, rr, s, t, p, proxy, filepath.Join(h.logDir, name+".load"))
 	}
 	loadLog := filepath.Join(h.tmp, name+".load")
 	if _, _, err := h.load(ctx, s, proxy, ca, h.warmup, loadLog); err != nil {
@@ -383,11 +392,11 @@ func freePort() (int, error) {
 // one, whose examples were packages of the library's module, from its root.
 // Both with GOWORK=off: each tree is built on its own go.mod files wherever
 // it was unpacked, never through a go.work found above it.
-func fwdproxyBuild(src, out string) *exec.Cmd {
-	build := exec.Command("go", "build", "-o", out, "./examples/fwdproxy")
+func fwdproxyBuild(src, out, overlay string) *exec.Cmd {
+	build := exec.Command("go", "build", "-overlay", overlay, "-o", out, "./examples/fwdproxy")
 	build.Dir = src
 	if _, err := os.Stat(filepath.Join(src, "examples", "go.mod")); err == nil {
-		build = exec.Command("go", "build", "-o", out, "./fwdproxy")
+		build = exec.Command("go", "build", "-overlay", overlay, "-o", out, "./fwdproxy")
 		build.Dir = filepath.Join(src, "examples")
 	}
 	build.Env = append(os.Environ(), "GOWORK=off")

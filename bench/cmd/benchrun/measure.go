@@ -100,18 +100,59 @@ func treeTicks(pid int) cpuTicks {
 // treeHWM sums the peak resident set size (VmHWM) of pid and its
 // descendants, in bytes. Pages shared between processes count once per
 // process, so for a multi-process proxy this is an upper bound.
-func treeHWM(pid int) int64 {
+func treeHWM(pid int) int64 { return treeStatus(pid, "VmHWM") }
+
+// treeRSS sums the resident set size (VmRSS) of pid and its descendants, in
+// bytes (an upper bound for a multi-process proxy, as treeHWM).
+func treeRSS(pid int) int64 { return treeStatus(pid, "VmRSS") }
+
+// treeThreads sums the threads of pid and its descendants.
+func treeThreads(pid int) int64 { return treeStatus(pid, "Threads") }
+
+// treeStatus sums a field of /proc/PID/status over pid and its descendants.
+func treeStatus(pid int, key string) int64 {
 	var sum int64
 	for _, p := range tree(pid) {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/status")
 		if err != nil {
 			continue
 		}
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-				sum += kb << 10
-			}
+		if v, ok := statusField(b, key); ok {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// statusField returns a field of /proc/PID/status (see proc(5)): sizes
+// ("VmRSS:    1234 kB") in bytes, counts ("Threads:  8") as they are.
+func statusField(b []byte, key string) (int64, bool) {
+	for line := range strings.SplitSeq(string(b), "\n") {
+		v, ok := strings.CutPrefix(line, key+":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		kb := strings.HasSuffix(v, " kB")
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, " kB")), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		if kb {
+			n <<= 10
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+// treeFDs counts the open file descriptors of pid and its descendants.
+func treeFDs(pid int) int64 {
+	var sum int64
+	for _, p := range tree(pid) {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/fd")
+		if err == nil {
+			sum += int64(len(ents))
 		}
 	}
 	return sum

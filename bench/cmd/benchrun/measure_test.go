@@ -23,3 +23,24 @@ func TestParseStat(t *testing.T) {
 		})
 	}
 }
+
+func TestStatusField(t *testing.T) {
+	status := []byte("Name:\tfwdproxy\nUmask:\t0022\nState:\tS (sleeping)\nVmHWM:\t   35120 kB\nVmRSS:\t   34004 kB\nThreads:\t12\nSigQ:\t0/96369\n")
+	for _, tc := range []struct {
+		key  string
+		want int64
+		ok   bool
+	}{
+		{"VmRSS", 34004 << 10, true},
+		{"VmHWM", 35120 << 10, true},
+		{"Threads", 12, true},
+		{"VmSwap", 0, false},
+		{"SigQ", 0, false}, // not a number
+		{"Vm", 0, false},   // a prefix of a key is not the key
+	} {
+		got, ok := statusField(status, tc.key)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("statusField(%s) = %d, %v; want %d, %v", tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -27,6 +27,35 @@ type procs struct {
 
 // start runs argv with env, its stdout and stderr going to logFile.
 func (ps *procs) start(argv, env []string, logFile string) (*proc, error) {
+	return ps.startWith(argv, env, logFile, nil, nil)
+}
+
+// startPiped runs argv with env and its stderr going to logFile; the
+// caller writes its stdin and reads its stdout through the returned pipes,
+// and closes both when done.
+func (ps *procs) startPiped(argv, env []string, logFile string) (*proc, *os.File, *os.File, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, nil, nil, err
+	}
+	p, err := ps.startWith(argv, env, logFile, inR, outW)
+	inR.Close() // the child has its own copies
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, nil, nil, err
+	}
+	return p, inW, outR, nil
+}
+
+func (ps *procs) startWith(argv, env []string, logFile string, stdin, stdout *os.File) (*proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	// Pdeathsig: children die with the harness even if it is killed.
@@ -38,6 +67,12 @@ func (ps *procs) start(argv, env []string, logFile string) (*proc, error) {
 	}
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if err := cmd.Start(); err != nil {

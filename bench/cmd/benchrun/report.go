@@ -23,6 +23,7 @@ type runResult struct {
 	LoadBefore, LoadAfter float64
 	Notes                 []string
 	Failed                string
+	Idle                  *idleFigures `json:",omitempty"` // idle scenarios only
 }
 
 type meta struct {
@@ -42,6 +43,10 @@ func (r *runResult) fail(err error) *runResult {
 func (r *runResult) summary(s scenario) string {
 	if r.Failed != "" {
 		return "FAILED: " + r.Failed
+	}
+	if f := r.Idle; f != nil {
+		return fmt.Sprintf("%6.2f KiB/%s (forced %.2f)  %.0f fds  setup %.0f/s (cpu %.0f ms/1k)  refused %d  errors %d  check %d/%d  threads %d  others' cpu %.2f",
+			f.KiB, s.unit(), f.KiBForced, f.FDsPer, f.SetupRate, f.SetupCPUms, f.Refused, f.Errors, f.CheckOK, f.Checked, f.Threads, r.OthersCPU)
 	}
 	unit, cpuUnit := "req/s", "s/10k"
 	if s.bytes {
@@ -109,20 +114,42 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 		fmt.Fprintf(w, "- **interrupted**: the figures cover only the runs that finished\n")
 	}
 
-	fmt.Fprintf(w, "\n### Throughput × direct (median)\n\n| scenario |")
-	for _, t := range ts[1:] {
-		fmt.Fprintf(w, " %s |", t.name)
-	}
-	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(ts)-1))
-	for _, s := range ss {
-		fmt.Fprintf(w, "| %s |", s.name)
+	load := slices.DeleteFunc(slices.Clone(ss), scenario.idle)
+	idleSs := slices.DeleteFunc(slices.Clone(ss), func(s scenario) bool { return !s.idle() })
+	if len(load) > 0 {
+		fmt.Fprintf(w, "\n### Throughput × direct (median)\n\n| scenario |")
 		for _, t := range ts[1:] {
-			fmt.Fprintf(w, " %s |", spread(collect(runs, s, t, func(r *runResult) float64 { return r.Ratio }), "%.2f"))
+			fmt.Fprintf(w, " %s |", t.name)
 		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(ts)-1))
+		for _, s := range load {
+			fmt.Fprintf(w, "| %s |", s.name)
+			for _, t := range ts[1:] {
+				fmt.Fprintf(w, " %s |", spread(collect(runs, s, t, func(r *runResult) float64 { return r.Ratio }), "%.2f"))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if len(idleSs) > 0 {
+		fmt.Fprintf(w, "\n### KiB of proxy VmRSS per idle tunnel or connection, settled (median)\n\n| scenario |")
+		for _, t := range ts[1:] {
+			fmt.Fprintf(w, " %s |", t.name)
+		}
+		fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(ts)-1))
+		for _, s := range idleSs {
+			fmt.Fprintf(w, "| %s |", s.name)
+			for _, t := range ts[1:] {
+				fmt.Fprintf(w, " %s |", spread(collect(runs, s, t, idleGet(func(f *idleFigures) float64 { return f.KiB })), "%.1f"))
+			}
+			fmt.Fprintln(w)
+		}
 	}
 
 	for _, s := range ss {
+		if s.idle() {
+			writeIdleTable(w, m, s, ts, runs)
+			continue
+		}
 		unit, cpuUnit := "req/s", "CPU s/10k req"
 		if s.bytes {
 			unit, cpuUnit = "MiB/s", "CPU s/GiB"
@@ -183,6 +210,98 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 		for _, n := range notes {
 			fmt.Fprintf(w, "- %s\n", n)
 		}
+	}
+}
+
+// idleGet reads an idle figure of a run; -1 (no value) for a run without
+// them.
+func idleGet(f func(*idleFigures) float64) func(*runResult) float64 {
+	return func(r *runResult) float64 {
+		if r.Idle == nil {
+			return -1
+		}
+		return f(r.Idle)
+	}
+}
+
+// writeIdleTable writes the table of an idle scenario: memory, descriptors
+// and threads per held connection, setup rate and CPU, refusals, errors and
+// the check, one row per target.
+func writeIdleTable(w io.Writer, m meta, s scenario, ts []target, runs []*runResult) {
+	u := s.unit()
+	fmt.Fprintf(w, "\n### %s: %s\n\n", s.name, s.desc)
+	fmt.Fprintf(w, "| target | KiB per %s | KiB per %s, forced | VmRSS before → with, MiB | fds per %s | threads | setup %ss/s | setup CPU ms per 1k | refused (all rounds) | errors (all rounds) | check ok (all rounds) | others' CPU (cores) |\n", u, u, u, u)
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	var notes []string
+	for _, t := range ts {
+		var ok []*runResult
+		var refused, errs, checked, checkOK, closed int
+		unsettled := false
+		for _, r := range runs {
+			if r.Scenario != s.name || r.Target != t.name {
+				continue
+			}
+			for _, n := range r.Notes {
+				notes = appendOnce(notes, t.name+": "+n)
+			}
+			if r.Failed != "" {
+				notes = append(notes, fmt.Sprintf("%s: round %d failed: %s", t.name, r.Round, r.Failed))
+				continue
+			}
+			f := r.Idle
+			ok = append(ok, r)
+			refused += f.Refused
+			errs += f.Errors
+			checked += f.Checked
+			checkOK += f.CheckOK
+			closed += f.Closed
+			unsettled = unsettled || f.Unsettled
+			if f.FirstError != "" {
+				notes = appendOnce(notes, t.name+": first error opening: "+f.FirstError)
+			}
+			if f.CheckError != "" {
+				notes = appendOnce(notes, t.name+": first error in the check: "+f.CheckError)
+			}
+		}
+		if len(ok) == 0 {
+			continue
+		}
+		if closed > 0 {
+			notes = append(notes, fmt.Sprintf("%s: %d of the connections were answered with Connection: close (all rounds)", t.name, closed))
+		}
+		if unsettled {
+			notes = append(notes, fmt.Sprintf("%s: its CPU time was still moving after %s when a reading was taken", t.name, settleMax))
+		}
+		get := func(f func(*idleFigures) float64, format string) string {
+			if t.name == "direct" {
+				return "—"
+			}
+			return spread(collect(ok, s, t, idleGet(f)), format)
+		}
+		rss := "—"
+		if t.name != "direct" {
+			rss = spread(collect(ok, s, t, idleGet(func(f *idleFigures) float64 { return float64(f.RSSBefore) / (1 << 20) })), "%.0f") +
+				" → " + spread(collect(ok, s, t, idleGet(func(f *idleFigures) float64 { return float64(f.RSSWith) / (1 << 20) })), "%.0f")
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d/%d | %s |\n", t.name,
+			get(func(f *idleFigures) float64 { return f.KiB }, "%.1f"),
+			get(func(f *idleFigures) float64 { return f.KiBForced }, "%.1f"),
+			rss,
+			get(func(f *idleFigures) float64 { return f.FDsPer }, "%.1f"),
+			get(func(f *idleFigures) float64 { return float64(f.Threads) }, "%.0f"),
+			spread(collect(ok, s, t, idleGet(func(f *idleFigures) float64 { return f.SetupRate })), "%.0f"),
+			get(func(f *idleFigures) float64 { return f.SetupCPUms }, "%.0f"),
+			refused, errs, checkOK, checked,
+			spread(collect(ok, s, t, func(r *runResult) float64 { return r.OthersCPU }), "%.2f"))
+	}
+	for _, n := range m.Skipped[s.name] {
+		notes = append(notes, "skipped "+n)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(w, "- %s\n", n)
 	}
 }
 

@@ -18,27 +18,33 @@ type target struct {
 	name       string
 	program    string // external program it needs ("" when built by the harness)
 	intercepts bool   // can intercept TLS (the mitm scenario)
-	// launch returns the command that runs the proxy on 127.0.0.1:port with
-	// dir as scratch space, and in intercept mode the CA clients must trust.
-	launch func(h *harness, port int, dir string, intercept bool) (argv []string, ca string, err error)
+	// freesOnSignal: a Go program that collects garbage and returns the
+	// freed memory to the system on SIGUSR1 (the idle scenarios' forced
+	// reading): gopeer, and the example server built with the overlay.
+	freesOnSignal bool
+	// launch returns the command that runs the proxy on 127.0.0.1:port for
+	// scenario s with dir as scratch space, and in intercept mode the CA
+	// clients must trust.
+	launch func(h *harness, port int, dir string, s scenario) (argv []string, ca string, err error)
 }
 
 var targets = []target{
 	{name: "direct"},
-	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
-	{name: "fwdproxy-quiet", intercepts: true, launch: launchFwdproxyQuiet},
-	{name: "fwdproxy-base", launch: launchFwdproxyBase},
-	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
-	{name: "goproxy-tuned", intercepts: true, launch: launchGopeer("goproxy-tuned")},
-	{name: "naive", launch: launchGopeer("naive")},
+	{name: "fwdproxy", intercepts: true, freesOnSignal: true, launch: launchFwdproxy},
+	{name: "fwdproxy-quiet", intercepts: true, freesOnSignal: true, launch: launchFwdproxyQuiet},
+	{name: "fwdproxy-base", freesOnSignal: true, launch: launchFwdproxyBase},
+	{name: "goproxy", intercepts: true, freesOnSignal: true, launch: launchGopeer("goproxy")},
+	{name: "goproxy-tuned", intercepts: true, freesOnSignal: true, launch: launchGopeer("goproxy-tuned")},
+	{name: "naive", freesOnSignal: true, launch: launchGopeer("naive")},
 	{name: "tinyproxy", program: "tinyproxy", launch: launchConfigured("tinyproxy", "-d", "-c")},
 	{name: "squid", program: "squid", launch: launchConfigured("squid", "-N", "-f")},
 	{name: "privoxy", program: "privoxy", launch: launchConfigured("privoxy", "--no-daemon")},
 }
 
-func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, string, error) {
+func launchFwdproxy(h *harness, port int, _ string, s scenario) ([]string, string, error) {
 	argv := append([]string{h.fwdproxy, "-listen", addr(port), "-allow-private"}, h.originConnectPorts()...)
-	if !intercept {
+	argv = append(argv, fwdproxyLimitArgs(s, h.fdLimit)...)
+	if !s.intercept {
 		return argv, "", nil
 	}
 	// One CA directory for all runs: the first run creates the CA, later ones load it.
@@ -49,26 +55,66 @@ func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, s
 // launchFwdproxyQuiet runs the example server with its access log off
 // (-log-level warn), as the peers are configured (squid's access_log none,
 // tinyproxy and privoxy without a log file, goproxy not verbose).
-func launchFwdproxyQuiet(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
-	argv, ca, err := launchFwdproxy(h, port, dir, intercept)
+func launchFwdproxyQuiet(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxy(h, port, dir, s)
 	return append(argv, "-log-level", "warn"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
 // for before/after comparisons in one run.
-func launchFwdproxyBase(h *harness, port int, _ string, _ bool) ([]string, string, error) {
+func launchFwdproxyBase(h *harness, port int, _ string, s scenario) ([]string, string, error) {
 	argv := []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}
 	if fwdproxyHasFlag(h.fwdproxyBase, "-allow-port") {
 		argv = append(argv, h.originConnectPorts()...)
 	}
+	if fwdproxyHasFlag(h.fwdproxyBase, "-max-tunnels") {
+		argv = append(argv, fwdproxyLimitArgs(s, h.fdLimit)...)
+	}
 	return argv, "", nil
 }
 
+// The example server's defaults (fwdproxy.DefaultMaxConns and
+// DefaultMaxTunnels), and what its descriptor budget reserves besides: the
+// upstream pool's idle connections (DefaultMaxIdleConns) and 64 for
+// listeners and files. It lowers both limits in proportion when
+// 2×conns + 2×tunnels + idle + 64 exceeds its descriptor limit
+// (examples/fwdproxy/fdlimit.go).
+const (
+	fwdproxyMaxConns, fwdproxyMaxTunnels = 4096, 1024
+	fwdproxyFDOther                      = 1024 + 64
+)
+
+// fwdproxyLimitArgs are the -max-tunnels and -max-conns flags an idle
+// scenario needs: room for the connections it holds (and 100 more, for the
+// warm-up's that may still be closing),
+// and the other limit lowered so that the budget fits in fdLimit, so the
+// example server does not scale the one that matters down. Load scenarios
+// keep the defaults.
+func fwdproxyLimitArgs(s scenario, fdLimit uint64) []string {
+	if !s.idle() {
+		return nil
+	}
+	held := s.conns + 100
+	other := fwdproxyMaxTunnels // conns-idle: tunnels
+	if s.tool == "tunnels-idle" {
+		other = fwdproxyMaxConns // a tunnel counts as a connection until its 200
+	}
+	if room := (int64(fdLimit) - fwdproxyFDOther - 2*int64(held)) / 2; fdLimit > 0 && room < int64(other) {
+		other = max(16, int(room))
+	}
+	tunnels, conns := held, other
+	if s.tool == "conns-idle" {
+		tunnels, conns = other, held
+	}
+	return []string{"-max-tunnels", strconv.Itoa(tunnels), "-max-conns", strconv.Itoa(conns)}
+}
+
 // originConnectPorts are the -allow-port flags that open CONNECT to the
-// origin's HTTPS and raw TCP ports (fwdproxy allows only 443 by default).
+// origin's HTTPS, raw TCP and echo sink ports (fwdproxy allows only 443 by
+// default).
 func (h *harness) originConnectPorts() []string {
 	var args []string
-	for _, a := range []string{h.originHTTPS, h.originRaw} {
+	for _, a := range []string{h.originHTTPS, h.originRaw, h.originSink} {
 		if _, port, err := net.SplitHostPort(a); err == nil {
 			args = append(args, "-allow-port", port)
 		}
@@ -76,10 +122,10 @@ func (h *harness) originConnectPorts() []string {
 	return args
 }
 
-func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, string, error) {
-	return func(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
+func launchGopeer(kind string) func(*harness, int, string, scenario) ([]string, string, error) {
+	return func(h *harness, port int, dir string, s scenario) ([]string, string, error) {
 		argv := []string{filepath.Join(h.tmp, "gopeer"), "-kind", kind, "-listen", addr(port)}
-		if !intercept {
+		if !s.intercept {
 			return argv, "", nil
 		}
 		ca := filepath.Join(dir, "goproxy-ca.pem")
@@ -89,8 +135,8 @@ func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, stri
 
 // launchConfigured runs a Debian-packaged proxy with its configuration from
 // bench/config/NAME.* rendered into dir; the config file comes last in argv.
-func launchConfigured(name string, args ...string) func(*harness, int, string, bool) ([]string, string, error) {
-	return func(h *harness, port int, dir string, _ bool) ([]string, string, error) {
+func launchConfigured(name string, args ...string) func(*harness, int, string, scenario) ([]string, string, error) {
+	return func(h *harness, port int, dir string, _ scenario) ([]string, string, error) {
 		files, err := filepath.Glob(filepath.Join(h.benchDir, "config", name+".*"))
 		if err != nil || len(files) == 0 {
 			return nil, "", fmt.Errorf("no configuration bench/config/%s.*", name)

@@ -7,6 +7,11 @@
 //
 // With -mitm-ca FILE, goproxy intercepts every CONNECT (AlwaysMitm) with its
 // built-in CA and writes that CA's certificate to FILE for clients to trust.
+//
+// SIGUSR1 runs a garbage collection and returns the freed memory to the
+// system (debug.FreeOSMemory): the harness's "forced idle" reading of the
+// idle scenarios. The example server gets the same handler from benchrun's
+// build overlay.
 package main
 
 import (
@@ -19,7 +24,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"os"
+	"os/signal"
+	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -30,6 +38,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "listen address")
 	mitmCA := flag.String("mitm-ca", "", "goproxy only: intercept CONNECT and write the CA certificate (PEM) here")
 	flag.Parse()
+	freeMemoryOnSignal()
 
 	var h http.Handler
 	switch *kind {
@@ -72,6 +81,17 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Fatal(http.Serve(l, h))
+}
+
+// freeMemoryOnSignal returns freed memory to the system on every SIGUSR1.
+func freeMemoryOnSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	go func() {
+		for range ch {
+			debug.FreeOSMemory()
+		}
+	}()
 }
 
 // naive is what a Go programmer writes in ten minutes: ReverseProxy with the

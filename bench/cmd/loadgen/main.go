@@ -4,6 +4,8 @@
 //	              origin's raw source) and read for -duration; reports bytes.
 //	-mode https:  c workers GET -url over keep-alive HTTP/1.1 with TLS,
 //	              tunnelled through -proxy; reports requests and latency.
+//	-mode tunnels-idle, conns-idle: hold -n idle tunnels or keep-alive
+//	              connections, driven phase by phase over stdin (idle.go).
 //
 // Without -proxy it connects directly (the "direct" upper bound). It prints
 // one JSON line, the same shape as the harness's wrk script.
@@ -61,14 +63,20 @@ func (w *worker) fail(err error, status bool) {
 }
 
 func main() {
-	mode := flag.String("mode", "tunnel", "tunnel or https")
+	mode := flag.String("mode", "tunnel", "tunnel, https, tunnels-idle or conns-idle")
 	proxy := flag.String("proxy", "", "proxy host:port (empty: direct)")
-	target := flag.String("target", "", "tunnel: host:port of the raw byte source")
-	rawURL := flag.String("url", "", "https: the URL to GET")
+	target := flag.String("target", "", "tunnel: host:port of the raw byte source; tunnels-idle: of the echo sink")
+	rawURL := flag.String("url", "", "https, conns-idle: the URL to GET")
 	caFiles := flag.String("ca", "", "https: comma-separated PEM files of CAs to trust")
 	conns := flag.Int("c", 4, "connections (tunnel) or workers (https)")
 	duration := flag.Duration("duration", 10*time.Second, "how long to run")
+	n := flag.Int("n", 1000, "idle modes: connections to hold")
+	parallel := flag.Int("parallel", 64, "idle modes: connections opened (and checked) at a time")
+	warm := flag.Int("warm", 50, "idle modes: connections opened, checked and closed before the first phase")
 	flag.Parse()
+	if *mode == "tunnels-idle" || *mode == "conns-idle" {
+		os.Exit(idleMain(*mode, *proxy, *target, *rawURL, *n, *parallel, *warm))
+	}
 
 	var run func(*worker, time.Time)
 	switch *mode {

@@ -3,6 +3,8 @@
 //
 //	/small 100 B, /64k, /1m, /100m: streamed from one shared buffer, with Content-Length
 //	-raw: on connect, writes zeros until the peer closes (or -raw-limit bytes)
+//	-sink: an echo sink for idle tunnels: accepts, holds, writes back what it
+//	       reads (a few bytes at a time), until the peer closes
 //	-https: the same paths over TLS (HTTP/1.1 and h2) with a self-signed
 //	        certificate generated at start and written to -cert
 package main
@@ -46,17 +48,18 @@ func main() {
 	rawAddr := flag.String("raw", "", "raw TCP source listen address (empty: off)")
 	certFile := flag.String("cert", "origin-cert.pem", "where to write the generated TLS certificate (PEM)")
 	rawLimit := flag.Int64("raw-limit", 0, "bytes the raw source sends per connection (0: until the peer closes)")
+	sinkAddr := flag.String("sink", "", "echo sink listen address for idle tunnels (empty: off)")
 	flag.Parse()
 	for i := range chunk {
 		chunk[i] = 'x'
 	}
-	if err := run(*httpAddr, *httpsAddr, *rawAddr, *certFile, *rawLimit); err != nil {
+	if err := run(*httpAddr, *httpsAddr, *rawAddr, *sinkAddr, *certFile, *rawLimit); err != nil {
 		log.Fatal("origin: ", err)
 	}
 }
 
-func run(httpAddr, httpsAddr, rawAddr, certFile string, rawLimit int64) error {
-	errc := make(chan error, 3)
+func run(httpAddr, httpsAddr, rawAddr, sinkAddr, certFile string, rawLimit int64) error {
+	errc := make(chan error, 4)
 	l, err := net.Listen("tcp", httpAddr)
 	if err != nil {
 		return err
@@ -81,6 +84,13 @@ func run(httpAddr, httpsAddr, rawAddr, certFile string, rawLimit int64) error {
 			return err
 		}
 		go func() { errc <- serveRaw(l, rawLimit) }()
+	}
+	if sinkAddr != "" {
+		l, err := net.Listen("tcp", sinkAddr)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- serveSink(l) }()
 	}
 	return <-errc
 }
@@ -127,6 +137,36 @@ func serveRaw(l net.Listener, limit int64) error {
 			}
 			for {
 				if _, err := w.Write(zeros); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// serveSink holds every accepted connection and echoes what it reads, so
+// that a client can check that an idle tunnel still moves bytes. The copy
+// goes through a small buffer on purpose: io.Copy between the connection and
+// itself would splice, and each splice holds a pipe (two descriptors) while
+// it waits, which 9,000 held connections cannot afford under a 20,000
+// descriptor limit.
+func serveSink(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			var buf [512]byte
+			for {
+				n, err := c.Read(buf[:])
+				if n > 0 {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
 					return
 				}
 			}
