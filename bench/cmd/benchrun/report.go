@@ -269,6 +269,9 @@ func writeIdleTable(w io.Writer, m meta, s scenario, ts []target, runs []*runRes
 		if closed > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d of the connections were answered with Connection: close (all rounds)", t.name, closed))
 		}
+		if checked > 0 && checkOK == 0 {
+			notes = append(notes, fmt.Sprintf("%s: no %s passed the check: the proxy closed them or they stopped working, so its memory figures are not per held %s", t.name, u, u))
+		}
 		if unsettled {
 			notes = append(notes, fmt.Sprintf("%s: its CPU time was still moving after %s when a reading was taken", t.name, settleMax))
 		}

@@ -19,7 +19,9 @@ func TestWriteIdleTable(t *testing.T) {
 		{Round: 2, Scenario: s.name, Target: "fwdproxy", Idle: fig(22, 3, 990)},
 		{Round: 3, Scenario: s.name, Target: "fwdproxy", Failed: "proxy exited"},
 		{Round: 1, Scenario: "other", Target: "fwdproxy", Idle: fig(99, 0, 0)},
+		{Round: 1, Scenario: s.name, Target: "closer", Idle: fig(0.5, 0, 0)},
 	}
+	ts = append(ts, target{name: "closer"})
 	var b strings.Builder
 	writeIdleTable(&b, meta{}, s, ts, runs)
 	out := b.String()
@@ -28,6 +30,7 @@ func TestWriteIdleTable(t *testing.T) {
 		"| direct | — | — | — | — | — | 9000 | — | 0 | 0 | 1000/1000 |",
 		"| fwdproxy | 21.0 (20.0–22.0) | 19.0 (18.0–20.0) | 10 → 30 | 2.0 | 9 | 5000 | 100 | 3 | 0 | 1990/1997 |",
 		"- fwdproxy: round 3 failed: proxy exited",
+		"- closer: no tunnel passed the check",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the table lacks %q:\n%s", want, out)
