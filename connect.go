@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
@@ -18,50 +19,60 @@ var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
 // serveConnect opens a tunnel (RFC 9110 §9.3.6): it dials the target and
 // answers 200 only once the upstream connection is up, then relays bytes
 // both ways until either side is done. The tunnel keeps c, the
-// configuration it started with, to its end.
-func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) {
+// configuration it started with, to its end. A tunnel between two TCP
+// connections is parked (tunnelpark_linux.go) and outlives the handler:
+// serveConnect then returns at once with the request's end, which comes
+// with the tunnel's (observe, telemetry.go).
+func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) *requestEnd {
 	target := r.Host
 	host, port, err := httpx.ParseTarget(target)
 	if err != nil {
 		p.fail(c, w, r, newError(ErrMalformed, target, "bad CONNECT target "+strconv.Quote(target)+": "+err.Error(), err))
-		return
+		return nil
 	}
 	if p.isClosing() {
 		p.fail(c, w, r, newError(ErrUnavailable, target, "proxy is shutting down", nil))
-		return
+		return nil
 	}
 	ctx, ok := p.admit(c, w, r, target, host, port, true)
 	if !ok {
-		return
+		return nil
 	}
 	if !p.openTunnel(c) {
 		p.fail(c, w, r, newError(ErrUnavailable, target, tunnelsReason, nil))
-		return
+		return nil
 	}
-	defer p.closeTunnel()
+	held := true // the slot, unless a tunnel that outlives the handler took it
+	defer func() {
+		if held {
+			p.closeTunnel()
+		}
+	}()
 	if e := runConnectHooks(ctx, c.connectHooks, target, r); e != nil { // hooks.go
 		p.fail(c, w, r, e)
-		return
+		return nil
 	}
 	if c.intercept.intercepts(ctx, target, r) { // TLS interception (intercept.go)
 		p.serveIntercept(c, w, r.WithContext(ctx), target) // ctx carries the authenticated user and c
-		return
+		return nil
 	}
 	upstream, err := p.dial(ctx, "tcp", target) // transport.go
 	if err != nil {
 		if ctx.Err() != nil {
 			p.logClientGone(r, err)
-			return
+			return nil
 		}
 		p.fail(c, w, r, asError(target, err))
-		return
+		return nil
 	}
 	client, ok := p.acceptConnect(c, w, r, target)
 	if !ok {
 		upstream.Close()
-		return
+		return nil
 	}
-	p.runTunnel(c, r.WithContext(ctx), client, upstream) // ctx: the user, for Reload
+	end := p.runTunnel(c, r.WithContext(ctx), client, upstream, true) // ctx: the user, for Reload
+	held = end == nil
+	return end
 }
 
 // acceptConnect answers an admitted CONNECT to target with 200 and takes
@@ -82,7 +93,7 @@ func (p *Proxy) acceptConnect(c *config, w http.ResponseWriter, r *http.Request,
 		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		return netx.NewStreamConn(r.Body, w, local, r.RemoteAddr), true
 	}
-	client, brw, err := http.NewResponseController(w).Hijack()
+	client, err := hijackConn(w)
 	if err != nil {
 		p.fail(c, w, r, newError(ErrMalformed, target, "CONNECT is not supported on this connection", err))
 		return nil, false
@@ -97,7 +108,33 @@ func (p *Proxy) acceptConnect(c *config, w http.ResponseWriter, r *http.Request,
 	if rs := reqStateFrom(r.Context()); rs != nil {
 		rs.status = http.StatusOK // written on the hijacked connection
 	}
-	return withReadAhead(client, brw.Reader), true
+	return client, true
+}
+
+// hijackConn takes the client connection of w, with the bytes its server
+// had read ahead of it read first (withReadAhead): from Serve's loop
+// without a bufio pair (h1.ConnHijacker), from any other server through
+// http.ResponseController.
+func hijackConn(w http.ResponseWriter) (net.Conn, error) {
+	for rw := w; ; {
+		if h, ok := rw.(h1.ConnHijacker); ok {
+			c, ahead, err := h.HijackConn()
+			if err != nil || len(ahead) == 0 {
+				return c, err
+			}
+			return netx.NewConn(c, ahead), nil
+		}
+		u, ok := rw.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		rw = u.Unwrap()
+	}
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, err
+	}
+	return withReadAhead(c, brw.Reader), nil
 }
 
 // openTunnel counts a tunnel (a CONNECT, or an upgraded connection) in,
@@ -131,14 +168,22 @@ func withReadAhead(c net.Conn, br *bufio.Reader) net.Conn {
 }
 
 // runTunnel relays between client and upstream, tracked so that Shutdown
-// can close it, and logs it when done. Its idle timeout is c's.
-func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser) {
+// can close it, and logs it when done. Its idle timeout is c's. Between two
+// TCP connections the tunnel is parked (tunnelpark_linux.go; Linux only):
+// with detach, runTunnel then returns at once with the request's end, and
+// the tunnel gives back the WithMaxTunnels slot when it ends; without, it
+// returns when the tunnel has ended. Any other tunnel is relayed here
+// (stream.go), and runTunnel returns nil when it has ended.
+func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser, detach bool) *requestEnd {
+	if end, parked := p.parkTunnel(c, r, client, upstream, detach); parked {
+		return end
+	}
 	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if !p.track(t) {
 		client.Close()
 		upstream.Close()
-		return
+		return nil
 	}
 	start := time.Now()
 	p.tunnelStarted(r) // telemetry.go
@@ -149,4 +194,5 @@ func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWr
 		slog.String("target", r.Host), slog.String("client", r.RemoteAddr),
 		slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
 		slog.Duration("duration", time.Since(start)))
+	return nil
 }

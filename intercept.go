@@ -239,7 +239,7 @@ func (p *Proxy) tunnelUntouched(c *config, r *http.Request, target string, clien
 		p.logFailure(r, e, "tunnel failed") // the access record, when it is on
 		return
 	}
-	p.runTunnel(c, r, client, upstream)
+	p.runTunnel(c, r, client, upstream, false)
 }
 
 // peekClient reads the client's first bytes from c until httpx.Sniff can
@@ -298,7 +298,7 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		r.URL.Scheme = "http"
 	}
 	r.URL.Host = conn.target
-	p.observe(c, w, r, p.forward) // telemetry.go: its own span, access-log record, Stats
+	p.observe(c, w, r, p.forwardOnly) // telemetry.go: its own span, access-log record, Stats
 }
 
 type interceptedKey struct{}

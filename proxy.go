@@ -12,6 +12,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
+	"github.com/fwdproxy/fwdproxy/internal/park"
 	"github.com/fwdproxy/fwdproxy/internal/telemetry"
 )
 
@@ -47,8 +48,16 @@ type Proxy struct {
 	closing  bool
 	servers  map[*http.Server]struct{}
 	loops    map[*h1.Server]struct{} // Serve's own loops (internal/h1)
-	tunnels  map[*tunnel]struct{}
+	tunnels  map[trackedTunnel]struct{}
 	tunnelWG sync.WaitGroup
+
+	// Idle client connections and tunnel directions wait here without a
+	// goroutine each (internal/park; Linux only): the loops' keep-alive
+	// connections between requests, and the parked tunnels
+	// (tunnelpark_linux.go), whose running directions splice through
+	// pipes.
+	parker *park.Parker
+	pipes  pipePool
 	// closedDenied is the last reload that closed the tunnels its
 	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
 	closedDenied *deniedCheck
@@ -72,6 +81,7 @@ func New(opts ...Option) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	p.dialer = net.Dialer{KeepAlive: 30 * time.Second}
+	p.parker = park.New()
 	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
@@ -79,7 +89,7 @@ func New(opts ...Option) (*Proxy, error) {
 	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
-	p.tunnels = make(map[*tunnel]struct{})
+	p.tunnels = make(map[trackedTunnel]struct{})
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
@@ -115,15 +125,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // dispatch sends a request where it belongs: CONNECT to a tunnel,
 // absolute-form requests upstream, anything else to the fallback handler
 // (or 400). A request on a connection past WithMaxConns gets 503.
-func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
+// A CONNECT tunnel that outlives its handler returns the request's end,
+// for observe (telemetry.go) to end the request when the tunnel ends.
+func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) *requestEnd {
 	if r.Context().Value(ctxKeyOverLimit{}) != nil {
 		w.Header()["Connection"] = []string{"close"}
 		p.fail(c, w, r, newError(ErrUnavailable, r.Host, tooManyConnsReason, nil))
-		return
+		return nil
 	}
 	switch {
 	case r.Method == http.MethodConnect:
-		p.serveConnect(c, w, r) // connect.go
+		return p.serveConnect(c, w, r) // connect.go
 	case r.URL.IsAbs():
 		p.forward(c, w, r)
 	case c.fallback != nil:
@@ -132,6 +144,14 @@ func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
 		p.fail(c, w, r, newError(ErrMalformed, "",
 			"this is a forward proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port", nil))
 	}
+	return nil
+}
+
+// forwardOnly is forward as observe's next: a forwarded request ends with
+// its handler.
+func (p *Proxy) forwardOnly(c *config, w http.ResponseWriter, r *http.Request) *requestEnd {
+	p.forward(c, w, r)
+	return nil
 }
 
 // forward is the one request path: plain HTTP requests, and (with

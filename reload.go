@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -261,7 +262,9 @@ func loggerOf(c *config) *slog.Logger {
 // and port by the access rules, the address they were dialed to by the
 // private-address guard and the CIDR rules, and, when authentication
 // changed, their client's credentials by the new authenticator (its
-// Authenticate is called again with the request that opened the tunnel).
+// Authenticate is called again with the request that opened the tunnel:
+// its method, target, header fields and client address, with a context
+// that carries only the authenticated user).
 // Access hooks are not run again, and limits do not close what is open.
 // Each tunnel closed is logged. Without it (the default) open tunnels keep
 // the configuration they started with to their end. Given to New, it does
@@ -274,28 +277,43 @@ func WithReloadClosesDeniedTunnels() Option {
 }
 
 // tunnelInfo is what the tunnel registry knows of a tunnel, for
-// WithReloadClosesDeniedTunnels.
+// WithReloadClosesDeniedTunnels. It keeps what it needs of the request
+// that opened the tunnel (CONNECT, or the request upgraded), not the
+// request itself, which would keep its context and the rest alive for as
+// long as the tunnel lives (request rebuilds it for the authenticator).
 type tunnelInfo struct {
-	req     *http.Request // the request that opened it: CONNECT, or the one upgraded
-	gen     uint64        // the generation of the configuration that admitted it
+	gen     uint64 // the generation of the configuration that admitted it
 	connect bool
 	target  string // host:port
 	host    string
 	port    uint16
 	dialed  netip.Addr // the upstream address, when known
 	user    string     // the authenticated user, "" without
+
+	// Of the request: its client, and what request gives the
+	// authenticator again.
+	client       string
+	method       string
+	reqHost      string
+	url          *url.URL // nil for CONNECT: made from target
+	proto        string
+	major, minor int
+	header       http.Header
 }
 
 // newTunnelInfo describes the tunnel r opened to upstream (nil for an
 // intercepted connection, which has none of its own) under configuration
 // c. r's context carries the authenticated user.
 func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
-	ti := &tunnelInfo{req: r, gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context())}
+	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()),
+		client: r.RemoteAddr, method: r.Method, reqHost: r.Host, proto: r.Proto, major: r.ProtoMajor, minor: r.ProtoMinor,
+		header: r.Header}
 	var err error
 	if ti.connect {
 		ti.target = r.Host
 		ti.host, ti.port, err = httpx.ParseTarget(r.Host)
 	} else {
+		ti.url = r.URL
 		ti.target = r.URL.Host
 		ti.host, ti.port, err = httpx.CheckURL(r.URL)
 	}
@@ -308,6 +326,25 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 		}
 	}
 	return ti
+}
+
+// request rebuilds the request that opened the tunnel, as the
+// authenticator sees it again: its method, target, protocol, header
+// fields and client address, with the authenticated user in its context.
+func (ti *tunnelInfo) request() *http.Request {
+	u := ti.url
+	if u == nil {
+		u = &url.URL{Host: ti.target}
+	}
+	r := &http.Request{Method: ti.method, URL: u, Proto: ti.proto, ProtoMajor: ti.major, ProtoMinor: ti.minor,
+		Header: ti.header, Host: ti.reqHost, RemoteAddr: ti.client, Body: http.NoBody}
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
+	if ti.user != "" {
+		r = r.WithContext(withAuthUser(context.Background(), ti.user))
+	}
+	return r
 }
 
 // deniedCheck is a reload that closed the tunnels its configuration cfg
@@ -323,11 +360,11 @@ type deniedCheck struct {
 // judged by c then.
 func (p *Proxy) closeDeniedTunnels(old, c *config) {
 	cd := &deniedCheck{cfg: c, authChanged: describeAuth(old.auth, p.hashKey) != describeAuth(c.auth, p.hashKey)}
-	var open []*tunnel
+	var open []trackedTunnel
 	p.mu.Lock()
 	p.closedDenied = cd
 	for t := range p.tunnels {
-		if t.info != nil && t.info.gen < c.meta.gen {
+		if ti := t.regInfo(); ti != nil && ti.gen < c.meta.gen {
 			open = append(open, t)
 		}
 	}
@@ -338,13 +375,13 @@ func (p *Proxy) closeDeniedTunnels(old, c *config) {
 }
 
 // closeIfDenied closes t if cd's configuration refuses it, and logs it.
-func (p *Proxy) closeIfDenied(cd *deniedCheck, t *tunnel) {
-	reason := tunnelRefusal(cd.cfg, t.info, cd.authChanged)
+func (p *Proxy) closeIfDenied(cd *deniedCheck, t trackedTunnel) {
+	ti := t.regInfo()
+	reason := tunnelRefusal(cd.cfg, ti, cd.authChanged)
 	if reason == "" {
 		return
 	}
-	ti := t.info
-	attrs := []slog.Attr{slog.String("target", ti.target), slog.String("client", ti.req.RemoteAddr),
+	attrs := []slog.Attr{slog.String("target", ti.target), slog.String("client", ti.client),
 		slog.String("user", ti.user), slog.String("reason", reason), slog.Uint64("generation", cd.cfg.meta.gen)}
 	if ti.dialed.IsValid() {
 		attrs = append(attrs, slog.String("upstream", ti.dialed.String()))
@@ -375,7 +412,8 @@ func tunnelRefusal(c *config, ti *tunnelInfo, authChanged bool) string {
 		}
 	}
 	if authChanged && c.auth != nil {
-		if _, ok := c.auth.Authenticate(ti.req.Context(), ti.req); !ok {
+		r := ti.request()
+		if _, ok := c.auth.Authenticate(r.Context(), r); !ok {
 			return "proxy credentials rejected"
 		}
 	}

@@ -114,7 +114,7 @@ func (p *Proxy) relayUpgrade(c *config, w http.ResponseWriter, r *http.Request, 
 		client.Close()
 		return
 	}
-	p.runTunnel(c, r.WithContext(out.Context()), withReadAhead(client, brw.Reader), upConn) // out's context: the user, for Reload
+	p.runTunnel(c, r.WithContext(out.Context()), withReadAhead(client, brw.Reader), upConn, false) // out's context: the user, for Reload
 }
 
 // roundTripFailed answers a request whose round trip failed with err,

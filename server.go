@@ -185,16 +185,21 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		p.mu.Lock()
+		open := make([]trackedTunnel, 0, len(p.tunnels))
 		for t := range p.tunnels {
-			t.close()
+			open = append(open, t)
 		}
 		p.mu.Unlock()
+		for _, t := range open {
+			t.close() // outside p.mu: a parked tunnel may end at once (untrack)
+		}
 		<-tunnelsDone
 	}
 	wg.Wait()
 	if err == nil && forced.Load() {
 		err = ctx.Err()
 	}
+	p.pipes.closeAll() // tunnelpark_linux.go: the free splice pipes
 	p.closeUpstreams() // upstream.go: pooled connections, the Proxy's own Resolvers
 	p.closeReloadMetrics()
 	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
@@ -209,8 +214,17 @@ func (p *Proxy) isClosing() bool {
 	return p.closing
 }
 
+// trackedTunnel is what the tunnel registry holds: a tunnel its handler
+// relays (stream.go), a parked tunnel (tunnelpark_linux.go), an
+// intercepted connection (intercept.go). Shutdown closes them, and a
+// Reload that closes denied tunnels judges them by their tunnelInfo.
+type trackedTunnel interface {
+	close()
+	regInfo() *tunnelInfo
+}
+
 // track registers a tunnel for Shutdown; it fails once Shutdown has begun.
-func (p *Proxy) track(t *tunnel) bool {
+func (p *Proxy) track(t trackedTunnel) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closing {
@@ -218,7 +232,7 @@ func (p *Proxy) track(t *tunnel) bool {
 	}
 	p.tunnels[t] = struct{}{}
 	p.tunnelWG.Add(1)
-	if cd := p.closedDenied; cd != nil && t.info != nil && t.info.gen < cd.cfg.meta.gen {
+	if cd, ti := p.closedDenied, t.regInfo(); cd != nil && ti != nil && ti.gen < cd.cfg.meta.gen {
 		// Admitted before a reload that closed the tunnels its configuration
 		// refuses, and registered only after: judged as those were (reload.go).
 		go p.closeIfDenied(cd, t)
@@ -226,7 +240,7 @@ func (p *Proxy) track(t *tunnel) bool {
 	return true
 }
 
-func (p *Proxy) untrack(t *tunnel) {
+func (p *Proxy) untrack(t trackedTunnel) {
 	p.mu.Lock()
 	delete(p.tunnels, t)
 	p.mu.Unlock()

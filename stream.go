@@ -107,6 +107,8 @@ func (t *tunnel) run() (up, down int64) {
 	return t.up.Load(), t.down.Load()
 }
 
+func (t *tunnel) regInfo() *tunnelInfo { return t.info }
+
 // close closes both ends; the pumps then return. Safe to call many times and
 // from any goroutine.
 func (t *tunnel) close() {

@@ -111,10 +111,46 @@ func reqStateFrom(ctx context.Context) *reqState {
 }
 
 // observe is the server-side middleware: next serves the request under c,
-// its configuration, and observe accounts for it around that, once.
-func (p *Proxy) observe(c *config, w http.ResponseWriter, r *http.Request, next func(*config, http.ResponseWriter, *http.Request)) {
-	defer p.endRequest(p.beginRequest(c, &w, &r))
-	next(c, w, r)
+// its configuration, and observe accounts for it around that, once. A
+// request ends when next returns, unless next hands it over to a tunnel
+// that outlives the handler (a parked CONNECT tunnel,
+// tunnelpark_linux.go), by returning that tunnel's requestEnd: it then
+// ends when the tunnel ends, and its handler has returned.
+func (p *Proxy) observe(c *config, w http.ResponseWriter, r *http.Request, next func(*config, http.ResponseWriter, *http.Request) *requestEnd) {
+	t := p.beginRequest(c, &w, &r)
+	var e *requestEnd
+	defer func() {
+		if e != nil {
+			e.handlerDone(t)
+		} else {
+			p.endRequest(t)
+		}
+	}()
+	e = next(c, w, r)
+}
+
+// requestEnd is the end of a request that a tunnel took over from its
+// handler: endRequest runs once both the handler has returned
+// (handlerDone, from observe) and the tunnel has ended (tunnelDone), on
+// the goroutine of whichever comes second. A tunnel that takes requests
+// over holds one.
+type requestEnd struct {
+	p *Proxy
+	t requestTrack // set by handlerDone
+	n atomic.Int32 // handlerDone and tunnelDone calls so far
+}
+
+func (e *requestEnd) handlerDone(t requestTrack) {
+	e.t = t
+	e.done()
+}
+
+func (e *requestEnd) tunnelDone() { e.done() }
+
+func (e *requestEnd) done() {
+	if e.n.Add(1) == 2 {
+		e.p.endRequest(e.t)
+	}
 }
 
 // requestTrack is what observe keeps between beginRequest and endRequest;
@@ -219,6 +255,42 @@ func (p *Proxy) endRequest(t requestTrack) {
 		p.logAccess(ctx, rs, status, d)
 	}
 }
+
+// detach trims rs, the state of a CONNECT whose tunnel outlives its
+// handler (tunnelpark_linux.go), to what the request's end reads, so that
+// the handler's request, context, ResponseWriter and connection state can
+// go while the tunnel lives: req, the request as the tunnel keeps it
+// (tunnelInfo.request), becomes rs.req, with rs (and the span) in its
+// context, and the ResponseWriter a stand-in (with the response header, when
+// captured). It returns the new rs.req.
+func (rs *reqState) detach(req *http.Request) *http.Request {
+	ctx := context.WithValue(req.Context(), ctxKeyReqState{}, rs)
+	if rs.span != nil {
+		ctx = trace.ContextWithSpan(ctx, rs.span)
+	}
+	rs.req = req.WithContext(ctx)
+	var h http.Header
+	if rs.capture != nil {
+		h = rs.rw.Header()
+	}
+	rs.rw = detachedWriter{h}
+	rs.body, rs.traceTel, rs.traceCtx = nil, nil, nil
+	rs.clientTrace = httptrace.ClientTrace{}
+	return rs.req
+}
+
+// detachedWriter stands for the ResponseWriter of a request whose tunnel
+// outlives its handler: nothing writes to it any more.
+type detachedWriter struct{ h http.Header }
+
+func (w detachedWriter) Header() http.Header {
+	if w.h == nil {
+		return http.Header{}
+	}
+	return w.h
+}
+func (detachedWriter) Write([]byte) (int, error) { return 0, http.ErrHijacked }
+func (detachedWriter) WriteHeader(int)           {}
 
 // Header, Write, WriteHeader, Flush, FlushError and Unwrap make reqState the
 // ResponseWriter the handler uses; http.ResponseController reaches the

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -361,8 +362,46 @@ func (w *srvResponse) FlushError() error {
 // Hijack implements http.Hijacker: the connection, with what the loop has
 // read ahead, belongs to the caller from now on.
 func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if err := w.takeConn(); err != nil {
+		return nil, nil, err
+	}
+	sc := w.sc
+	sc.reader()
+	br := sc.br
+	sc.br = nil
+	return sc.c, bufio.NewReadWriter(br, bufio.NewWriter(sc.c)), nil
+}
+
+// ConnHijacker is implemented by the loop's ResponseWriter. HijackConn is
+// Hijack for a handler that wants the connection alone (a CONNECT's
+// tunnel): it returns the connection and a copy of the bytes the loop had
+// read ahead of it (nil for none), and no bufio pair; the loop's read
+// buffer goes back to its pool. Hijack's reader and writer would be 8 KiB
+// of garbage for every tunnel.
+type ConnHijacker interface {
+	HijackConn() (net.Conn, []byte, error)
+}
+
+// HijackConn implements ConnHijacker.
+func (w *srvResponse) HijackConn() (net.Conn, []byte, error) {
+	if err := w.takeConn(); err != nil {
+		return nil, nil, err
+	}
+	sc := w.sc
+	var ahead []byte
+	if sc.br != nil && sc.br.Buffered() > 0 {
+		b, _ := sc.br.Peek(sc.br.Buffered())
+		ahead = bytes.Clone(b)
+	}
+	sc.releaseReader()
+	return sc.c, ahead, nil
+}
+
+// takeConn is what Hijack and HijackConn share: the response so far is
+// sent, and the loop lets go of the connection, its deadlines cleared.
+func (w *srvResponse) takeConn() error {
 	if w.hijacked {
-		return nil, nil, http.ErrHijacked
+		return http.ErrHijacked
 	}
 	sc := w.sc
 	if w.req.Method != http.MethodConnect {
@@ -374,7 +413,7 @@ func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.headerSent {
 		if err := w.bw.Flush(); err != nil {
 			w.release()
-			return nil, nil, err
+			return err
 		}
 	}
 	w.release()
@@ -383,10 +422,7 @@ func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	sc.s.open.Add(-1)
 	_ = sc.c.SetDeadline(time.Time{})
 	sc.dlValid = false
-	sc.reader()
-	br := sc.br
-	sc.br = nil
-	return sc.c, bufio.NewReadWriter(br, bufio.NewWriter(sc.c)), nil
+	return nil
 }
 
 // finish completes the response after the handler returned: the header if

@@ -130,6 +130,39 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	return io.CopyBuffer(WriterOnly{c.Conn}, r, buf[:])
 }
 
+// Detach returns the connection under c and a copy of the bytes read
+// ahead of it that are still to be read, and lets go of c's reader
+// (release runs). Reading the connection after the returned bytes is
+// reading c. c must not be used after.
+func (c *Conn) Detach() (net.Conn, []byte) {
+	var ahead []byte
+	if n := c.Buffered(); n > 0 {
+		ahead = make([]byte, 0, n)
+		ahead = append(ahead, c.ahead...)
+		if c.br != nil {
+			b, _ := c.br.Peek(c.br.Buffered())
+			ahead = append(ahead, b...)
+		}
+	}
+	c.ahead = nil
+	if c.br != nil {
+		c.releaseReader()
+	}
+	return c.Conn, ahead
+}
+
+// TCPConner is implemented by a connection that is, from now on, its TCP
+// connection and nothing more: reading and writing it is reading and
+// writing the *net.TCPConn that TCPConn returns, with nothing buffered and
+// nothing transformed (a PROXY-protocol connection once its header is
+// read, say; never a TLS connection). A tunnel relays between two such
+// connections (or *net.TCPConns, or Conns over them) from the TCP
+// connections themselves: with splice(2), and parked while idle
+// (internal/park).
+type TCPConner interface {
+	TCPConn() *net.TCPConn
+}
+
 // CloseWrite shuts down the writing side of the connection, when it can
 // be half-closed (a TCP connection can); otherwise it returns
 // errors.ErrUnsupported.

@@ -184,3 +184,45 @@ func TestConnCopyTCP(t *testing.T) {
 		}
 	}
 }
+
+// TestConnDetach: Detach returns the connection and every byte still read
+// ahead (those given, then the reader's), releasing the reader once;
+// reading the connection after them gives the rest of the stream.
+func TestConnDetach(t *testing.T) {
+	for _, tc := range []struct {
+		name, ahead, buffered, want string
+		partial                     int // bytes read through the Conn first
+	}{
+		{"nothing ahead", "", "", "", 0},
+		{"given and buffered", "GIVEN ", "BUFFERED", "GIVEN BUFFERED", 0},
+		{"partly read", "GIVEN ", "BUFFERED", "EN BUFFERED", 3},
+		{"buffered only", "", "BUFFERED", "BUFFERED", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := tcpPair(t)
+			br := bufio.NewReaderSize(server, 4096)
+			if tc.buffered != "" {
+				mustWrite(t, client, tc.buffered)
+				if _, err := br.Peek(len(tc.buffered)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			released := 0
+			c := NewBufferedConn(server, []byte(tc.ahead), br, func(*bufio.Reader) { released++ })
+			if tc.partial > 0 {
+				if _, err := io.ReadFull(c, make([]byte, tc.partial)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			inner, ahead := c.Detach()
+			if inner != server || string(ahead) != tc.want || released != 1 {
+				t.Fatalf("Detach = %v, %q, released %d; want the server side, %q, released once", inner, ahead, released, tc.want)
+			}
+			mustWrite(t, client, "REST")
+			got := make([]byte, 4)
+			if _, err := io.ReadFull(inner, got); err != nil || string(got) != "REST" {
+				t.Fatalf("after Detach: %q %v", got, err)
+			}
+		})
+	}
+}
