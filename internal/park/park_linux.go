@@ -42,10 +42,36 @@ type Parker struct {
 	epoch  time.Time
 	next   int64 // when an armed Entry's deadline must be told, ns since epoch; 0 none
 	set    int64 // the read deadline on f, ns since epoch; 0 none, -1 in the past
+
+	// The epoll_ctl that ctlFn (ctl, bound once) makes inside a socket's
+	// RawConn.Control, under mu: a closure made per call would be an
+	// allocation per Park.
+	ctlFn  func(fd uintptr)
+	ctlOp  int
+	ctlEv  unix.EpollEvent
+	ctlErr error
 }
 
 // New returns a Parker. Its goroutine starts with the first Park.
-func New() *Parker { return &Parker{epoch: time.Now()} }
+func New() *Parker {
+	pk := &Parker{epoch: time.Now()}
+	pk.ctlFn = pk.ctl
+	return pk
+}
+
+// ctl is ctlFn: the epoll_ctl set up under mu, on fd.
+func (pk *Parker) ctl(fd uintptr) {
+	ev := &pk.ctlEv
+	if pk.ctlOp == unix.EPOLL_CTL_DEL {
+		ev = nil
+	}
+	pk.ctlErr = unix.EpollCtl(pk.epfd, pk.ctlOp, int(fd), ev)
+	if pk.ctlErr == unix.ENOENT && pk.ctlOp == unix.EPOLL_CTL_MOD {
+		// Not in the set after all (a socket closed and reopened under
+		// the same number cannot be: Control holds it open).
+		pk.ctlErr = unix.EpollCtl(pk.epfd, unix.EPOLL_CTL_ADD, int(fd), ev)
+	}
+}
 
 // Entry is one connection's registration with a Parker. The owner keeps
 // it (it may be a field of the owner's own struct) for as long as it may
@@ -108,20 +134,11 @@ func (e *Entry) Park(deadline time.Time, slack time.Duration) bool {
 // disabled, once it has fired).
 func (e *Entry) ctlLocked(ev unix.EpollEvent) bool {
 	pk := e.pk
-	var cerr error
-	op := unix.EPOLL_CTL_MOD
+	pk.ctlOp, pk.ctlEv, pk.ctlErr = unix.EPOLL_CTL_MOD, ev, nil
 	if !e.inSet {
-		op = unix.EPOLL_CTL_ADD
+		pk.ctlOp = unix.EPOLL_CTL_ADD
 	}
-	err := e.rc.Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(pk.epfd, op, int(fd), &ev)
-		if cerr == unix.ENOENT && op == unix.EPOLL_CTL_MOD {
-			// Not in the set after all (a socket closed and reopened
-			// under the same number cannot be: Control holds it open).
-			cerr = unix.EpollCtl(pk.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-		}
-	})
-	if err != nil || cerr != nil {
+	if err := e.rc.Control(pk.ctlFn); err != nil || pk.ctlErr != nil {
 		return false
 	}
 	e.inSet = true
@@ -139,9 +156,8 @@ func (e *Entry) delLocked() {
 	if pk.f == nil {
 		return // the set is gone
 	}
-	_ = e.rc.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(pk.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-	})
+	pk.ctlOp = unix.EPOLL_CTL_DEL
+	_ = e.rc.Control(pk.ctlFn)
 }
 
 // Unpark takes a parked connection back. It reports true when it was
@@ -248,6 +264,43 @@ type woken struct {
 	expired bool
 }
 
+// wakes is the queue of the Wakers due, which every Parker shares: wakeAll
+// appends them and starts a goroutine for each, which takes one (runWake).
+// A go statement with arguments, or with a method value, allocates a
+// closure; one calling a plain function without arguments does not, and
+// keep-alive connections wake once a request.
+var wakes struct {
+	mu   sync.Mutex
+	q    []woken
+	head int
+}
+
+func wakeAll(due []woken) {
+	wakes.mu.Lock()
+	wakes.q = append(wakes.q, due...)
+	wakes.mu.Unlock()
+	for range due {
+		go runWake()
+	}
+}
+
+func runWake() {
+	wakes.mu.Lock()
+	d := wakes.q[wakes.head]
+	wakes.q[wakes.head] = woken{}
+	wakes.head++
+	switch n := len(wakes.q); {
+	case wakes.head == n:
+		wakes.q, wakes.head = wakes.q[:0], 0
+	case wakes.head >= 64 && 2*wakes.head >= n:
+		k := copy(wakes.q, wakes.q[wakes.head:])
+		clear(wakes.q[k:])
+		wakes.q, wakes.head = wakes.q[:k], 0
+	}
+	wakes.mu.Unlock()
+	d.w.Wake(d.expired)
+}
+
 // loop is the Parker's goroutine: it waits for the epoll set to be
 // readable or for the next deadline, wakes the owners due, and stops,
 // closing the set, once no Entry holds a slot.
@@ -291,11 +344,11 @@ func (pk *Parker) loop(f *os.File, rc syscall.RawConn) {
 			pk.setDeadlineLocked(pk.next)
 		}
 		pk.mu.Unlock()
-		for i, d := range due {
-			go d.w.Wake(d.expired)
-			due[i] = woken{}
+		if len(due) > 0 {
+			wakeAll(due)
+			clear(due)
+			due = due[:0]
 		}
-		due = due[:0]
 		if stop {
 			f.Close()
 			return

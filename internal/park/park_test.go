@@ -214,6 +214,7 @@ func TestDeadline(t *testing.T) {
 	}
 	start := time.Now()
 	const slack = 20 * time.Millisecond
+	const late = 400 * time.Millisecond // what a loaded machine may add to a wake-up (seen: 230 ms under -race beside other packages)
 	if !e[0].Park(start.Add(300*time.Millisecond), slack) || !e[1].Park(time.Time{}, 0) {
 		t.Fatal("Park reported false")
 	}
@@ -222,7 +223,7 @@ func TestDeadline(t *testing.T) {
 	}
 	exp, ok := waitWake(t, r[2], 5*time.Second)
 	at := time.Since(start)
-	if !ok || !exp || at < 100*time.Millisecond || at > 100*time.Millisecond+slack+50*time.Millisecond {
+	if !ok || !exp || at < 100*time.Millisecond || at > 100*time.Millisecond+slack+late {
 		t.Fatalf("the 100 ms deadline: woken %v expired %v after %v", ok, exp, at)
 	}
 	if r[0].count() != 0 {
@@ -230,7 +231,7 @@ func TestDeadline(t *testing.T) {
 	}
 	exp, ok = waitWake(t, r[0], 5*time.Second)
 	at = time.Since(start)
-	if !ok || !exp || at < 300*time.Millisecond || at > 300*time.Millisecond+slack+50*time.Millisecond {
+	if !ok || !exp || at < 300*time.Millisecond || at > 300*time.Millisecond+slack+late {
 		t.Fatalf("the 300 ms deadline: woken %v expired %v after %v", ok, exp, at)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -299,7 +300,9 @@ func TestReleaseWhileParked(t *testing.T) {
 	r := newRecorder()
 	for i := range ps {
 		entries[i].Init(pk, rawConn(t, ps[i].srv), r)
-		if !entries[i].Park(time.Now().Add(30*time.Millisecond), 0) {
+		// The deadline leaves a loaded machine time to release all 50
+		// before it; the sleep below goes past it.
+		if !entries[i].Park(time.Now().Add(300*time.Millisecond), 0) {
 			t.Fatal("Park reported false")
 		}
 	}
@@ -309,7 +312,7 @@ func TestReleaseWhileParked(t *testing.T) {
 		ps[i].cli.Write([]byte("x"))
 	}
 	stopped(t, pk)
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(350 * time.Millisecond)
 	if n := r.count(); n != 0 {
 		t.Fatalf("released connections were woken %d times", n)
 	}
@@ -349,4 +352,38 @@ func TestParkClosed(t *testing.T) {
 		t.Fatal("an Entry without a Parker parked")
 	}
 	none.Release()
+}
+
+// chanWaker is a Waker that signals a channel.
+type chanWaker chan bool
+
+func (c chanWaker) Wake(expired bool) { c <- expired }
+
+// TestParkWakeAllocs: parking a connection and waking it allocates
+// nothing (keep-alive connections park between requests).
+func TestParkWakeAllocs(t *testing.T) {
+	pk := New()
+	ps := pairs(t, 1)
+	w := make(chanWaker, 1)
+	var e Entry
+	e.Init(pk, rawConn(t, ps[0].srv), w)
+	var b [1]byte
+	cycle := func() {
+		if !e.Park(time.Now().Add(time.Hour), time.Minute) {
+			t.Fatal("Park reported false")
+		}
+		if _, err := ps[0].cli.Write(b[:]); err != nil {
+			t.Fatal(err)
+		}
+		<-w
+		if _, err := ps[0].srv.Read(b[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // the goroutine, the slot, the queues
+	if n := testing.AllocsPerRun(200, cycle); n > 0.1 {
+		t.Errorf("%.2f allocations per park and wake, want none", n)
+	}
+	e.Release()
+	stopped(t, pk)
 }
