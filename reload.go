@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -262,9 +263,11 @@ func loggerOf(c *config) *slog.Logger {
 // and port by the access rules, the address they were dialed to by the
 // private-address guard and the CIDR rules, and, when authentication
 // changed, their client's credentials by the new authenticator (its
-// Authenticate is called again with the request that opened the tunnel:
-// its method, target, header fields and client address, with a context
-// that carries only the authenticated user).
+// Authenticate is called again with the request that opened the tunnel: an
+// upgraded request as it was; a CONNECT as the tunnel keeps it, its target,
+// header fields and client address, with a context that carries only the
+// authenticated user, and of a CONNECT opened without authentication, its
+// Proxy-Authorization field alone).
 // Access hooks are not run again, and limits do not close what is open.
 // Each tunnel closed is logged. Without it (the default) open tunnels keep
 // the configuration they started with to their end. Given to New, it does
@@ -277,43 +280,44 @@ func WithReloadClosesDeniedTunnels() Option {
 }
 
 // tunnelInfo is what the tunnel registry knows of a tunnel, for
-// WithReloadClosesDeniedTunnels. It keeps what it needs of the request
-// that opened the tunnel (CONNECT, or the request upgraded), not the
-// request itself, which would keep its context and the rest alive for as
-// long as the tunnel lives (request rebuilds it for the authenticator).
+// WithReloadClosesDeniedTunnels. Of a CONNECT it keeps what it needs, not
+// the request, which would keep its context and the rest alive for as long
+// as the tunnel lives (request rebuilds it for the authenticator).
 type tunnelInfo struct {
-	gen     uint64 // the generation of the configuration that admitted it
-	connect bool
-	target  string // host:port
-	host    string
-	port    uint16
-	dialed  netip.Addr // the upstream address, when known
-	user    string     // the authenticated user, "" without
-
-	// Of the request: its client, and what request gives the
-	// authenticator again.
-	client       string
-	method       string
-	reqHost      string
-	url          *url.URL // nil for CONNECT: made from target
-	proto        string
-	major, minor int
-	header       http.Header
+	gen    uint64 // the generation of the configuration that admitted it
+	target string // host:port
+	host   string
+	dialed netip.Addr // the upstream address, when known
+	user   string     // the authenticated user, "" without
+	client string     // the client's address
+	// header is what the authenticator is given again of a CONNECT's
+	// header: all of it when the admitting configuration authenticated,
+	// else its Proxy-Authorization field alone (nil without one).
+	header http.Header
+	req    *http.Request // the request upgraded (not a CONNECT), which its handler keeps anyway
+	port   uint16
+	// Of a CONNECT: its protocol version.
+	connect      bool
+	major, minor uint8
 }
 
 // newTunnelInfo describes the tunnel r opened to upstream (nil for an
 // intercepted connection, which has none of its own) under configuration
 // c. r's context carries the authenticated user.
 func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
-	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()),
-		client: r.RemoteAddr, method: r.Method, reqHost: r.Host, proto: r.Proto, major: r.ProtoMajor, minor: r.ProtoMinor,
-		header: r.Header}
+	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()), client: r.RemoteAddr}
 	var err error
 	if ti.connect {
 		ti.target = r.Host
 		ti.host, ti.port, err = httpx.ParseTarget(r.Host)
+		ti.major, ti.minor = uint8(r.ProtoMajor), uint8(r.ProtoMinor)
+		if c.auth != nil {
+			ti.header = r.Header
+		} else if v := r.Header["Proxy-Authorization"]; len(v) > 0 {
+			ti.header = http.Header{"Proxy-Authorization": v}
+		}
 	} else {
-		ti.url = r.URL
+		ti.req = r
 		ti.target = r.URL.Host
 		ti.host, ti.port, err = httpx.CheckURL(r.URL)
 	}
@@ -328,19 +332,21 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 	return ti
 }
 
-// request rebuilds the request that opened the tunnel, as the
-// authenticator sees it again: its method, target, protocol, header
-// fields and client address, with the authenticated user in its context.
+// request returns the request that opened the tunnel, as the
+// authenticator sees it again: an upgraded request as it was; a CONNECT
+// rebuilt, with its target, protocol version, header (as kept) and client
+// address, and the authenticated user in its context.
 func (ti *tunnelInfo) request() *http.Request {
-	u := ti.url
-	if u == nil {
-		u = &url.URL{Host: ti.target}
+	if ti.req != nil {
+		return ti.req
 	}
-	r := &http.Request{Method: ti.method, URL: u, Proto: ti.proto, ProtoMajor: ti.major, ProtoMinor: ti.minor,
-		Header: ti.header, Host: ti.reqHost, RemoteAddr: ti.client, Body: http.NoBody}
-	if r.Header == nil {
-		r.Header = http.Header{}
+	h := ti.header
+	if h == nil {
+		h = http.Header{}
 	}
+	r := &http.Request{Method: http.MethodConnect, URL: &url.URL{Host: ti.target}, Host: ti.target, Header: h,
+		Proto: "HTTP/" + strconv.Itoa(int(ti.major)) + "." + strconv.Itoa(int(ti.minor)), ProtoMajor: int(ti.major), ProtoMinor: int(ti.minor),
+		RemoteAddr: ti.client, Body: http.NoBody}
 	if ti.user != "" {
 		r = r.WithContext(withAuthUser(context.Background(), ti.user))
 	}

@@ -260,10 +260,19 @@ func (p *Proxy) endRequest(t requestTrack) {
 // handler (tunnelpark_linux.go), to what the request's end reads, so that
 // the handler's request, context, ResponseWriter and connection state can
 // go while the tunnel lives: req, the request as the tunnel keeps it
-// (tunnelInfo.request), becomes rs.req, with rs (and the span) in its
-// context, and the ResponseWriter a stand-in (with the response header, when
-// captured). It returns the new rs.req.
-func (rs *reqState) detach(req *http.Request) *http.Request {
+// (tunnelInfo.request), with the User-Agent of r, the handler's request,
+// for the access record, becomes rs.req, with rs (and the span) in its
+// context; the ResponseWriter becomes a stand-in (with the response
+// header, when captured). It returns the new rs.req.
+func (rs *reqState) detach(r, req *http.Request) *http.Request {
+	if ua := r.Header["User-Agent"]; len(ua) > 0 && req.Header["User-Agent"] == nil {
+		h := make(http.Header, len(req.Header)+1)
+		for k, v := range req.Header {
+			h[k] = v
+		}
+		h["User-Agent"] = ua[:1:1]
+		req.Header = h
+	}
 	ctx := context.WithValue(req.Context(), ctxKeyReqState{}, rs)
 	if rs.span != nil {
 		ctx = trace.ContextWithSpan(ctx, rs.span)

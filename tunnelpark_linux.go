@@ -111,7 +111,6 @@ type tunnelDir struct {
 	state int8 // guarded by t.mu
 	entry park.Entry
 	total atomic.Int64 // bytes delivered to the destination
-	early []byte       // bytes read ahead of the source, sent first
 }
 
 func (d *tunnelDir) src() *net.TCPConn { return d.t.conns[d.idx] }
@@ -142,10 +141,11 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 	t := &parkedTunnel{p: p, idle: c.tunnelIdleTimeout, start: time.Now(), r: r}
 	t.last.Store(monoNow())
 	t.live.Store(2)
+	var early [2][]byte // bytes read ahead of each end
 	for i, e := range ends {
 		d := &t.dirs[i]
 		d.t, d.idx = t, int8(i)
-		t.conns[i], d.early = takeTCP(e)
+		t.conns[i], early[i] = takeTCP(e)
 		d.entry.Init(p.parker, rcs[i], d)
 	}
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
@@ -164,20 +164,18 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 		// stays.
 		t.r = noRequest
 		if rs := reqStateFrom(r.Context()); rs != nil {
-			t.r = rs.detach(t.info.request()) // telemetry.go
+			t.r = rs.detach(r, t.info.request()) // telemetry.go
 		}
 	}
-	for i := range t.dirs {
-		d := &t.dirs[i]
-		if len(d.early) > 0 {
-			go d.run()
-			continue
-		}
-		switch d.park() {
-		case parkClosing:
-			d.finish()
-		case parkFailed:
-			go d.run()
+	if t.sendEarly(early) {
+		for i := range t.dirs {
+			d := &t.dirs[i]
+			switch d.park() {
+			case parkClosing:
+				d.finish()
+			case parkFailed:
+				go d.run()
+			}
 		}
 	}
 	if detach {
@@ -185,6 +183,30 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 	}
 	<-t.done
 	return nil, true
+}
+
+// sendEarly sends the bytes read ahead of each end to the other, before
+// anything else: a few (a TLS ClientHello sent right behind the CONNECT,
+// say), to a connection just opened. It reports false when that failed:
+// the tunnel is then closed, and its directions done.
+func (t *parkedTunnel) sendEarly(early [2][]byte) bool {
+	for i, b := range early {
+		if len(b) == 0 {
+			continue
+		}
+		d := &t.dirs[i]
+		dst := d.dst()
+		_ = dst.SetWriteDeadline(time.Now().Add(t.idle))
+		n, err := dst.Write(b)
+		d.total.Add(int64(n))
+		if err != nil {
+			t.close()
+			t.dirs[0].finish()
+			t.dirs[1].finish()
+			return false
+		}
+	}
+	return true
 }
 
 // takeTCP returns the TCP connection under c (tcpOf) and the bytes c had
@@ -358,17 +380,6 @@ func (d *tunnelDir) run() {
 		ps.reset(nil)
 		pumpStates.Put(ps)
 	}()
-	if len(d.early) > 0 {
-		n, err := d.dst().Write(d.early)
-		d.early = nil
-		d.total.Add(int64(n))
-		t.last.Store(monoNow())
-		if err != nil {
-			t.close()
-			d.finish()
-			return
-		}
-	}
 	for {
 		err := ps.move()
 		switch {
