@@ -30,6 +30,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 		Logger:   p.log,
 		Conns:    &p.conns,
 		Refused:  &p.stats.refusedConns,
+		Parker:   p.parker, // keep-alive connections wait there between requests
 	})
 	p.mu.Lock()
 	if p.closing {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/netx"
+	"github.com/fwdproxy/fwdproxy/internal/park"
 )
 
 // srvConn is a client connection served by the loop.
@@ -39,6 +40,11 @@ type srvConn struct {
 	wstate  int // watchOff, watchArmed, watchRunning
 	wcancel context.CancelFunc
 	wdone   chan struct{}
+
+	// Between requests the connection waits in the Server's Parker, if
+	// it has one, without a goroutine or a read buffer (park, Wake).
+	entry    park.Entry
+	parkable bool // entry is set up
 }
 
 const (
@@ -47,30 +53,65 @@ const (
 	watchRunning
 )
 
-// serve runs the loop on one connection until it closes, is hijacked (a
-// tunnel), or is handed off.
-func (sc *srvConn) serve() {
+// serve runs the loop on one connection, from its first request, until it
+// closes, is hijacked (a tunnel), handed off, or parked.
+func (sc *srvConn) serve() { sc.loop(true) }
+
+// Wake implements park.Waker: the parked connection has bytes (or its
+// client left), and a goroutine serves it again; or it stayed idle for
+// the idle timeout, and it is closed.
+func (sc *srvConn) Wake(expired bool) {
+	if expired {
+		sc.finish(false)
+		return
+	}
+	sc.loop(false)
+}
+
+// loop serves requests on the connection until it closes, is hijacked,
+// handed off, or parked: between requests, with nothing read ahead, the
+// connection gives back its read buffer and waits in the Server's Parker,
+// and this goroutine ends; a new one serves the next request (Wake), read
+// at once. The first request is always awaited here, under
+// ReadHeaderTimeout.
+func (sc *srvConn) loop(first bool) {
 	s := sc.s
-	keep := false // the connection lives on: hijacked or handed off
+	keep := false   // the connection lives on: hijacked or handed off
+	parked := false // the Parker has it
 	defer func() {
-		if !keep {
-			sc.state.Store(connGone)
-			sc.c.Close()
-			s.open.Add(-1)
+		if !parked {
+			sc.finish(keep)
 		}
-		sc.releaseReader()
-		s.mu.Lock()
-		delete(s.conns, sc)
-		s.mu.Unlock()
-		s.wg.Done()
 	}()
-	for first := true; ; first = false {
+	for served := false; ; first, served = false, true {
 		st := s.settings() // read once per request, so that a new value applies to the next one
-		timeout := st.IdleTimeout
-		if first {
-			timeout = st.ReadHeaderTimeout
+		timed := false     // the wait for the next request has its deadline
+		if served && s.parker != nil && (st.IdleTimeout <= 0 || st.IdleTimeout > parkLinger) &&
+			(sc.br == nil || sc.br.Buffered() == 0) {
+			idleFrom := time.Now()
+			if timed = sc.lingered(); !timed {
+				if sc.park(st, idleFrom) {
+					parked = true
+					return
+				}
+				// The Parker would not take it: it waits the rest of
+				// its idle timeout here.
+				sc.dlValid = false
+				var dl time.Time
+				if st.IdleTimeout > 0 {
+					dl = idleFrom.Add(st.IdleTimeout)
+				}
+				_ = sc.c.SetReadDeadline(dl)
+				timed = true
+			}
 		}
-		sc.setReadTimeout(timeout)
+		if !timed {
+			timeout := st.IdleTimeout
+			if first {
+				timeout = st.ReadHeaderTimeout
+			}
+			sc.setReadTimeout(timeout)
+		}
 		sc.reader()
 		b, err := sc.br.Peek(1)
 		if err != nil {
@@ -118,6 +159,74 @@ func (sc *srvConn) serve() {
 			return
 		}
 	}
+}
+
+// parkLinger is how long a keep-alive connection waits for its next
+// request on its own goroutine before it parks. Parking and waking cost a
+// request what it costs the scheduler to give the woken connection a new
+// goroutine (a fresh stack that grows, often another thread), a good part
+// of a small request's CPU; a client that keeps its connection busy sends
+// its next request well within the linger and never parks. The read
+// deadline that times the linger is the connection's own, refreshed at
+// most every tenth of the linger (setReadTimeout), so a busy connection
+// costs no timer work per request.
+const parkLinger = 250 * time.Millisecond
+
+// lingered waits up to parkLinger for the next request and reports
+// whether its first bytes came (they are then buffered) or the
+// connection failed (the wait that follows finds out at once); false
+// means it is time to park. The loop lingers only when the idle timeout
+// is longer than parkLinger, so the linger is part of it.
+func (sc *srvConn) lingered() bool {
+	sc.setReadTimeout(parkLinger)
+	sc.reader()
+	_, err := sc.br.Peek(1)
+	return err == nil || !netx.IsTimeout(err)
+}
+
+// park gives the idle connection to the Server's Parker, with its read
+// buffer given back, until it is readable (Wake) or has been idle, since
+// idleFrom, for st.IdleTimeout (at most an eighth more). It reports
+// false, having parked nothing, when there is no Parker or the Parker
+// would not take it: the loop then waits itself.
+func (sc *srvConn) park(st *ServerSettings, idleFrom time.Time) bool {
+	pk := sc.s.parker
+	sc.dlValid = false // the next wait sets its own read deadline
+	if pk == nil {
+		return false
+	}
+	if !sc.parkable {
+		rc, err := sc.tcp.SyscallConn()
+		if err != nil {
+			return false
+		}
+		sc.entry.Init(pk, rc, sc)
+		sc.parkable = true
+	}
+	var deadline time.Time
+	var slack time.Duration
+	if st.IdleTimeout > 0 {
+		deadline, slack = idleFrom.Add(st.IdleTimeout), st.IdleTimeout/8
+	}
+	sc.releaseReader()
+	return sc.entry.Park(deadline, slack)
+}
+
+// finish lets the connection go, for good: closed unless keep (hijacked
+// or handed off), out of the Parker and of the Server's connections.
+func (sc *srvConn) finish(keep bool) {
+	s := sc.s
+	sc.entry.Release()
+	if !keep {
+		sc.state.Store(connGone)
+		sc.c.Close()
+		s.open.Add(-1)
+	}
+	sc.releaseReader()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // setReadTimeout sets the connection's read deadline d from now. Setting

@@ -16,6 +16,7 @@ func (sc *srvConn) handoff(read []byte) bool {
 	if !sc.state.CompareAndSwap(connActive, connGone) {
 		return false
 	}
+	sc.entry.Release()
 	if l := sc.s.handOffTo(sc.s.settings()); l == nil || !l.handoff(hc) {
 		return false
 	}

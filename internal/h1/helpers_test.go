@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/netx"
+	"github.com/fwdproxy/fwdproxy/internal/park"
 )
 
 // isTimeout is netx.IsTimeout, the package's test for a deadline passed.
@@ -94,6 +95,7 @@ func startServer(t testing.TB, h http.Handler, mod func(*ServerSettings), logger
 		Logger:   logger,
 		Conns:    &ts.open,
 		Refused:  &ts.refused,
+		Parker:   park.New(), // as the proxy serves: idle keep-alive connections parked
 	})
 	served := make(chan error, 1)
 	go func() { served <- ts.Serve() }()

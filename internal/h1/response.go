@@ -420,6 +420,7 @@ func (w *srvResponse) takeConn() error {
 	w.hijacked = true
 	sc.state.Store(connGone)
 	sc.s.open.Add(-1)
+	sc.entry.Release() // the new owner may park it in a set of its own
 	_ = sc.c.SetDeadline(time.Time{})
 	sc.dlValid = false
 	return nil

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/park"
 )
 
 // The client side of the proxy's Serve. On small requests net/http's server
@@ -60,7 +62,8 @@ type ServerSettings struct {
 	// first byte.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a keep-alive
-	// connection.
+	// connection (at most an eighth more for one parked:
+	// ServerConfig.Parker).
 	IdleTimeout time.Duration
 	// MaxHeaderBytes is the largest header block the loop reads itself
 	// (at most its 4 KiB buffer); larger ones go to the hand-off server,
@@ -109,6 +112,12 @@ type ServerConfig struct {
 	Conns *atomic.Int64
 	// Refused counts the connections refused past MaxConns (may be nil).
 	Refused *atomic.Uint64
+	// Parker, when not nil, holds the connections waiting for their next
+	// request (after the first), with no goroutine and no read buffer
+	// (internal/park; Linux only): a connection that becomes readable gets
+	// a new goroutine, one idle for IdleTimeout is closed by the Parker's
+	// deadline, at most an eighth of IdleTimeout late.
+	Parker *park.Parker
 }
 
 // Server is one Serve call: its listener, the connections its loop serves,
@@ -121,6 +130,7 @@ type Server struct {
 	log      *slog.Logger
 	open     *atomic.Int64
 	refused  *atomic.Uint64
+	parker   *park.Parker
 
 	// The listeners of the hand-off servers, one per server handed
 	// connections to (handOffTo); closed by Serve's end.
@@ -135,7 +145,7 @@ type Server struct {
 	overLimitLog, nonHTTPLog logLimiter
 	mu                       sync.Mutex
 	conns                    map[*srvConn]struct{}
-	wg                       sync.WaitGroup // one per connection goroutine
+	wg                       sync.WaitGroup // one per connection, until finish
 }
 
 // Connection states of the loop (srvConn.state).
@@ -155,6 +165,7 @@ func NewServer(ln net.Listener, cfg ServerConfig) *Server {
 		log:      cfg.Logger,
 		open:     cfg.Conns,
 		refused:  cfg.Refused,
+		parker:   cfg.Parker,
 		hls:      make(map[*http.Server]*handoffListener),
 		conns:    make(map[*srvConn]struct{}),
 	}
@@ -295,13 +306,20 @@ func (s *Server) newConn(c net.Conn) *srvConn {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.ln.Close()
+	var parked []*srvConn
 	s.mu.Lock()
 	for sc := range s.conns {
 		if sc.state.CompareAndSwap(connIdle, connGone) {
 			sc.c.Close()
+			if sc.entry.Unpark() {
+				parked = append(parked, sc) // no goroutine will finish it
+			}
 		}
 	}
 	s.mu.Unlock()
+	for _, sc := range parked {
+		sc.finish(false)
+	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
