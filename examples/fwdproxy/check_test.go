@@ -40,8 +40,8 @@ func TestCheckConfigCommand(t *testing.T) {
 		{"valid", []string{"-check-config", valid}, nil, 0, valid + ": the server would create a TLS interception CA in " + caDir + "\n" + valid + ": configuration ok\n", ""},
 		{"valid with -config", []string{"-config", valid, "-check-config"}, nil, 0, valid + ": the server would create a TLS interception CA in " + caDir + "\n" + valid + ": configuration ok\n", ""},
 		{"a flag after the file", []string{"-check-config", valid, "-max-conns=0"}, nil, 1, "", "unexpected arguments"}, // flags go first
-		{"flag over the file", []string{"-max-conns=0", "-check-config", valid}, nil, 1, "", "-max-conns: WithMaxConns: 0 is not positive\n"},
-		{"environment over the file", []string{"-check-config", valid}, []string{"FWDPROXY_MAX_TUNNELS=0"}, 1, "", "FWDPROXY_MAX_TUNNELS: WithMaxTunnels: 0 is not positive\n"},
+		{"flag over the file", []string{"-max-conns=-1", "-check-config", valid}, nil, 1, "", "-max-conns: WithMaxConns: -1 is not positive\n"},
+		{"environment over the file", []string{"-check-config", valid}, []string{"FWDPROXY_MAX_TUNNELS=-1"}, 1, "", "FWDPROXY_MAX_TUNNELS: WithMaxTunnels: -1 is not positive\n"},
 		{"unknown key", []string{"-check-config", bad}, nil, 1, "", bad + ":4: unknown key \"nope\"\n"},
 		{"bad values", []string{"-check-config", badValues}, nil, 1, "",
 			badValues + ":3: allow-port: \"0\" is not a port number\n"},
