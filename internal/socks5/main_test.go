@@ -44,10 +44,12 @@ func (c *fakeConn) Write(p []byte) (int, error) {
 	return c.out.Write(p)
 }
 
-func (c *fakeConn) Close() error                     { c.closed = true; return nil }
-func (c *fakeConn) CloseWrite() error                { c.closedOut = true; return nil }
-func (c *fakeConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1080} }
-func (c *fakeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
+func (c *fakeConn) Close() error        { c.closed = true; return nil }
+func (c *fakeConn) CloseWrite() error   { c.closedOut = true; return nil }
+func (c *fakeConn) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1080} }
+func (c *fakeConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
+}
 func (c *fakeConn) SetDeadline(time.Time) error      { return nil }
 func (c *fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *fakeConn) SetWriteDeadline(time.Time) error { return nil }
