@@ -16,12 +16,15 @@ import (
 // It must be safe for concurrent use.
 type AuthFunc func(user, pass string) (identity string, ok bool)
 
+// DefaultHandshakeTimeout bounds a handshake whose Options.Deadline is
+// zero, as the proxy's client header timeout bounds an HTTP request head.
+const DefaultHandshakeTimeout = 10 * time.Second
+
 // Options configure one Handshake.
 type Options struct {
 	// Deadline bounds the whole handshake, reads and writes: a client that
 	// stalls is cut off with an error wrapping os.ErrDeadlineExceeded. The
-	// zero value sets no deadline, which only a caller that set its own
-	// on conn should use.
+	// zero value means DefaultHandshakeTimeout from the call.
 	Deadline time.Time
 	// Auth, when set, makes username/password (RFC 1929) the only method
 	// offered, checked by Auth. When nil, no authentication is asked for:
@@ -156,10 +159,12 @@ func appendReply(b []byte, code ReplyCode, bound netip.AddrPort) []byte {
 // the deadline and never holds more than one small buffer, whatever the
 // client sends.
 func Handshake(conn net.Conn, opts Options) (*Request, error) {
-	if !opts.Deadline.IsZero() {
-		if err := conn.SetDeadline(opts.Deadline); err != nil {
-			return nil, fmt.Errorf("socks5: setting the handshake deadline: %w", err)
-		}
+	deadline := opts.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(DefaultHandshakeTimeout)
+	}
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("socks5: setting the handshake deadline: %w", err)
 	}
 	buf := bufPool.Get().(*[bufSize]byte)
 	rd := reader{conn: conn, prefix: opts.Prefix, buf: buf}
@@ -176,9 +181,7 @@ func Handshake(conn net.Conn, opts Options) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !opts.Deadline.IsZero() {
-		_ = conn.SetDeadline(time.Time{})
-	}
+	_ = conn.SetDeadline(time.Time{})
 	return req, nil
 }
 

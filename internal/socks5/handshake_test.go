@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Pieces of client messages for the table.
@@ -222,6 +223,26 @@ func TestHandshakeErrorMessages(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("error %q carries the password", err)
 		}
+	}
+}
+
+// TestDefaultDeadline checks that a handshake without a deadline gets
+// DefaultHandshakeTimeout, and that a successful one leaves none.
+func TestDefaultDeadline(t *testing.T) {
+	conn := &fakeConn{in: cat(greetNoAuth, []byte{5})}
+	start := time.Now()
+	if _, err := Handshake(conn, Options{}); err == nil {
+		t.Fatal("truncated request accepted")
+	}
+	if d := conn.deadline.Sub(start); d < DefaultHandshakeTimeout || d > DefaultHandshakeTimeout+time.Second {
+		t.Errorf("deadline %v after the start, want %v", d, DefaultHandshakeTimeout)
+	}
+	conn = &fakeConn{in: cat(greetNoAuth, reqIPv4(CmdConnect, [4]byte{127, 0, 0, 1}, 80))}
+	if _, err := Handshake(conn, Options{Deadline: start.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if !conn.deadline.IsZero() {
+		t.Errorf("deadline %v left after the handshake", conn.deadline)
 	}
 }
 

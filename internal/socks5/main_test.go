@@ -21,7 +21,8 @@ type fakeConn struct {
 	chunk     int
 	out       bytes.Buffer
 	closed    bool
-	closedOut bool // CloseWrite was called
+	closedOut bool      // CloseWrite was called
+	deadline  time.Time // the last SetDeadline
 }
 
 func (c *fakeConn) Read(p []byte) (int, error) {
@@ -50,6 +51,6 @@ func (c *fakeConn) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 
 func (c *fakeConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
 }
-func (c *fakeConn) SetDeadline(time.Time) error      { return nil }
+func (c *fakeConn) SetDeadline(t time.Time) error    { c.deadline = t; return nil }
 func (c *fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *fakeConn) SetWriteDeadline(time.Time) error { return nil }
