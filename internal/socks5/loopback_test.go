@@ -209,7 +209,9 @@ func TestCurl(t *testing.T) {
 		wantErr error // the server's handshake error when fail
 	}{
 		{name: "socks5-hostname", args: []string{"--socks5-hostname", "%s"}, url: "http://localhost:" + port + "/a", host: "localhost", domain: true},
-		{name: "socks5 (resolved by curl)", args: []string{"--socks5", "%s"}, url: "http://localhost:" + port + "/b", host: "127.0.0.1"},
+		// --socks5 sends an address (ATYP IPv4); a literal keeps the test
+		// independent of what localhost resolves to first.
+		{name: "socks5", args: []string{"--socks5", "%s"}, url: "http://127.0.0.1:" + port + "/b", host: "127.0.0.1"},
 		{name: "socks5h URL", args: []string{"-x", "socks5h://%s"}, url: "http://localhost:" + port + "/c", host: "localhost", domain: true},
 		{name: "proxy-user", auth: creds, args: []string{"--socks5-hostname", "%s", "--proxy-user", "alice:s3cret:x"}, url: "http://localhost:" + port + "/d", host: "localhost", domain: true, user: "alice"},
 		{name: "proxy-user with socks5", auth: creds, args: []string{"--socks5", "%s", "--proxy-user", "alice:s3cret:x"}, url: "http://127.0.0.1:" + port + "/e", host: "127.0.0.1", user: "alice"},
