@@ -57,6 +57,12 @@ type Config struct {
 	// served with their own address, and closed if they send a header.
 	// IPv4-mapped IPv6 peers are matched as IPv4.
 	Trusted []netip.Prefix
+	// Trust, when not nil, is asked instead of Trusted whether the peer at
+	// ip (IPv4-mapped addresses given as IPv4) must send a header. It is
+	// called once per accepted connection, so it can follow a
+	// configuration that changes while the listener runs; it must be safe
+	// for concurrent use.
+	Trust func(ip netip.Addr) bool
 	// HeaderTimeout bounds the wait for a trusted peer's header, counted
 	// from the accept; 0 means DefaultHeaderTimeout. A load balancer sends
 	// the header with its first packet.
@@ -108,6 +114,7 @@ type stats struct {
 type Listener struct {
 	ln         deadlineListener
 	trusted    []netip.Prefix
+	trust      func(netip.Addr) bool
 	timeout    time.Duration
 	maxPending int
 	log        *slog.Logger
@@ -141,6 +148,7 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 	}
 	l := &Listener{
 		ln:         dl,
+		trust:      cfg.Trust,
 		timeout:    cfg.HeaderTimeout,
 		maxPending: cfg.MaxPending,
 		log:        cfg.Logger,
@@ -309,12 +317,15 @@ func (l *Listener) Stats() Stats {
 
 // trusts reports whether the peer at addr must send a header.
 func (l *Listener) trusts(addr net.Addr) bool {
-	if len(l.trusted) == 0 {
+	if len(l.trusted) == 0 && l.trust == nil {
 		return false
 	}
 	ip, ok := addrIP(addr)
 	if !ok {
 		return false
+	}
+	if l.trust != nil {
+		return l.trust(ip)
 	}
 	for _, p := range l.trusted {
 		if p.Contains(ip) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -711,5 +712,27 @@ func TestSniff(t *testing.T) {
 		if got := sniff([]byte(tc.b)); got != tc.want {
 			t.Errorf("sniff(%q) = %d, want %d", tc.b, got, tc.want)
 		}
+	}
+}
+
+// TestTrustFunc: Config.Trust is asked per connection, so what it answers
+// can change while the listener runs: the same peer must send a header
+// while it is trusted, and is refused for sending one once it is not.
+func TestTrustFunc(t *testing.T) {
+	var trusted atomic.Bool
+	s := startEcho(t, Config{Trust: func(ip netip.Addr) bool { return trusted.Load() && ip.IsLoopback() }})
+	v1 := []byte("PROXY TCP4 203.0.113.7 127.0.0.1 1234 80\r\n")
+	if got, err := s.request(t); err != nil || !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Fatalf("untrusted, no header: %q %v", got, err)
+	}
+	if got, err := s.request(t, v1); !closedWithoutAnswer(err) {
+		t.Fatalf("untrusted, with a header: answered %q %v", got, err)
+	}
+	trusted.Store(true)
+	if got, err := s.request(t, v1); err != nil || got != "203.0.113.7:1234" {
+		t.Fatalf("trusted, with a header: %q %v", got, err)
+	}
+	if got, err := s.request(t); !closedWithoutAnswer(err) {
+		t.Fatalf("trusted, no header: answered %q %v", got, err)
 	}
 }
