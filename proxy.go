@@ -49,6 +49,13 @@ type Proxy struct {
 	loops    map[*h1.Server]struct{} // Serve's own loops (internal/h1)
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
+	// The other front ends (front.go, socks.go): what Serve, ServeTLS and
+	// ServeSOCKS run, the ServeSOCKS listeners and the SOCKS connections
+	// being served.
+	listening listeners
+	socksLns  map[*socksListener]struct{}
+	socks     socksConns
+	socksLog  logLimiter
 	// closedDenied is the last reload that closed the tunnels its
 	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
 	closedDenied *deniedCheck
@@ -79,6 +86,7 @@ func New(opts ...Option) (*Proxy, error) {
 	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
+	p.socksLns = make(map[*socksListener]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
@@ -112,9 +120,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.observe(p.cfg.Load(), w, r, p.dispatch) // telemetry.go: spans, metrics, access log, Stats
 }
 
-// dispatch sends a request where it belongs: CONNECT to a tunnel,
-// absolute-form requests upstream, anything else to the fallback handler
-// (or 400). A request on a connection past WithMaxConns gets 503.
+// dispatch sends a request where it belongs: CONNECT to a tunnel (an
+// extended CONNECT to a WebSocket), absolute-form requests (and HTTP/2
+// requests for another host) upstream, anything else to the fallback
+// handler (or 400). A request on a connection past WithMaxConns gets 503.
 func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
 	if r.Context().Value(ctxKeyOverLimit{}) != nil {
 		w.Header()["Connection"] = []string{"close"}
@@ -123,9 +132,15 @@ func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.Method == http.MethodConnect:
+		if extendedConnect(r) {
+			p.serveExtendedConnect(c, w, r) // h2.go: a WebSocket over HTTP/2
+			return
+		}
 		p.serveConnect(c, w, r) // connect.go
 	case r.URL.IsAbs():
 		p.forward(c, w, r)
+	case r.ProtoMajor >= 2 && proxiedOverH2(r): // h2.go
+		p.forward(c, w, absoluteH2(r))
 	case c.fallback != nil:
 		c.fallback.ServeHTTP(w, r)
 	default:

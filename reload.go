@@ -137,6 +137,9 @@ func (p *Proxy) prepare(old, c *config) error {
 	if err := unchangeable(old, c); err != nil {
 		return err
 	}
+	if err := p.frontChangeAllowed(old, c); err != nil { // front.go
+		return err
+	}
 	if c.limiter != nil && old.limiter != nil && c.rate == old.rate && c.burst == old.burst {
 		c.limiter = old.limiter // the clients' buckets go on
 	}
@@ -163,8 +166,12 @@ func (p *Proxy) prepare(old, c *config) error {
 // registered for Shutdown; once Shutdown has begun, netServers fails (a
 // server registered after Shutdown collected them would outlive it).
 func (p *Proxy) netServers(old, c *config) error {
+	if c.socksOnHTTP {
+		c.h1srv.SOCKS = p.serveSOCKSFromLoop // socks.go
+	}
 	if old != nil && old.readHeaderTimeout == c.readHeaderTimeout &&
-		old.clientIdleTimeout == c.clientIdleTimeout && old.maxHeaderBytes == c.maxHeaderBytes {
+		old.clientIdleTimeout == c.clientIdleTimeout && old.maxHeaderBytes == c.maxHeaderBytes &&
+		old.h2MaxStreams == c.h2MaxStreams && old.h2c == c.h2c {
 		c.h1srv.HandOff, c.isrv = old.h1srv.HandOff, old.isrv
 		return nil
 	}
@@ -375,6 +382,9 @@ func tunnelRefusal(c *config, ti *tunnelInfo, authChanged bool) string {
 		}
 	}
 	if authChanged && c.auth != nil {
+		if c.front.certAuth && clientCertUser(ti.req.Context()) != "" {
+			return "" // its client certificate authenticates it (front.go)
+		}
 		if _, ok := c.auth.Authenticate(ti.req.Context(), ti.req); !ok {
 			return "proxy credentials rejected"
 		}
