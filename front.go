@@ -143,9 +143,7 @@ func (p *Proxy) frontChangeAllowed(old, c *config) error {
 // Request.TLS is nil on an HTTP/2 request whose :scheme is http.
 type ctxKeyTLSConn struct{}
 
-// withTLSConn returns ctx with c, when c is a TLS connection (or reads
-// through one, bytes ahead of it: a connection that Serve's loop handed
-// off).
+// withTLSConn returns ctx with c, when c is a TLS connection.
 func withTLSConn(ctx context.Context, c net.Conn) context.Context {
 	if tc, ok := c.(*tls.Conn); ok {
 		return context.WithValue(ctx, ctxKeyTLSConn{}, tc)

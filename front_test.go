@@ -120,6 +120,23 @@ var ingresses = []ingress{
 			return c
 		},
 	},
+	{
+		name: "HTTPS HTTP/1.1 under the PROXY protocol", client: proxyProtoClient,
+		options: func(pki *proxytest.PKI, t testing.TB) []Option {
+			return append(withProxyCert(pki, t), WithProxyProtocol(netip.MustParsePrefix("127.0.0.0/8")))
+		},
+		serve: (*Proxy).ServeTLS,
+		dial: func(t testing.TB, pki *proxytest.PKI, addr string) net.Conn {
+			c := plainDial(t, pki, addr)
+			_, port, _ := net.SplitHostPort(addr)
+			mustWrite(t, c, "PROXY TCP4 "+proxyProtoClient+" 127.0.0.1 40000 "+port+"\r\n") // before TLS
+			tc := tls.Client(c, &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			return tc
+		},
+	},
 }
 
 // frontProxy is a Proxy served by one front end, with its JSON log.

@@ -22,9 +22,9 @@ import (
 
 // The With… constructors live by concern in options_upstream.go,
 // options_client.go, options_access.go, options_hooks.go,
-// options_telemetry.go, options_intercept.go and options_front.go, and the resolver's in
-// dnsoptions.go. This file holds the Option type, the defaults and
-// buildConfig, which applies the options.
+// options_telemetry.go, options_intercept.go and options_front.go, and the
+// resolver's in dnsoptions.go. This file holds the Option type, the
+// defaults and buildConfig, which applies the options.
 
 // An Option configures a Proxy; New takes them, and the functions named
 // With… make them (a ResolverOption is an Option too: given to New, it

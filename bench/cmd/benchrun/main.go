@@ -39,7 +39,7 @@ type harness struct {
 	programs              map[string]string // Debian-packaged proxies: name → path ("" if missing)
 	fwdproxy, fwdproxyErr string            // the built example server, or why it did not build
 	fwdproxyMITM          bool
-	fwdproxyFront         bool // has the front-end flags (-tls-listen, -socks-listen, -h2c)
+	fwdproxyFront         bool     // has the front-end flags (-tls-listen, -socks-listen, -h2c)
 	fwdproxyBase          string   // the example server built from -fwdproxy-base-src, or ""
 	env                   []string // environment of the proxies
 	loadThreads           int

@@ -233,4 +233,3 @@ func absLoop(w *worker, front string, roots *x509.CertPool, proxy, rawURL string
 		c.Close()
 	}
 }
-

@@ -94,7 +94,9 @@ func main() {
 		case *front == "h2" || *front == "h2c":
 			open = h2Tunnels(*front, roots, *h2Frame)
 		default:
-			open = func(proxy, target string) (io.Reader, net.Conn, error) { return dialTunnel(*front, roots, proxy, target) }
+			open = func(proxy, target string) (io.Reader, net.Conn, error) {
+				return dialTunnel(*front, roots, proxy, target)
+			}
 		}
 		run = func(w *worker, end time.Time) { tunnel(w, open, *proxy, *target, end) }
 	case "abs":
