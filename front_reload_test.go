@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	"github.com/fwdproxy/fwdproxy/internal/socks5"
 )
@@ -373,5 +375,92 @@ func TestSOCKSConnLimit(t *testing.T) {
 	c2 := plainDial(t, nil, socksAddr)
 	if code, err := socksConnect(c2, addr, creds{}); err != nil || code != 0 {
 		t.Errorf("a client while a tunnel is open: %d %v", code, err)
+	}
+}
+
+// TestSOCKSIntercepted: interception applies to a SOCKS5 CONNECT as to an
+// HTTP one: the client's TLS inside the tunnel meets a certificate minted
+// by the proxy's CA, its requests go through the request path (a request
+// hook sees them, each has its access record), and the SOCKS5 CONNECT is
+// one tunnel record with the requests served inside.
+func TestSOCKSIntercepted(t *testing.T) {
+	tlsO, roots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "tls origin %s %s", r.URL.Path, r.Header.Get("X-Hook")) })
+	ca, caPool := newTestCA(t)
+	m := newMultiFront(t, false, WithAllowPrivate(), allowAnyConnectPort(), WithInterception(ca), WithUpstreamRootCAs(roots),
+		WithRequestHook(func(_ context.Context, out *http.Request) (*http.Response, error) {
+			out.Header.Set("X-Hook", "seen")
+			return nil, nil
+		}))
+	addr := m.listen(t, (*Proxy).ServeSOCKS)
+	target := tlsO.Listener.Addr().String()
+	c := plainDial(t, nil, addr)
+	if code, err := socksConnect(c, target, creds{}); err != nil || code != 0 {
+		t.Fatalf("SOCKS5 CONNECT: %d %v", code, err)
+	}
+	tc := tls.Client(c, &tls.Config{RootCAs: caPool, ServerName: "example.com"})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS through the SOCKS tunnel, trusting only the proxy's CA: %v", err)
+	}
+	if issuer := tc.ConnectionState().PeerCertificates[0].Issuer.CommonName; !strings.Contains(issuer, ca.Leaf.Subject.CommonName) {
+		t.Errorf("the certificate was issued by %q, not the proxy's CA", issuer)
+	}
+	mustWrite(t, tc, "GET /inside HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "tls origin /inside seen" {
+		t.Errorf("inside: %q", b)
+	}
+	tc.Close()
+	quiesce(t, m.Proxy)
+	if recs := records(t, m.logs, "request", 1); recs[0]["url"] != "https://"+target+"/inside" {
+		t.Errorf("request record %v", recs[0])
+	}
+	if recs := records(t, m.logs, "tunnel", 1); recs[0]["proto"] != "SOCKS5" || recs[0]["requests"] != float64(1) {
+		t.Errorf("tunnel record %v", recs[0])
+	}
+}
+
+// TestReloadHTTP2Settings: WithHTTP2MaxStreams and WithCleartextHTTP2
+// change for the connections accepted after a Reload.
+func TestReloadHTTP2Settings(t *testing.T) {
+	m := newMultiFront(t, false, WithCleartextHTTP2())
+	addr := m.listen(t, (*Proxy).Serve)
+	maxStreams := func() (uint32, error) {
+		c := plainDial(t, nil, addr)
+		defer c.Close()
+		mustWrite(t, c, http2.ClientPreface)
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			return 0, err
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return 0, err
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+				v, _ := sf.Value(http2.SettingMaxConcurrentStreams)
+				return v, nil
+			}
+		}
+	}
+	if n, err := maxStreams(); err != nil || n != DefaultHTTP2MaxStreams {
+		t.Fatalf("before: %d %v", n, err)
+	}
+	if err := m.Reload(WithCleartextHTTP2(), WithHTTP2MaxStreams(9)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := maxStreams(); err != nil || n != 9 {
+		t.Errorf("after WithHTTP2MaxStreams(9): %d %v", n, err)
+	}
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := maxStreams(); err == nil {
+		t.Errorf("after leaving WithCleartextHTTP2 out: an HTTP/2 answer (%d streams)", n)
 	}
 }
