@@ -384,7 +384,9 @@ func TestSOCKSConnLimit(t *testing.T) {
 // hook sees them, each has its access record), and the SOCKS5 CONNECT is
 // one tunnel record with the requests served inside.
 func TestSOCKSIntercepted(t *testing.T) {
-	tlsO, roots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "tls origin %s %s", r.URL.Path, r.Header.Get("X-Hook")) })
+	tlsO, roots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls origin %s %s", r.URL.Path, r.Header.Get("X-Hook"))
+	})
 	ca, caPool := newTestCA(t)
 	m := newMultiFront(t, false, WithAllowPrivate(), allowAnyConnectPort(), WithInterception(ca), WithUpstreamRootCAs(roots),
 		WithRequestHook(func(_ context.Context, out *http.Request) (*http.Response, error) {

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 )
 
@@ -236,10 +234,24 @@ func (fp *frontProxy) get(t testing.TB, rawURL string, cr creds) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// h2Conn starts an HTTP/2 client connection on c.
-func h2Conn(t testing.TB, c net.Conn) *http2.ClientConn {
+// h2Conn starts an HTTP/2 client connection on c: over TLS when c is a
+// *tls.Conn (which negotiated h2), else with prior knowledge. Its requests
+// are sent as they are: a URL for another host makes an absolute-form
+// request (:scheme and :authority of that host).
+func h2Conn(t testing.TB, c net.Conn) *http.ClientConn {
 	t.Helper()
-	cc, err := (&http2.Transport{}).NewClientConn(c)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	given := func(context.Context, string, string) (net.Conn, error) { return c, nil }
+	scheme := "http"
+	if _, ok := c.(*tls.Conn); ok {
+		scheme = "https"
+		tr.Protocols.SetHTTP2(true)
+		tr.DialTLSContext = given
+	} else {
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		tr.DialContext = given
+	}
+	cc, err := tr.NewClientConn(context.Background(), scheme, "proxy.invalid:1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +314,7 @@ func (c readerConn) Read(p []byte) (int, error) { return c.Reader.Read(p) }
 
 // h2StreamConnect sends a CONNECT to target on cc and returns the stream and the
 // status.
-func h2StreamConnect(t testing.TB, cc *http2.ClientConn, target string, cr creds) (io.ReadWriteCloser, int) {
+func h2StreamConnect(t testing.TB, cc *http.ClientConn, target string, cr creds) (io.ReadWriteCloser, int) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Host: target}, Host: target, Header: http.Header{}, Body: pr}
