@@ -230,6 +230,12 @@ func TestHTTP2AbsoluteForm(t *testing.T) {
 			if s, b := fp.get(t, o.URL+"/a?b=c", creds{}); s != 200 || b != "origin GET /a?b=c via=2 h2test" {
 				t.Errorf("proxy request: %d %q", s, b)
 			}
+			// Its access record names the target and the URL, as an
+			// absolute-form request's does over HTTP/1.1.
+			rec := fp.records(t, 1)[0]
+			if rec["target"] != strings.TrimPrefix(o.URL, "http://") || rec["url"] != o.URL+"/a?b=c" || rec["proto"] != "HTTP/2.0" {
+				t.Errorf("access record %v, want target %s, url %s/a?b=c, proto HTTP/2.0", rec, strings.TrimPrefix(o.URL, "http://"), o.URL)
+			}
 			if s, b := fp.get(t, "http://"+fp.addr+"/healthz", creds{}); s != 200 || b != "proxy's own /healthz" {
 				t.Errorf("request for the proxy's address: %d %q", s, b)
 			}

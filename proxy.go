@@ -115,8 +115,13 @@ func New(opts ...Option) (*Proxy, error) {
 // ServeHTTP serves a request: CONNECT opens a tunnel, an absolute-form
 // request goes upstream, anything else to the fallback handler (or 400).
 // It loads the configuration in force once; the request keeps it to its
-// end.
+// end. An HTTP/2 request for another host is made absolute-form first
+// (h2.go), so that the access record, the span and the metrics name its
+// target and URL as they do over HTTP/1.1.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor >= 2 && r.Method != http.MethodConnect && !r.URL.IsAbs() && proxiedOverH2(r) {
+		r = absoluteH2(r)
+	}
 	p.observe(p.cfg.Load(), w, r, p.dispatch) // telemetry.go: spans, metrics, access log, Stats
 }
 
@@ -137,10 +142,8 @@ func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.serveConnect(c, w, r) // connect.go
-	case r.URL.IsAbs():
+	case r.URL.IsAbs(): // HTTP/2 requests for another host too (ServeHTTP)
 		p.forward(c, w, r)
-	case r.ProtoMajor >= 2 && proxiedOverH2(r): // h2.go
-		p.forward(c, w, absoluteH2(r))
 	case c.fallback != nil:
 		c.fallback.ServeHTTP(w, r)
 	default:
