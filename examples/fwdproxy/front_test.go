@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -133,4 +135,119 @@ func TestFrontEndFlagProblems(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFrontEndConfigFile: the front-end keys of a configuration file reach
+// the server: tls-listen, tls-cert, tls-key and tls-client-ca (a client
+// certificate is the user in the access log, without a password), h2c (an
+// HTTP/2 client with prior knowledge on listen) and socks-on-http-listener
+// (SOCKS5 on listen). A reload changes the keys that can change live
+// (socks-on-http-listener off, tls-require-client-cert on: each then
+// refuses, the latter on every listener), and refuses a change to
+// tls-listen, naming the line.
+func TestFrontEndConfigFile(t *testing.T) {
+	bin := build(t)
+	o := helloOrigin(t)
+	dir := t.TempDir()
+	pki := proxytest.NewPKI(t, "fwdproxy test CA")
+	certFile, keyFile := proxytest.WritePair(t, dir, "proxy", pki.Server(t, "127.0.0.1"))
+	caFile := pki.WriteCA(t, dir)
+	carol := pki.Client(t, "carol")
+	_, port, _ := strings.Cut(strings.TrimPrefix(o.URL, "http://"), ":")
+	front := "tls-listen: 127.0.0.1:0\ntls-cert: " + certFile + "\ntls-key: " + keyFile + "\ntls-client-ca: " + caFile +
+		"\nh2c: true\nallow-port: [" + port + "]\n"
+	path := writeFile(t, "fwdproxy.yaml", front+"socks-on-http-listener: true\n")
+	_, logs := startLogged(t, bin, "-config", path, "-log-level", "debug")
+	addr := logs.waitFor(t, textListen)
+	tlsAddr := logs.waitFor(t, tlsListenLine)
+
+	// Each client makes one request and reports its error.
+	httpsClient := func(certs ...tls.Certificate) error {
+		tr := &http.Transport{
+			Proxy:           http.ProxyURL(&url.URL{Scheme: "https", Host: tlsAddr}),
+			TLSClientConfig: &tls.Config{RootCAs: pki.Pool, Certificates: certs},
+		}
+		defer tr.CloseIdleConnections()
+		return fetch(&http.Client{Transport: tr, Timeout: 10 * time.Second}, o.URL+"/https")
+	}
+	h2cClient := func() error {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{Protocols: &p, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr) // the origin's URL, to the proxy: absolute-form over HTTP/2
+		}}
+		defer tr.CloseIdleConnections()
+		return fetch(&http.Client{Transport: tr, Timeout: 10 * time.Second}, o.URL+"/h2c")
+	}
+	socksClient := func() error {
+		tr := &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "socks5", Host: addr})}
+		defer tr.CloseIdleConnections()
+		return fetch(&http.Client{Transport: tr, Timeout: 10 * time.Second}, o.URL+"/socks")
+	}
+
+	if err := httpsClient(carol); err != nil {
+		t.Errorf("HTTPS with a client certificate: %v", err)
+	}
+	if err := httpsClient(); err != nil {
+		t.Errorf("HTTPS without a client certificate (optional): %v", err)
+	}
+	if err := h2cClient(); err != nil {
+		t.Errorf("cleartext HTTP/2 on listen: %v", err)
+	}
+	if err := socksClient(); err != nil {
+		t.Errorf("SOCKS5 on listen: %v", err)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(msg=request method=GET .*proto=HTTP/1.1 .*user=carol .*url=\S+/https)`),
+		regexp.MustCompile(`(msg=request method=GET target=127.0.0.1:\d+ proto=HTTP/2.0 .*url=\S+/h2c)`),
+		regexp.MustCompile(`(msg=tunnel method=CONNECT .*proto=SOCKS5)`),
+	} {
+		logs.waitFor(t, want)
+	}
+
+	// A reload: SOCKS5 on listen off, client certificates required.
+	rewrite(t, path, front+"socks-on-http-listener: false\ntls-require-client-cert: true\n")
+	wantReloaded(t, reloadLines(t, logs, 1)[0])
+	if err := socksClient(); err == nil {
+		t.Error("SOCKS5 on listen after socks-on-http-listener: false: served")
+	}
+	if err := httpsClient(); err == nil {
+		t.Error("HTTPS without a client certificate after tls-require-client-cert: true: served")
+	}
+	if err := httpsClient(carol); err != nil {
+		t.Errorf("HTTPS with a client certificate after the reload: %v", err)
+	}
+	// Required certificates refuse the requests of the other listeners too
+	// (without -auth to let them in), saying why.
+	if err := h2cClient(); err == nil || !strings.Contains(err.Error(), `403 "a client certificate is required`) {
+		t.Errorf("cleartext HTTP/2 after the reload: %v, want 403 saying a client certificate is required", err)
+	}
+
+	// tls-listen is fixed: a reload that changes it is refused whole.
+	rewrite(t, path, strings.Replace(front, "tls-listen: 127.0.0.1:0", "tls-listen: 127.0.0.1:1", 1))
+	refused := reloadLines(t, logs, 2)[1]
+	if want := path + `:1: tls-listen: cannot change on reload`; !strings.Contains(refused, want) {
+		t.Errorf("reload line\n%s\nwant it to contain\n%s", refused, want)
+	}
+	if err := socksClient(); err == nil {
+		t.Error("the refused reload turned SOCKS5 on listen back on")
+	}
+}
+
+// fetch GETs u with c and fails unless the answer is 200 with the hello
+// origin's body.
+func fetch(c *http.Client, u string) error {
+	resp, err := c.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || string(b) != "hello" {
+		return fmt.Errorf("%d %q", resp.StatusCode, b)
+	}
+	return nil
 }
