@@ -16,6 +16,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/netx"
 	"github.com/fwdproxy/fwdproxy/internal/socks5"
+	"github.com/fwdproxy/fwdproxy/internal/telemetry"
 )
 
 // The SOCKS5 front end (RFC 1928, with RFC 1929 username/password). It
@@ -224,8 +225,9 @@ func (p *Proxy) serveSOCKS(sc *socksConn) {
 // socksRequest is the CONNECT request of a SOCKS client's request sr on c:
 // its target, the client's address (the PROXY protocol's, when c came with
 // one), the credentials in Proxy-Authorization, and a context that cancel
-// cancels. Its Proto says SOCKS5 (the access log shows it); its version is
-// 1.1, as a CONNECT's.
+// cancels. Its Proto says SOCKS5 (the access log shows it, and spans and
+// metrics say network.protocol.name socks, version 5); its version is 1.1,
+// as a CONNECT's, for the code that reads ProtoMajor.
 func socksRequest(sr *socks5.Request, pass string, c net.Conn) (*http.Request, context.CancelFunc) {
 	target := sr.Target()
 	h := make(http.Header, 1)
@@ -238,7 +240,7 @@ func socksRequest(sr *socks5.Request, pass string, c net.Conn) (*http.Request, c
 		URL:        &url.URL{Host: target},
 		Host:       target,
 		RequestURI: target,
-		Proto:      "SOCKS5",
+		Proto:      telemetry.SOCKS5Proto,
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     h,
