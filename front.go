@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
@@ -211,4 +213,58 @@ func (p *Proxy) serveAccepted(l net.Listener, closing func() bool, serve func(ne
 		delay = 0
 		serve(c)
 	}
+}
+
+// handshakeLog is the log handler of the hand-off server's errors, which
+// takes the line net/http writes for each TLS handshake of ServeTLS that
+// fails ("http: TLS handshake error from ADDR: REASON") and writes it as
+// the other front ends' refusals are written: a client that closed before
+// finishing (a TCP health check, a port probe) at Debug, anything else as
+// a Warn line with the client, the error and a hint, at most one a second
+// with the count of those held back. Other lines pass unchanged.
+type handshakeLog struct {
+	slog.Handler
+	p *Proxy
+}
+
+const tlsHandshakeError = "http: TLS handshake error from "
+
+func (h handshakeLog) Handle(ctx context.Context, r slog.Record) error {
+	rest, ok := strings.CutPrefix(r.Message, tlsHandshakeError)
+	if !ok {
+		return h.Handler.Handle(ctx, r)
+	}
+	client, reason, _ := strings.Cut(rest, ": ")
+	if reason == "EOF" || strings.HasSuffix(reason, "connection reset by peer") {
+		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		out := slog.NewRecord(r.Time, slog.LevelDebug, "TLS client closed before its handshake ended", r.PC)
+		out.AddAttrs(slog.String("client", client))
+		return h.Handler.Handle(ctx, out)
+	}
+	n, ok := h.p.tlsLog.allow(r.Time)
+	if !ok {
+		return nil
+	}
+	out := slog.NewRecord(r.Time, slog.LevelWarn, "TLS handshake failed; closed", r.PC)
+	out.AddAttrs(slog.String("client", client), slog.String("error", reason))
+	switch {
+	case strings.Contains(reason, "HTTP request to an HTTPS server") || strings.Contains(reason, "does not look like a TLS handshake"):
+		out.AddAttrs(slog.String("hint", "this listener is an HTTPS proxy: give the client an https:// proxy URL (curl -x https://…), or use the plain HTTP listener"))
+	case strings.Contains(reason, "certificate"):
+		out.AddAttrs(slog.String("hint", "the client and the proxy must trust each other's certificates: the client the proxy's CA (curl --proxy-cacert), the proxy the client's (WithTLS's ClientCAs, -tls-client-ca)"))
+	case strings.Contains(reason, "version") || strings.Contains(reason, "cipher"):
+		out.AddAttrs(slog.String("hint", "the HTTPS listener speaks TLS 1.2 and 1.3 with AEAD suites only"))
+	}
+	out.AddAttrs(slog.Int64("refused_since_last_line", n))
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h handshakeLog) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return handshakeLog{h.Handler.WithAttrs(attrs), h.p}
+}
+
+func (h handshakeLog) WithGroup(name string) slog.Handler {
+	return handshakeLog{h.Handler.WithGroup(name), h.p}
 }

@@ -1,8 +1,10 @@
 package fwdproxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -358,7 +360,7 @@ func TestTLSListenerSettings(t *testing.T) {
 		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13}, true},
 		{"TLS 1.2 AES-GCM", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, true},
 		{"TLS 1.2 CBC", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}, false},
-		{"TLS 1.1", &tls.Config{MaxVersion: tls.VersionTLS11}, false},
+		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false}, // Go's client offers 1.1 only when asked
 	} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -396,4 +398,95 @@ func TestTLSListenerSettings(t *testing.T) {
 	if err := p.ServeTLS(l); err == nil || !strings.Contains(err.Error(), "needs WithTLS") {
 		t.Errorf("ServeTLS without WithTLS: %v", err)
 	}
+}
+
+// TestTLSHandshakeFailuresLogged: a TLS handshake on the HTTPS listener
+// that fails is logged as the other front ends' refusals are: one Warn
+// line with the client, the error and a hint that says what to change, at
+// most one a second (a burst of failures is one line); a client that
+// connects and closes (a TCP health check) is no Warn line at all.
+func TestTLSHandshakeFailuresLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fail  func(t *testing.T, fp *frontProxy) // one failed handshake
+		error string                             // in the line's error
+		hint  string                             // in its hint; "" for none
+	}{
+		{"TLS 1.1", func(t *testing.T, fp *frontProxy) {
+			c := plainDial(t, fp.pki, fp.addr)
+			defer c.Close()
+			conf := &tls.Config{RootCAs: fp.pki.Pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
+			if err := tls.Client(c, conf).Handshake(); err == nil {
+				t.Fatal("a TLS 1.1 handshake succeeded")
+			}
+		}, "version", "TLS 1.2 and 1.3"},
+		{"an untrusted proxy certificate", func(t *testing.T, fp *frontProxy) {
+			c := plainDial(t, fp.pki, fp.addr)
+			defer c.Close()
+			if err := tls.Client(c, &tls.Config{ServerName: "127.0.0.1"}).Handshake(); err == nil {
+				t.Fatal("a handshake without the proxy's CA succeeded")
+			}
+		}, "bad certificate", "--proxy-cacert"},
+		{"plain HTTP, absolute-form", func(t *testing.T, fp *frontProxy) { // net/http answers no 400: not "GET /"
+			c := plainDial(t, fp.pki, fp.addr)
+			defer c.Close()
+			mustWrite(t, c, "GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n")
+			if b, _ := io.ReadAll(c); len(b) != 0 {
+				t.Fatalf("plain HTTP to the HTTPS listener: answered %q", b)
+			}
+		}, "does not look like a TLS handshake", "https:// proxy URL"},
+		{"plain HTTP, origin-form", func(t *testing.T, fp *frontProxy) {
+			c := plainDial(t, fp.pki, fp.addr)
+			defer c.Close()
+			mustWrite(t, c, "GET / HTTP/1.1\r\nHost: example.test\r\n\r\n")
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 400 {
+				t.Fatalf("plain HTTP to the HTTPS listener: %v %v", resp, err)
+			}
+		}, "client sent an HTTP request to an HTTPS server", "https:// proxy URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fp := startFront(t, &ingresses[1])
+			// A health check: connect, close.
+			c := plainDial(t, fp.pki, fp.addr)
+			c.Close()
+			for range 5 {
+				tc.fail(t, fp)
+			}
+			var lines []map[string]any
+			eventually(t, "the handshake failures logged", func() bool {
+				lines = fp.logRecords(t, "TLS handshake failed; closed")
+				return len(lines) > 0
+			})
+			time.Sleep(100 * time.Millisecond) // room for a line too many
+			lines = fp.logRecords(t, "TLS handshake failed; closed")
+			if len(lines) != 1 {
+				t.Fatalf("%s\n%d lines for a burst of 5 failures (and a health check), want 1: %v", fp.logs.String(), len(lines), lines)
+			}
+			l := lines[0]
+			host, _, _ := net.SplitHostPort(fmt.Sprint(l["client"]))
+			if l["level"] != "WARN" || host != "127.0.0.1" || !strings.Contains(fmt.Sprint(l["error"]), tc.error) ||
+				!strings.Contains(fmt.Sprint(l["hint"]), tc.hint) || l["refused_since_last_line"] != float64(0) {
+				t.Errorf("line %v, want a Warn line with the client, an error saying %q and a hint saying %q", l, tc.error, tc.hint)
+			}
+			if strings.Contains(fp.logs.String(), "TLS handshake error") {
+				t.Errorf("net/http's own line is in the log:\n%s", fp.logs.String())
+			}
+		})
+	}
+}
+
+// logRecords returns the records of fp's log whose msg is msg.
+func (fp *frontProxy) logRecords(t testing.TB, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.Lines(fp.logs.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -56,6 +56,7 @@ type Proxy struct {
 	socksLns  map[*socksListener]struct{}
 	socks     socksConns
 	socksLog  logLimiter
+	tlsLog    logLimiter // failed TLS handshakes of ServeTLS (front.go)
 	// closedDenied is the last reload that closed the tunnels its
 	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
 	closedDenied *deniedCheck

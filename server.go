@@ -97,6 +97,7 @@ func (p *Proxy) newHTTPServer(c *config, h http.Handler, connContext func(contex
 func (p *Proxy) newHandOffServer(c *config) *http.Server {
 	srv := p.newHTTPServer(c, p, p.countConn)
 	srv.ConnState = p.connState
+	srv.ErrorLog = slog.NewLogLogger(handshakeLog{p.log.Handler(), p}, slog.LevelWarn) // front.go: ServeTLS's failed handshakes
 	if c.h2c {
 		srv.Protocols = new(http.Protocols)
 		srv.Protocols.SetHTTP1(true)
