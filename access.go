@@ -20,7 +20,9 @@ import (
 // order; the first that refuses answers the client and nothing is dialed:
 //
 //  1. rate limit per client IP (WithRateLimit): 429;
-//  2. proxy authentication (WithBasicAuth, WithAuthenticator): 407;
+//  2. proxy authentication (a verified client certificate with WithTLS;
+//     WithBasicAuth, WithAuthenticator): 407, or 403 for a client without
+//     the certificate that WithTLS requires;
 //  3. request body size (WithMaxRequestBodyBytes), when the length is known: 413;
 //  4. rules on the host name and port (WithDenyHosts, WithAllowHosts,
 //     WithAllowPorts): 403;
@@ -149,20 +151,32 @@ func (p *Proxy) admit(c *config, w http.ResponseWriter, r *http.Request, target,
 		p.fail(c, w, r, denied(ErrRateLimited, "rate_limit", target, "too many requests from this client"))
 		return ctx, false
 	}
-	if c.auth != nil && authUser(ctx) == "" {
-		user, ok := c.auth.Authenticate(ctx, r)
-		if !ok {
-			w.Header()["Proxy-Authenticate"] = []string{c.auth.Challenge()}
-			reason := "proxy authentication required"
-			if r.Header["Proxy-Authorization"] != nil {
-				reason = "proxy credentials rejected"
+	if (c.auth != nil || c.front.certAuth) && authUser(ctx) == "" {
+		user, ok := "", false
+		if c.front.certAuth {
+			user = clientCertUser(ctx) // front.go: a verified client certificate (WithTLS)
+			ok = user != ""
+		}
+		if !ok && c.auth != nil {
+			if user, ok = c.auth.Authenticate(ctx, r); !ok {
+				w.Header()["Proxy-Authenticate"] = []string{c.auth.Challenge()}
+				reason := "proxy authentication required"
+				if r.Header["Proxy-Authorization"] != nil {
+					reason = "proxy credentials rejected"
+				}
+				p.fail(c, w, r, denied(ErrAuthRequired, "auth", target, reason))
+				return ctx, false
 			}
-			p.fail(c, w, r, denied(ErrAuthRequired, "auth", target, reason))
+		}
+		if !ok && c.front.certRequired {
+			p.fail(c, w, r, denied(ErrForbidden, "auth", target, clientCertReason))
 			return ctx, false
 		}
-		ctx = withAuthUser(ctx, user)
-		if rs := reqStateFrom(ctx); rs != nil {
-			rs.user = user // for the access log
+		if ok {
+			ctx = withAuthUser(ctx, user)
+			if rs := reqStateFrom(ctx); rs != nil {
+				rs.user = user // for the access log
+			}
 		}
 	}
 	if max := c.maxBodyBytes; max > 0 && r.ContentLength > max {
@@ -201,6 +215,12 @@ const (
 	tunnelsReason   = "too many open tunnels: retry later (the limit is WithMaxTunnels, -max-tunnels on the example server)"
 	bodyIdleHint    = " (the limit is WithBodyIdleTimeout, -body-idle-timeout on the example server)"
 )
+
+// clientCertReason refuses a request without a verified client
+// certificate when WithTLS requires one (tls.RequireAndVerifyClientCert)
+// and no other authenticator passed it: one that came on another listener
+// (Serve, ServeSOCKS), where the handshake could not require it.
+const clientCertReason = "a client certificate is required: connect to the proxy's TLS listener with a certificate it trusts"
 
 // reportOnly logs a denial that report-only mode (c's) lets through and
 // reports whether it does.

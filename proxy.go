@@ -49,6 +49,14 @@ type Proxy struct {
 	loops    map[*h1.Server]struct{} // Serve's own loops (internal/h1)
 	tunnels  map[*tunnel]struct{}
 	tunnelWG sync.WaitGroup
+	// The other front ends (front.go, socks.go): what Serve, ServeTLS and
+	// ServeSOCKS run, the ServeSOCKS listeners and the SOCKS connections
+	// being served.
+	listening listeners
+	socksLns  map[*socksListener]struct{}
+	socks     socksConns
+	socksLog  logLimiter
+	tlsLog    logLimiter // failed TLS handshakes of ServeTLS (front.go)
 	// closedDenied is the last reload that closed the tunnels its
 	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
 	closedDenied *deniedCheck
@@ -79,6 +87,7 @@ func New(opts ...Option) (*Proxy, error) {
 	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
+	p.socksLns = make(map[*socksListener]struct{})
 	p.tunnels = make(map[*tunnel]struct{})
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
@@ -107,14 +116,20 @@ func New(opts ...Option) (*Proxy, error) {
 // ServeHTTP serves a request: CONNECT opens a tunnel, an absolute-form
 // request goes upstream, anything else to the fallback handler (or 400).
 // It loads the configuration in force once; the request keeps it to its
-// end.
+// end. An HTTP/2 request for another host is made absolute-form first
+// (h2.go), so that the access record, the span and the metrics name its
+// target and URL as they do over HTTP/1.1.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor >= 2 && r.Method != http.MethodConnect && !r.URL.IsAbs() && proxiedOverH2(r) {
+		r = absoluteH2(r)
+	}
 	p.observe(p.cfg.Load(), w, r, p.dispatch) // telemetry.go: spans, metrics, access log, Stats
 }
 
-// dispatch sends a request where it belongs: CONNECT to a tunnel,
-// absolute-form requests upstream, anything else to the fallback handler
-// (or 400). A request on a connection past WithMaxConns gets 503.
+// dispatch sends a request where it belongs: CONNECT to a tunnel (an
+// extended CONNECT to a WebSocket), absolute-form requests (and HTTP/2
+// requests for another host) upstream, anything else to the fallback
+// handler (or 400). A request on a connection past WithMaxConns gets 503.
 func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
 	if r.Context().Value(ctxKeyOverLimit{}) != nil {
 		w.Header()["Connection"] = []string{"close"}
@@ -123,8 +138,12 @@ func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.Method == http.MethodConnect:
+		if extendedConnect(r) {
+			p.serveExtendedConnect(c, w, r) // h2.go: a WebSocket over HTTP/2
+			return
+		}
 		p.serveConnect(c, w, r) // connect.go
-	case r.URL.IsAbs():
+	case r.URL.IsAbs(): // HTTP/2 requests for another host too (ServeHTTP)
 		p.forward(c, w, r)
 	case c.fallback != nil:
 		c.fallback.ServeHTTP(w, r)

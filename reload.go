@@ -51,8 +51,12 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // WithLogger (records already queued go to the logger they were logged
 // for), interception (on, off, its bypass list and function; the minted
 // certificates are kept when the CA and the certificate store stay the
-// same), the upstream settings, and the resolver (its options, or
-// WithResolver). The client-side settings (WithReadHeaderTimeout,
+// same), the upstream settings, the resolver (its options, or
+// WithResolver), and the front ends' settings (options_front.go: the TLS
+// certificate and client CAs for the next handshake, the PROXY protocol's
+// trusted ranges and SOCKS5 on the HTTP listener for the next connection,
+// the HTTP/2 settings for the next HTTP/2 connection). The client-side
+// settings (WithReadHeaderTimeout,
 // WithClientIdleTimeout, WithMaxHeaderBytes) apply to the next request or
 // keep-alive wait of a connection Serve's own loop serves, and to the
 // connections handed to net/http or intercepted from then on; one that
@@ -72,7 +76,9 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // What cannot change while the Proxy runs, and is refused: WithTracerProvider,
 // WithMeterProvider and WithPropagator (the instruments and the tracer are
 // made from them once), and WithLogQueueSize (the log queue is made once).
-// Giving the values New was given again is no change.
+// Giving the values New was given again is no change. Nor can a
+// configuration leave out WithTLS while ServeTLS runs, or bring in
+// WithProxyProtocol while a listener runs that was started without it.
 //
 // An invalid configuration, or one that changes what cannot change, makes
 // Reload return an error naming the option at fault; the configuration in
@@ -137,6 +143,9 @@ func (p *Proxy) prepare(old, c *config) error {
 	if err := unchangeable(old, c); err != nil {
 		return err
 	}
+	if err := p.frontChangeAllowed(old, c); err != nil { // front.go
+		return err
+	}
 	if c.limiter != nil && old.limiter != nil && c.rate == old.rate && c.burst == old.burst {
 		c.limiter = old.limiter // the clients' buckets go on
 	}
@@ -156,15 +165,21 @@ func (p *Proxy) prepare(old, c *config) error {
 }
 
 // netServers gives c its net/http servers, which read their timeouts and
-// limits from their fields (the hand-off server, newHandOffServer, and the
+// limits (and HTTP/2 settings) from their fields (the hand-off server, newHandOffServer, and the
 // interception server, newInterceptServer): old's when c keeps the
 // settings they read (old is nil for New's configuration), new ones
 // otherwise. Connections those of old serve keep them. New servers are
 // registered for Shutdown; once Shutdown has begun, netServers fails (a
-// server registered after Shutdown collected them would outlive it).
+// server registered after Shutdown collected them would outlive it). It
+// also gives Serve's loops the SOCKS5 front end when c asks for it
+// (WithSOCKSOnHTTPListener).
 func (p *Proxy) netServers(old, c *config) error {
+	if c.socksOnHTTP {
+		c.h1srv.SOCKS = p.serveSOCKSFromLoop // socks.go
+	}
 	if old != nil && old.readHeaderTimeout == c.readHeaderTimeout &&
-		old.clientIdleTimeout == c.clientIdleTimeout && old.maxHeaderBytes == c.maxHeaderBytes {
+		old.clientIdleTimeout == c.clientIdleTimeout && old.maxHeaderBytes == c.maxHeaderBytes &&
+		old.h2MaxStreams == c.h2MaxStreams && old.h2c == c.h2c {
 		c.h1srv.HandOff, c.isrv = old.h1srv.HandOff, old.isrv
 		return nil
 	}
@@ -375,6 +390,9 @@ func tunnelRefusal(c *config, ti *tunnelInfo, authChanged bool) string {
 		}
 	}
 	if authChanged && c.auth != nil {
+		if c.front.certAuth && clientCertUser(ti.req.Context()) != "" {
+			return "" // its client certificate authenticates it (front.go)
+		}
 		if _, ok := c.auth.Authenticate(ti.req.Context(), ti.req); !ok {
 			return "proxy credentials rejected"
 		}

@@ -22,11 +22,12 @@ type Stats struct {
 	// tunnels included.
 	ActiveRequests int64
 	// ActiveConnections is the number of client connections open on the
-	// Proxy's own servers (Serve), not counting those taken over by
-	// tunnels.
+	// Proxy's own servers (Serve, ServeTLS, ServeSOCKS), not counting those
+	// taken over by tunnels.
 	ActiveConnections int64
-	// RefusedConnections counts the client connections Serve refused at
-	// accept, with 503, because WithMaxConns were open.
+	// RefusedConnections counts the client connections Serve, ServeTLS and
+	// ServeSOCKS refused at accept (with 503, or SOCKS5's "no acceptable
+	// methods") because WithMaxConns were open.
 	RefusedConnections uint64
 	// ActiveTunnels is the number of open CONNECT and upgraded tunnels.
 	ActiveTunnels int64

@@ -187,7 +187,8 @@ func copyCounting(dst io.Writer, src io.Reader, total *atomic.Int64) error {
 }
 
 // tcpOf returns the *net.TCPConn that c is, or that c reads ahead of
-// (netx.Conn), if there is one.
+// (netx.Conn), or that c carries (a PROXY protocol connection, whose
+// WriteTo and ReadFrom hand over to it), if there is one.
 func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
 	for {
 		switch v := c.(type) {
@@ -195,6 +196,8 @@ func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
 			return v
 		case *netx.Conn:
 			c = v.Conn
+		case h1.TCPCarrier:
+			return v.TCPConn()
 		default:
 			return nil
 		}

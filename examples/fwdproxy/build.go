@@ -24,6 +24,7 @@ type shared struct {
 	ca     *tls.Certificate   // nil: no interception
 	certs  fwdproxy.CertStore // the leaves minted with ca, kept across reloads; nil: the library's own
 	fdSoft uint64             // 0: unknown
+	cert   *certFiles         // the HTTPS listener's certificate (front.go); nil: no -tls-listen
 }
 
 // built is a configuration ready for fwdproxy.New or (*Proxy).Reload.
@@ -127,7 +128,12 @@ func configure(l *loaded, sh *shared) (*built, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	b.opts = append(opts, tlsOpts...)
+	opts = append(opts, tlsOpts...)
+	frontOpts, err := frontOptions(l, sh) // front.go
+	if err != nil {
+		errs = append(errs, err)
+	}
+	b.opts = append(opts, frontOpts...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -135,7 +141,8 @@ func configure(l *loaded, sh *shared) (*built, error) {
 }
 
 // checkFixed checks the settings that are used once, at start, before
-// anything is started with them: the listen addresses and the log format.
+// anything is started with them: the listen addresses, the log format, and
+// that an HTTPS listener has its certificate.
 func checkFixed(l *loaded) error {
 	var errs []error
 	if err := checkAddr(l.s.listen); err != nil {
@@ -149,6 +156,7 @@ func checkFixed(l *loaded) error {
 	if f := l.s.logFormat; f != "text" && f != "json" {
 		errs = append(errs, l.problem("log-format", fmt.Sprintf("want text or json, got %q", f)))
 	}
+	errs = append(errs, checkFront(l)...) // front.go
 	return errors.Join(errs...)
 }
 
@@ -206,6 +214,9 @@ var optionKeys = map[string][]string{
 	"WithInterception":           {"mitm-ca-dir"},
 	"BypassHosts":                {"mitm-bypass"},
 	"WithInterceptBypass":        {"mitm-bypass"},
+	"WithTLS":                    {"tls-cert", "tls-client-ca", "tls-listen"},
+	"WithHTTP2MaxStreams":        {"http2-max-streams"},
+	"WithProxyProtocol":          {"proxy-protocol-from"},
 }
 
 // locate turns an error of fwdproxy.New or (*Proxy).Reload, whose lines

@@ -55,6 +55,17 @@ type settings struct {
 	mitmCADir  string
 	mitmBypass listFlag
 	upstreamCA string
+
+	// Front ends (front.go).
+	tlsListen            string
+	tlsCert, tlsKey      string
+	tlsClientCA          string
+	tlsRequireClientCert bool
+	h2MaxStreams         int
+	h2c                  bool
+	socksListen          string
+	socksOnHTTP          bool
+	proxyProtocolFrom    listFlag
 }
 
 // timeouts are the library's timeouts, each a flag.
@@ -76,9 +87,11 @@ var (
 	noEnv       = map[string]bool{"check-config": true, "version": true}
 
 	// fixedKeys are set up once at start and cannot change on reload: the
-	// listeners, the CA, where and how the log and the spans are written.
-	// A reload that changes one is refused whole.
-	fixedKeys = []string{"listen", "metrics-listen", "mitm-ca-dir", "log-format", "trace-file"}
+	// listeners, the CA, the files of the proxy's certificate (their
+	// contents are read again when they change), where and how the log and
+	// the spans are written. A reload that changes one is refused whole.
+	fixedKeys = []string{"listen", "metrics-listen", "mitm-ca-dir", "log-format", "trace-file",
+		"tls-listen", "tls-cert", "tls-key", "socks-listen"}
 )
 
 // flagSet is the flag set of s, every flag in the order of the README's
@@ -150,6 +163,17 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 	str(&s.mitmCADir, "mitm-ca-dir", "", "intercept TLS in CONNECTs with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing); plain HTTP in a CONNECT is served too, other protocols are tunnelled")
 	value(&s.mitmBypass, "mitm-bypass", "tunnel, not intercept, CONNECTs to destinations matching `PATTERN`: host, *.domain, IP or CIDR, as for -deny-host; IPs and CIDRs match IP targets (repeatable or comma-separated)")
 	str(&s.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS (read again on reload)")
+
+	str(&s.tlsListen, "tls-listen", "", "also serve an HTTPS proxy (TLS to the proxy; HTTP/1.1 and HTTP/2 by ALPN) on `host:port`, with -tls-cert and -tls-key")
+	str(&s.tlsCert, "tls-cert", "", "PEM `FILE` of the HTTPS listener's certificate (chain); read again when it changes")
+	str(&s.tlsKey, "tls-key", "", "PEM `FILE` of the HTTPS listener's private key; read again when it changes")
+	str(&s.tlsClientCA, "tls-client-ca", "", "PEM `FILE` of the CAs of client certificates: a client whose certificate verifies is the user its certificate names (CN, else first URI SAN), without a password (read again on reload)")
+	boolean(&s.tlsRequireClientCert, "tls-require-client-cert", "refuse TLS clients without a client certificate that -tls-client-ca verifies (and requests without one on the other listeners, unless -auth lets them in)")
+	integer(&s.h2MaxStreams, "http2-max-streams", fwdproxy.DefaultHTTP2MaxStreams, "streams (requests and CONNECT tunnels) a client may have open at once on one HTTP/2 connection")
+	boolean(&s.h2c, "h2c", "serve cleartext HTTP/2 with prior knowledge on -listen (curl --http2-prior-knowledge, h2load)")
+	str(&s.socksListen, "socks-listen", "", "also serve SOCKS5 (CONNECT, with -auth as username/password) on `host:port`")
+	boolean(&s.socksOnHTTP, "socks-on-http-listener", "serve SOCKS5 on -listen too, told from HTTP by the first byte (refused without it)")
+	value(&s.proxyProtocolFrom, "proxy-protocol-from", "take the PROXY protocol (v1, v2) from load balancers at `CIDR`: they must send it, others may not (repeatable or comma-separated)")
 
 	str(&s.config, "config", "", "read settings from the YAML `FILE` (keys are the flag names); with it, SIGHUP and changes to the file reload it (command line and environment only)")
 	value(&s.checkConfig, "check-config", "check the configuration (-config FILE, or -check-config FILE) and exit: 0 when it is valid, else 1 with FILE:LINE: key: problem (command line only)")

@@ -18,7 +18,7 @@ import (
 type srvConn struct {
 	s      *Server
 	c      net.Conn
-	tcp    *net.TCPConn // c (the loop serves TCP connections only)
+	tcp    *net.TCPConn // c, or the TCP connection c carries (TCPCarrier): for writes, splices and half-closes
 	br     *bufio.Reader
 	state  atomic.Int32
 	remote string
@@ -77,6 +77,10 @@ func (sc *srvConn) serve() {
 			return // closed, idle too long, or closed by shutdown
 		}
 		if first {
+			if b[0] == socks5Version && st.SOCKS != nil {
+				keep = sc.handSOCKS(st.SOCKS)
+				return
+			}
 			if proto, answer, ok := nonHTTP(b[0]); ok {
 				sc.refuseNonHTTP(proto, answer) // TLS or SOCKS: no HTTP will come
 				return

@@ -130,11 +130,15 @@ func MethodAttr(m string) string {
 // requestAttrs appends to attrs the span attributes of a request to target.
 func requestAttrs(attrs []attribute.KeyValue, r *http.Request, target string) []attribute.KeyValue {
 	host, port := splitTarget(target, r.URL.Scheme)
+	name, version := protocol(r)
 	attrs = append(attrs,
 		semconv.HTTPRequestMethodKey.String(MethodAttr(r.Method)),
 		semconv.ServerAddressKey.String(host),
-		semconv.NetworkProtocolVersionKey.String(versionString(r.ProtoMajor, r.ProtoMinor)),
 	)
+	if name != "" {
+		attrs = append(attrs, semconv.NetworkProtocolNameKey.String(name))
+	}
+	attrs = append(attrs, semconv.NetworkProtocolVersionKey.String(version))
 	if port > 0 {
 		attrs = append(attrs, semconv.ServerPortKey.Int(port))
 	}
@@ -171,6 +175,21 @@ func splitTarget(target, scheme string) (string, int) {
 }
 
 // versionString is the network.protocol.version of HTTP major.minor.
+// SOCKS5Proto is the Proto of the CONNECT request that stands for a SOCKS5
+// client's CONNECT (the root package's socks.go makes it): its spans and
+// metrics say network.protocol.name socks, version 5, not HTTP's.
+const SOCKS5Proto = "SOCKS5"
+
+// protocol returns the network.protocol.name and .version of r as the
+// proxy received it: "" (HTTP, which the HTTP conventions leave implied)
+// and HTTP's version, or socks and 5 for a SOCKS5 client's request.
+func protocol(r *http.Request) (name, version string) {
+	if r.Proto == SOCKS5Proto {
+		return "socks", "5"
+	}
+	return "", versionString(r.ProtoMajor, r.ProtoMinor)
+}
+
 func versionString(major, minor int) string {
 	switch {
 	case major == 1 && minor == 1:

@@ -39,6 +39,7 @@ type harness struct {
 	programs              map[string]string // Debian-packaged proxies: name → path ("" if missing)
 	fwdproxy, fwdproxyErr string            // the built example server, or why it did not build
 	fwdproxyMITM          bool
+	fwdproxyFront         bool     // has the front-end flags (-tls-listen, -socks-listen, -h2c)
 	fwdproxyBase          string   // the example server built from -fwdproxy-base-src, or ""
 	env                   []string // environment of the proxies
 	loadThreads           int
@@ -46,6 +47,9 @@ type harness struct {
 
 	origin                                         *proc
 	originHTTP, originHTTPS, originRaw, originCert string
+	// The certificate of fwdproxy's HTTPS listener, for the front-end
+	// scenarios (front.go).
+	proxyCert, proxyKey string
 }
 
 func main() {
@@ -221,6 +225,7 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 	} else {
 		h.fwdproxy = filepath.Join(h.tmp, "fwdproxy")
 		h.fwdproxyMITM = fwdproxySupportsMITM(h.fwdproxy)
+		h.fwdproxyFront = fwdproxyHasFlag(h.fwdproxy, "-socks-listen")
 	}
 	if baseSrc != "" {
 		build = fwdproxyBuild(baseSrc, filepath.Join(h.tmp, "fwdproxy-base"))
@@ -231,6 +236,9 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 		}
 	}
 
+	if h.proxyCert, h.proxyKey, err = writeProxyCert(h.tmp); err != nil { // front.go
+		return err
+	}
 	ports := make([]int, 3)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
@@ -292,7 +300,7 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return rr.fail(err)
 		}
-		argv, caFile, err := t.launch(h, port, dir, s.intercept)
+		argv, caFile, err := t.launch(h, port, dir, s)
 		if err != nil {
 			return rr.fail(err)
 		}
@@ -304,7 +312,7 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 			return rr.fail(err)
 		}
 		proxy, ca = addr(port), caFile
-		if s.tool == "wrk" {
+		if s.tool == "wrk" && s.front == "" {
 			keepAlive, err := h.probeKeepAlive(proxy, s.path)
 			if err != nil {
 				return rr.fail(err)

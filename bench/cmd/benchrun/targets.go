@@ -19,8 +19,9 @@ type target struct {
 	program    string // external program it needs ("" when built by the harness)
 	intercepts bool   // can intercept TLS (the mitm scenario)
 	// launch returns the command that runs the proxy on 127.0.0.1:port with
-	// dir as scratch space, and in intercept mode the CA clients must trust.
-	launch func(h *harness, port int, dir string, intercept bool) (argv []string, ca string, err error)
+	// dir as scratch space for scenario s (in intercept mode, with the CA
+	// clients must trust; with a front end, that front end on port).
+	launch func(h *harness, port int, dir string, s scenario) (argv []string, ca string, err error)
 }
 
 var targets = []target{
@@ -36,9 +37,10 @@ var targets = []target{
 	{name: "privoxy", program: "privoxy", launch: launchConfigured("privoxy", "--no-daemon")},
 }
 
-func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, string, error) {
-	argv := append([]string{h.fwdproxy, "-listen", addr(port), "-allow-private"}, h.originConnectPorts()...)
-	if !intercept {
+func launchFwdproxy(h *harness, port int, _ string, s scenario) ([]string, string, error) {
+	argv := append([]string{h.fwdproxy, "-allow-private"}, h.originConnectPorts()...)
+	argv = append(argv, h.frontFlags(port, s)...) // front.go: -listen, or the scenario's front end on port
+	if !s.intercept {
 		return argv, "", nil
 	}
 	// One CA directory for all runs: the first run creates the CA, later ones load it.
@@ -49,14 +51,14 @@ func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, s
 // launchFwdproxyQuiet runs the example server with its access log off
 // (-log-level warn), as the peers are configured (squid's access_log none,
 // tinyproxy and privoxy without a log file, goproxy not verbose).
-func launchFwdproxyQuiet(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
-	argv, ca, err := launchFwdproxy(h, port, dir, intercept)
+func launchFwdproxyQuiet(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxy(h, port, dir, s)
 	return append(argv, "-log-level", "warn"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
 // for before/after comparisons in one run.
-func launchFwdproxyBase(h *harness, port int, _ string, _ bool) ([]string, string, error) {
+func launchFwdproxyBase(h *harness, port int, _ string, _ scenario) ([]string, string, error) {
 	argv := []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}
 	if fwdproxyHasFlag(h.fwdproxyBase, "-allow-port") {
 		argv = append(argv, h.originConnectPorts()...)
@@ -76,10 +78,10 @@ func (h *harness) originConnectPorts() []string {
 	return args
 }
 
-func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, string, error) {
-	return func(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
+func launchGopeer(kind string) func(*harness, int, string, scenario) ([]string, string, error) {
+	return func(h *harness, port int, dir string, s scenario) ([]string, string, error) {
 		argv := []string{filepath.Join(h.tmp, "gopeer"), "-kind", kind, "-listen", addr(port)}
-		if !intercept {
+		if !s.intercept {
 			return argv, "", nil
 		}
 		ca := filepath.Join(dir, "goproxy-ca.pem")
@@ -89,8 +91,8 @@ func launchGopeer(kind string) func(*harness, int, string, bool) ([]string, stri
 
 // launchConfigured runs a Debian-packaged proxy with its configuration from
 // bench/config/NAME.* rendered into dir; the config file comes last in argv.
-func launchConfigured(name string, args ...string) func(*harness, int, string, bool) ([]string, string, error) {
-	return func(h *harness, port int, dir string, _ bool) ([]string, string, error) {
+func launchConfigured(name string, args ...string) func(*harness, int, string, scenario) ([]string, string, error) {
+	return func(h *harness, port int, dir string, _ scenario) ([]string, string, error) {
 		files, err := filepath.Glob(filepath.Join(h.benchDir, "config", name+".*"))
 		if err != nil || len(files) == 0 {
 			return nil, "", fmt.Errorf("no configuration bench/config/%s.*", name)
@@ -151,6 +153,10 @@ func (h *harness) skip(t target, s scenario) string {
 		return "cannot intercept TLS"
 	case s.intercept && isFwdproxy(t) && !h.fwdproxyMITM:
 		return "this fwdproxy build has no -mitm-ca-dir flag yet"
+	case s.front != "" && t.name != "direct" && !isFwdproxy(t):
+		return "no " + frontName(s.front) + " front end configured here (fwdproxy only)"
+	case s.front != "" && isFwdproxy(t) && !h.fwdproxyFront:
+		return "this fwdproxy build has no -tls-listen, -socks-listen or -h2c flag yet"
 	}
 	return ""
 }
