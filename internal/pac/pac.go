@@ -55,7 +55,7 @@ const (
 
 // Entry is one element of FindProxyForURL's answer.
 type Entry struct {
-	Kind Kind
+	Kind Kind   // the protocol to speak to the proxy, or Direct
 	Addr string // "host:port" of the proxy; "" for DIRECT
 }
 
@@ -90,8 +90,8 @@ func (e Entry) UpstreamSpec() string {
 
 // SyntaxError is a PAC file that does not compile.
 type SyntaxError struct {
-	Line, Column int
-	Message      string
+	Line, Column int    // where, counting from 1
+	Message      string // goja's description
 }
 
 // Error implements error.

@@ -34,7 +34,7 @@ type health struct {
 // Stats is a snapshot of an upstream's health and counters.
 type Stats struct {
 	Name string // the upstream's Name
-	Kind Kind
+	Kind Kind   // the upstream's protocol
 	// Up is false while the upstream is in back-off after a fault.
 	Up bool
 	// ConsecutiveFailures counts faults since the last success.
@@ -42,8 +42,8 @@ type Stats struct {
 	// NextRetry is when a down upstream is next let through (zero when up).
 	NextRetry time.Time
 	// LastFailure and LastError describe the latest fault (zero and "" if none).
-	LastFailure time.Time
-	LastError   string
+	LastFailure time.Time // when the latest fault was observed
+	LastError   string    // its error, which names no credentials
 	// Outstanding counts requests between Begin and End.
 	Outstanding int64
 	// Requests counts Begin calls; Successes, Failures (faults) and

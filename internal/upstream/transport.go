@@ -33,7 +33,8 @@ func FromContext(ctx context.Context) *Upstream {
 //     below, with its own roots and server name (WithRootCAs,
 //     WithServerName), while t.TLSClientConfig stays for the origins.
 //   - DialContext connects to the upstream with its WithDial function
-//     (and TLS for HTTPS), observing the outcome in its health. Direct
+//     (and TLS for HTTPS), within 30 s if the context has no deadline,
+//     observing the outcome in its health. Direct
 //     requests use the DialContext t had, which must be the proxy's
 //     guarded dial (net.Dialer's if t had none).
 //   - OnProxyConnectResponse turns a non-2xx answer to CONNECT into an
@@ -57,6 +58,11 @@ func ConfigureTransport(t *http.Transport) {
 		u := FromContext(ctx)
 		if u == nil || u.kind == Direct || addr != u.addr {
 			return direct(ctx, network, addr)
+		}
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
+			defer cancel()
 		}
 		c, e := u.connect(ctx, "")
 		if e != nil {

@@ -69,8 +69,8 @@ type DialFunc func(ctx context.Context, network, address string) (net.Conn, erro
 // period varied at random by ±Jitter (a fraction, 0.2 for ±20 %) so that
 // many proxies do not retry in step.
 type Backoff struct {
-	Min, Max time.Duration
-	Jitter   float64
+	Min, Max time.Duration // the first period, and the longest
+	Jitter   float64       // the random variation of each period, a fraction in [0, 1)
 }
 
 // DefaultBackoff is 1 s doubling to 1 min, ±20 %.
