@@ -311,7 +311,8 @@ type proxyHandler struct {
 	transport  *http.Transport
 	wg         sync.WaitGroup
 	mu         sync.Mutex
-	conns      map[net.Conn]bool
+	conns      map[net.Conn]bool // tunnels under way
+	closed     bool
 	connects   int
 }
 
@@ -351,8 +352,20 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b, _ := brw.Reader.Peek(n)
 			_, _ = up.Write(b)
 		}
-		h.track(c, true)
-		h.wg.Go(func() { relay(c, up); h.track(c, false) })
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			c.Close()
+			up.Close()
+			return
+		}
+		h.conns[c] = true
+		h.wg.Go(func() {
+			relay(c, up)
+			h.mu.Lock()
+			delete(h.conns, c)
+			h.mu.Unlock()
+		})
 		return
 	}
 	if !r.URL.IsAbs() {
@@ -377,18 +390,11 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, resp.Body)
 }
 
-func (h *proxyHandler) track(c net.Conn, add bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if add {
-		h.conns[c] = true
-	} else {
-		delete(h.conns, c)
-	}
-}
-
+// close cuts the tunnels under way, refuses new ones, and waits for
+// their goroutines.
 func (h *proxyHandler) close() {
 	h.mu.Lock()
+	h.closed = true
 	for c := range h.conns {
 		c.Close()
 	}
