@@ -157,6 +157,15 @@ func (u *Upstream) statusError(target string, code int, status string) *Error {
 	return e
 }
 
+// StatusError returns the error of u answering target's request with
+// code (407 or 401: ErrAuth; any other: ErrRefused), as DialTunnel
+// reports a CONNECT refused; status is the status line's text, if known.
+// The proxy uses it for a 407 to a request sent in absolute-form, which
+// Observe then counts as a refusal.
+func (u *Upstream) StatusError(target string, code int, status string) *Error {
+	return u.statusError(target, code, status)
+}
+
 // socksReplies are the texts x/net's SOCKS client gives reply codes
 // ("unknown error " + text); it exposes no code, so DialTunnel maps its
 // error text back to one. TestSOCKSReplies pins them.

@@ -190,6 +190,16 @@ func (p *Pool) AppendPick(dst []*Upstream, host string) []*Upstream {
 	return dst
 }
 
+// AppendFailover appends ups (at most 64, the first 64 are taken) in the
+// order a Failover pool of them would pick: those available first, in the
+// order given, then those down, least recently failed first. It serves
+// orders that are not known in advance, such as a PAC file's answers; with a
+// dst of enough capacity it does not allocate.
+func AppendFailover(dst []*Upstream, ups []*Upstream) []*Upstream {
+	p := Pool{policy: Failover, ups: ups[:min(len(ups), maxPool)]}
+	return p.AppendPick(dst, "")
+}
+
 // allUp reports whether no upstream of the pool is in back-off.
 func (p *Pool) allUp() bool {
 	for _, u := range p.ups {

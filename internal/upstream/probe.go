@@ -60,6 +60,13 @@ type Prober struct {
 // marks its upstream down like a failed request; one that succeeds brings
 // it back at once.
 func StartProbing(ups []*Upstream, cfg ProbeConfig) *Prober {
+	return StartProbingEach(func() []*Upstream { return ups }, cfg)
+}
+
+// StartProbingEach is StartProbing over the upstreams that list returns at
+// the start of each round, for a set that grows (the upstreams a PAC file
+// names, as they are met).
+func StartProbingEach(list func() []*Upstream, cfg ProbeConfig) *Prober {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 10 * time.Second
 	}
@@ -75,7 +82,7 @@ func StartProbing(ups []*Upstream, cfg ProbeConfig) *Prober {
 			case <-timer.C:
 			}
 			var round sync.WaitGroup
-			for _, u := range ups {
+			for _, u := range list() {
 				if u.kind != Direct {
 					round.Go(func() { _ = Probe(ctx, u, cfg) })
 				}

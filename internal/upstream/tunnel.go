@@ -69,6 +69,32 @@ func (u *Upstream) DialTunnel(ctx context.Context, target string) (net.Conn, err
 	return conn, nil
 }
 
+// errNotHTTP is DialProxy's error for an upstream that is not an HTTP
+// proxy.
+var errNotHTTP = errors.New("upstream: not an HTTP or HTTPS proxy")
+
+// DialProxy connects to u itself, an HTTP or HTTPS proxy (TLS for HTTPS),
+// for a caller that sends it requests in absolute-form, bounded by ctx (30 s
+// if ctx has no deadline), and reports the outcome to u's health as
+// DialTunnel does. Failures are *Error values.
+func (u *Upstream) DialProxy(ctx context.Context) (net.Conn, error) {
+	if u.kind != HTTP && u.kind != HTTPS {
+		return nil, u.newError(ErrProtocol, "", "connecting", errNotHTTP)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+	}
+	c, e := u.connect(ctx, "")
+	if e != nil {
+		u.Observe(e)
+		return nil, e
+	}
+	u.Observe(nil)
+	return c, nil
+}
+
 // tunnel returns either a connection or an *Error.
 func (u *Upstream) tunnel(ctx context.Context, target string) (net.Conn, error) {
 	conn, e := u.connect(ctx, target)

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/peertest"
 )
 
 // peerCase is an upstream under test and what it answers.
@@ -97,7 +99,7 @@ func runPeerCase(t *testing.T, pc peerCase) {
 
 func TestSquid(t *testing.T) {
 	t.Parallel()
-	addr := startSquid(t, true)
+	addr := peertest.StartSquid(t, testUser, testPass)
 	runPeerCase(t, peerCase{
 		spec:     "http://" + testUser + ":" + testPass + "@" + addr,
 		badSpec:  "http://" + testUser + ":wrong@" + addr,
@@ -114,7 +116,7 @@ func TestSquid(t *testing.T) {
 
 func TestTinyproxy(t *testing.T) {
 	t.Parallel()
-	addr := startTinyproxy(t, true)
+	addr := peertest.StartTinyproxy(t, testUser, testPass)
 	runPeerCase(t, peerCase{
 		spec:     "http://" + testUser + ":" + testPass + "@" + addr,
 		badSpec:  "http://" + testUser + ":wrong@" + addr,
@@ -130,7 +132,7 @@ func TestTinyproxy(t *testing.T) {
 
 func TestDante(t *testing.T) {
 	t.Parallel()
-	addr := startDante(t)
+	addr := peertest.StartDante(t)
 	runPeerCase(t, peerCase{
 		spec:    "socks5://" + addr,
 		refused: 2, // "connection not allowed by ruleset"
@@ -158,16 +160,16 @@ func TestDante(t *testing.T) {
 
 func TestSOCKS5WithCredentials(t *testing.T) {
 	t.Parallel()
-	s := startSOCKS(t, testUser, testPass, 0)
+	s := peertest.StartSOCKS(t, testUser, testPass, 0)
 	runPeerCase(t, peerCase{
-		spec:     "socks5://" + testUser + ":" + testPass + "@" + s.addr(),
-		badSpec:  "socks5://" + testUser + ":wrong@" + s.addr(),
+		spec:     "socks5://" + testUser + ":" + testPass + "@" + s.Addr(),
+		badSpec:  "socks5://" + testUser + ":wrong@" + s.Addr(),
 		badKind:  ErrAuth,
-		noneSpec: "socks5://" + s.addr(),
+		noneSpec: "socks5://" + s.Addr(),
 		tcp:      true,
 	})
 	t.Run("transport", func(t *testing.T) {
-		testTransport(t, "socks5://"+testUser+":"+testPass+"@"+s.addr(), nil, true)
+		testTransport(t, "socks5://"+testUser+":"+testPass+"@"+s.Addr(), nil, true)
 	})
 }
 
@@ -177,8 +179,8 @@ func TestSOCKSReplies(t *testing.T) {
 	t.Parallel()
 	origin := echoServer(t)
 	for code := byte(1); code <= 9; code++ {
-		s := startSOCKS(t, "", "", code)
-		_, err := MustParse("socks5://"+s.addr()).DialTunnel(tunnelDeadline(t), origin)
+		s := peertest.StartSOCKS(t, "", "", code)
+		_, err := MustParse("socks5://"+s.Addr()).DialTunnel(tunnelDeadline(t), origin)
 		var e *Error
 		if !errors.As(err, &e) || e.Reply != int(code) {
 			t.Errorf("reply %d: err = %v, Reply %d", code, err, e.Reply)

@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/proxy"
@@ -85,6 +86,7 @@ type options struct {
 	dial       DialFunc
 	directDial DialFunc
 	rootCAs    *x509.CertPool
+	tlsConfig  *tls.Config
 	serverName string
 	now        func() time.Time
 	backoff    Backoff
@@ -104,6 +106,12 @@ func WithDirectDial(d DialFunc) Option { return func(o *options) { o.directDial 
 // WithRootCAs sets the roots that an https:// upstream's certificate must
 // chain to (default: the system roots).
 func WithRootCAs(pool *x509.CertPool) Option { return func(o *options) { o.rootCAs = pool } }
+
+// WithTLSConfig sets the TLS configuration for an https:// upstream: a
+// clone of c, with the server name (WithServerName, or the host in its
+// URL) and ALPN "http/1.1" set, and TLS 1.2 at least. It takes the place
+// of WithRootCAs.
+func WithTLSConfig(c *tls.Config) Option { return func(o *options) { o.tlsConfig = c } }
 
 // WithServerName sets the name sent in SNI and checked against an https://
 // upstream's certificate (default: the host in its URL).
@@ -139,7 +147,17 @@ type Upstream struct {
 	nameHash   uint64
 
 	health health
+
+	attached atomic.Value // the owner's per-upstream state (Attach)
 }
+
+// Attach keeps v with u for its owner, who finds it with Attached: state
+// that lives as long as the upstream, such as a transport's description
+// of it. The first call wins; later ones are ignored.
+func (u *Upstream) Attach(v any) { u.attached.CompareAndSwap(nil, v) }
+
+// Attached returns what Attach kept, or nil.
+func (u *Upstream) Attached() any { return u.attached.Load() }
 
 // socksDialer is the part of x/net's SOCKS5 dialer that DialTunnel uses:
 // the SOCKS handshake on a connection we dialed ourselves, which keeps the
@@ -241,12 +259,14 @@ func Parse(spec string, opts ...Option) (*Upstream, error) {
 			if name == "" {
 				name = host
 			}
-			u.tlsConfig = &tls.Config{
-				RootCAs:    o.rootCAs,
-				ServerName: name,
-				NextProtos: []string{"http/1.1"},
-				MinVersion: tls.VersionTLS12,
+			if o.tlsConfig != nil {
+				u.tlsConfig = o.tlsConfig.Clone()
+			} else {
+				u.tlsConfig = &tls.Config{RootCAs: o.rootCAs}
 			}
+			u.tlsConfig.ServerName = name
+			u.tlsConfig.NextProtos = []string{"http/1.1"}
+			u.tlsConfig.MinVersion = max(u.tlsConfig.MinVersion, tls.VersionTLS12)
 		}
 	case SOCKS5:
 		var auth *proxy.Auth
@@ -372,6 +392,11 @@ func specError(spec, why string) error {
 	return fmt.Errorf("upstream %q: %s", redactSpec(spec), why)
 }
 
+// RedactSpec returns an upstream specification with its user info, if
+// any, replaced by "***", for descriptions and errors: it works on a
+// malformed specification too.
+func RedactSpec(spec string) string { return redactSpec(spec) }
+
 // redactSpec replaces the user info of a specification, well-formed or
 // not, with "***": everything before the last '@' of its authority.
 func redactSpec(spec string) string {
@@ -440,6 +465,11 @@ func (u *Upstream) ProxyConnectHeader() http.Header {
 	}
 	return http.Header{"Proxy-Authorization": {string(u.authz)}}
 }
+
+// ProxyAuthorization returns the Proxy-Authorization value for an HTTP or
+// HTTPS upstream with credentials ("Basic …"), or "". It is a secret:
+// never log it.
+func (u *Upstream) ProxyAuthorization() string { return string(u.authz) }
 
 // hashString is FNV-1a of s, mixed.
 func hashString(s string) uint64 {

@@ -13,11 +13,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/peertest"
 )
 
 func TestMD5Crypt(t *testing.T) {
 	// openssl passwd -1 -salt fwdprxy1 s3cr3t-Pa55
-	if got, want := md5Crypt(testPass, "fwdprxy1"), "$1$fwdprxy1$ROhfAby4KoV2J5qrjPtQd."; got != want {
+	if got, want := peertest.MD5Crypt(testPass, "fwdprxy1"), "$1$fwdprxy1$ROhfAby4KoV2J5qrjPtQd."; got != want {
 		t.Fatalf("md5Crypt = %q, want %q", got, want)
 	}
 }
@@ -183,8 +185,8 @@ func TestCredentialsNeverShown(t *testing.T) {
 	ctx := context.Background()
 	httpProxy, _ := startHTTPProxy(t, "someone", "else") // rejects ours: 407
 	httpsProxy, _ := startHTTPSProxy(t, testUser, testPass)
-	socksWrong := startSOCKS(t, "someone", "else", 0)
-	socksRefuse := startSOCKS(t, testUser, testPass, 2)
+	socksWrong := peertest.StartSOCKS(t, "someone", "else", 0)
+	socksRefuse := peertest.StartSOCKS(t, testUser, testPass, 2)
 	silent := rawServer(t, func(c net.Conn) { _, _ = c.Read(make([]byte, 1)) })
 	garbage := rawServer(t, func(c net.Conn) { _, _ = c.Write([]byte("SSH-2.0-nope\r\n\r\n")); _, _ = c.Read(make([]byte, 1)) })
 	origin := echoServer(t)
@@ -199,8 +201,8 @@ func TestCredentialsNeverShown(t *testing.T) {
 		{"https://" + creds + hostport(httpsProxy.URL), nil, ErrProtocol}, // untrusted certificate
 		{"http://" + creds + silent, nil, ErrTimeout},
 		{"http://" + creds + garbage, nil, ErrProtocol},
-		{"socks5://" + creds + socksWrong.addr(), nil, ErrAuth},
-		{"socks5://" + creds + socksRefuse.addr(), nil, ErrRefused},
+		{"socks5://" + creds + socksWrong.Addr(), nil, ErrAuth},
+		{"socks5://" + creds + socksRefuse.Addr(), nil, ErrRefused},
 		{"socks5://" + creds + silent, nil, ErrTimeout},
 	}
 	var logs bytes.Buffer
