@@ -110,6 +110,13 @@ type settings struct {
 	// TLS interception (options_intercept.go); nil: off.
 	interception *interceptSettings
 
+	// Routing through upstream proxies (options_route.go).
+	routes                []Route
+	pacSrc                []byte
+	pacCredentials        []string
+	upstreamResolvesNames bool
+	probe                 probeSettings
+
 	// What a Reload does besides installing the configuration (reload.go);
 	// no part of the configuration itself.
 	reloadClosesDenied bool
@@ -212,6 +219,9 @@ func buildConfig(base settings, opts []Option) (*config, error) {
 		if c.intercept, err = newInterceptor(s.interception); err != nil { // options_intercept.go
 			return nil, fmt.Errorf("WithInterception: %w", err)
 		}
+	}
+	if c.routing, err = compileRouting(&s); err != nil { // route.go
+		return nil, err
 	}
 	c.via = newViaValues(s.pseudonym)
 	c.h1srv = h1.ServerSettings{

@@ -125,6 +125,8 @@ func (p *Proxy) reload(old *config, opts []Option) (*config, error) {
 	}
 	p.swap(c)
 	p.retireUpstream(old.up, c.up, old.dialTimeout) // upstream.go
+	old.routing.stopProbing()                       // route.go
+	c.routing.startProbing(c)
 	return c, nil
 }
 
@@ -151,6 +153,12 @@ func (p *Proxy) prepare(old, c *config) error {
 		return err
 	}
 	c.up = up
+	if err := p.attachRouting(old, c); err != nil { // route.go
+		if up != old.up {
+			up.closeUnused(old.up)
+		}
+		return err
+	}
 	p.describe(c, old)
 	return nil
 }
@@ -301,6 +309,9 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 	}
 	if err != nil {
 		ti.host = "" // checked when the tunnel opened; nothing to check again
+	}
+	if _, proxied := upstream.(*viaConn); proxied {
+		return ti // dialed to an upstream proxy (via.go), not to the target
 	}
 	if c, ok := upstream.(net.Conn); ok {
 		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {

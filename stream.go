@@ -195,6 +195,8 @@ func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
 			return v
 		case *netx.Conn:
 			c = v.Conn
+		case *viaConn: // through an upstream proxy (via.go)
+			c = v.Conn
 		default:
 			return nil
 		}
