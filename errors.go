@@ -113,6 +113,13 @@ func asError(target string, err error) *Error {
 	if errors.As(err, &e) {
 		return e.withTarget(target)
 	}
+	var ve *viaError
+	if errors.As(err, &ve) {
+		e := asError(target, ve.err)
+		e.Reason += " (through the upstream proxy " + ve.via + ")"
+		e.Err = err
+		return e
+	}
 	var pe *proxies.Error
 	if errors.As(err, &pe) {
 		// An upstream proxy failed or refused: its message names it

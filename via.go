@@ -142,17 +142,34 @@ func (p *Proxy) attempt(c *config, out *http.Request, u *proxies.Upstream, more 
 		// the client, who would take it for ours.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
-		err = u.StatusError(out.URL.Host, resp.StatusCode, resp.Status)
+		err = u.StatusError(out.Method+" "+out.URL.Redacted(), out.URL.Host, resp.StatusCode, resp.Status)
 		resp = nil
+	}
+	if pe := u.TransportError(out.URL.Host, err); pe != nil {
+		err = pe
 	}
 	u.Observe(err)
 	var rse *h1.ResponseStartedError
 	started = errors.As(err, &rse) || first != nil && first.Load()
-	if err != nil && errors.As(err, new(*proxies.Error)) {
-		started = false // the proxy itself failed or refused, before the request went on
+	if err != nil {
+		if errors.As(err, new(*proxies.Error)) {
+			started = false // the proxy itself failed or refused, before the request went on
+		} else {
+			err = &viaError{via: u.Name(), err: err}
+		}
 	}
 	return resp, err, started
 }
+
+// viaError is a request's failure through an upstream proxy that is not
+// the proxy's own (those are *proxies.Error): asError names the proxy.
+type viaError struct {
+	via string
+	err error
+}
+
+func (e *viaError) Error() string { return e.err.Error() }
+func (e *viaError) Unwrap() error { return e.err }
 
 // retryable reports whether out may go to the next upstream after err, by
 // the failover rule: not after a refusal of the proxy's own (a *Error of
@@ -342,7 +359,8 @@ func (p *Proxy) vetVia(ctx context.Context, c *config, d *destination, connect b
 	pol.cfg, pol.connect = c, connect
 	target := joinHostPort(d.host, d.port)
 	var ips []netip.Addr
-	if ip, isIP := policy.ParseHost(d.host); isIP {
+	ip, isIP := policy.ParseHost(d.host)
+	if isIP {
 		ips = []netip.Addr{ip.WithZone("")}
 	} else if c.routing.resolvesNames {
 		return nil
@@ -357,6 +375,10 @@ func (p *Proxy) vetVia(ctx context.Context, c *config, d *destination, connect b
 	}
 	for _, ip := range ips {
 		if reason, why := p.addrRefusal(ctx, pol, target, d.host, d.port, ip.Unmap()); reason != "" {
+			if !isIP {
+				reason = d.host + ": " + reason + "; through an upstream proxy every address of a name must pass" +
+					" (or let the upstream resolve names: WithUpstreamResolvesNames, -upstream-resolves-names on the example server)"
+			}
 			return denied(ErrForbidden, why, target, reason)
 		}
 	}

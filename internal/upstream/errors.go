@@ -141,29 +141,51 @@ func isTLSVerify(err error) bool {
 
 // statusError classifies a non-2xx answer to CONNECT.
 func (u *Upstream) statusError(target string, code int, status string) *Error {
+	return u.statusErrorFor("CONNECT "+target, target, code, status)
+}
+
+func (u *Upstream) statusErrorFor(what, target string, code int, status string) *Error {
 	if status == "" {
 		status = strconv.Itoa(code)
 	}
 	var e *Error
 	if code == 407 || code == 401 {
-		e = u.newError(ErrAuth, target, "rejected our credentials for CONNECT "+target+": "+status, nil)
+		e = u.newError(ErrAuth, target, "rejected our credentials for "+what+": "+status, nil)
 		if !u.hasAuth {
-			e.detail = "wants credentials for CONNECT " + target + ", and none are configured: " + status
+			e.detail = "wants credentials for " + what + ", and none are configured: " + status
 		}
 	} else {
-		e = u.newError(ErrRefused, target, "refused CONNECT "+target+": "+status, nil)
+		e = u.newError(ErrRefused, target, "refused "+what+": "+status, nil)
 	}
 	e.Status = code
 	return e
 }
 
-// StatusError returns the error of u answering target's request with
-// code (407 or 401: ErrAuth; any other: ErrRefused), as DialTunnel
-// reports a CONNECT refused; status is the status line's text, if known.
-// The proxy uses it for a 407 to a request sent in absolute-form, which
-// Observe then counts as a refusal.
-func (u *Upstream) StatusError(target string, code int, status string) *Error {
-	return u.statusError(target, code, status)
+// StatusError returns the error of u answering a request for target
+// (what says which: "GET http://host/path", say) with code (407 or 401:
+// ErrAuth; any other: ErrRefused), as DialTunnel reports a CONNECT it
+// refused; status is the status line's text, if known. The proxy uses it
+// for a 407 to a request sent in absolute-form, which Observe then counts
+// as a refusal.
+func (u *Upstream) StatusError(what, target string, code int, status string) *Error {
+	return u.statusErrorFor(what, target, code, status)
+}
+
+// TransportError classifies an error that an http.Transport set up by
+// ConfigureTransport returned for a request through u, when the failure
+// is u's own and not yet an *Error: a failed SOCKS5 handshake, which
+// net/http speaks itself (its messages are x/net's, as DialTunnel's). It
+// returns nil for any other error.
+func (u *Upstream) TransportError(target string, err error) *Error {
+	if u.kind != SOCKS5 {
+		return nil
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if oe, ok := e.(*net.OpError); ok && oe.Op == "socks connect" && oe.Err != nil {
+			return u.socksError(context.Background(), target, oe.Err)
+		}
+	}
+	return nil
 }
 
 // socksReplies are the texts x/net's SOCKS client gives reply codes
