@@ -33,10 +33,10 @@ type UpstreamStats struct {
 	// tunnels open through the upstream.
 	Outstanding int64
 	// Requests counts the requests and tunnels sent through the upstream;
-	// Successes, Failures and Refusals the outcomes: failures mark it
-	// down (it could not be reached, timed out or broke the protocol),
-	// refusals do not (it answered, refusing the target or our
-	// credentials).
+	// Successes, Failures and Refusals the outcomes (of active checks
+	// too): failures mark it down (it could not be reached, timed out or
+	// broke the protocol), refusals do not (it answered, refusing the
+	// target or our credentials).
 	Requests, Successes, Failures, Refusals uint64
 }
 

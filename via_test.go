@@ -253,3 +253,111 @@ func TestChain(t *testing.T) {
 
 // tlsConfigFor is a client TLS configuration trusting roots.
 func tlsConfigFor(roots *x509.CertPool) *tls.Config { return &tls.Config{RootCAs: roots} }
+
+// TestChainEverywhere: the other kinds of traffic follow the routes too: a
+// WebSocket-style upgrade (a 101 relayed through an upstream fwdproxy) and
+// requests inside an intercepted CONNECT (CONNECT to the upstream, then TLS
+// to the origin), each named in its access record; and the HTTPS route of
+// a scheme rule leaves plain requests direct.
+func TestChainEverywhere(t *testing.T) {
+	upgrading := origin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Via: " + strings.Join(r.Header.Values("Via"), ", ") + "\r\n\r\n")
+		_ = brw.Flush()
+		_, _ = io.Copy(c, brw)
+	})
+	tlsO, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "tls origin "+r.URL.Path)
+	})
+	up := upstreamFwdproxy(t, "every-hop")
+	name := "http://" + up.Addr
+	ca, caPool := newTestCA(t)
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	tp := startProxy(t, WithLogger(logger), WithInterception(ca), WithUpstreamRootCAs(originRoots),
+		WithUpstreams(Route{Upstreams: []string{"http://" + chainUser + ":" + chainPass + "@" + up.Addr}}))
+
+	c, br := tp.rawConn(t)
+	mustWrite(t, c, "GET "+upgrading.URL+"/ws HTTP/1.1\r\nHost: "+upgrading.Listener.Addr().String()+"\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || !strings.Contains(resp.Header.Get("X-Via"), "every-hop") {
+		t.Fatalf("upgrade through the chain: %d, the origin saw Via %q", resp.StatusCode, resp.Header.Get("X-Via"))
+	}
+	echoThrough(t, c, br)
+	c.Close()
+
+	tr := &http.Transport{Proxy: http.ProxyURL(tp.URL), TLSClientConfig: &tls.Config{RootCAs: caPool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	resp2, body := mustGet(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, tlsO.URL+"/inside")
+	if resp2.StatusCode != 200 || body != "tls origin /inside" {
+		t.Fatalf("intercepted request through the chain: %d %q", resp2.StatusCode, body)
+	}
+	tr.CloseIdleConnections() // the intercepted CONNECT ends
+	quiesce(t, tp.Proxy)
+	for _, r := range append(records(t, &logs, "request", 1), records(t, &logs, "tunnel", 2)...) {
+		intercepted := r["requests"] != nil
+		if want := name; !intercepted && r["via"] != want {
+			t.Errorf("access record via = %v, want %s: %v", r["via"], want, r)
+		}
+	}
+	if s, _ := upstreamState(tp.Proxy, name); s.Requests != 2 || s.Successes != 2 {
+		t.Errorf("upstream %s: %+v; want the upgrade and the intercepted request", name, s)
+	}
+}
+
+// TestProbesStop: the active checks probe each upstream every interval,
+// stop when a reload replaces the configuration (a new one probes anew),
+// and stop at Shutdown (goleak checks that no goroutine is left).
+func TestProbesStop(t *testing.T) {
+	var probes sync.Map // address → count
+	counting := func() string {
+		var n atomicCounter
+		addr := tcpOrigin(t, "tcp", "127.0.0.1:0", func(c net.Conn) { n.add(); c.Close() })
+		probes.Store(addr, &n)
+		return addr
+	}
+	a, b := counting(), counting()
+	count := func(addr string) int64 { v, _ := probes.Load(addr); return v.(*atomicCounter).load() }
+	tp := startProxy(t, WithUpstreams(Route{Upstreams: []string{"http://" + a}}), WithUpstreamProbe(20*time.Millisecond, ""))
+	eventually(t, "probes of a", func() bool { return count(a) >= 3 })
+	if err := tp.Reload(WithLogger(testLogger(t)), WithUpstreams(Route{Upstreams: []string{"http://" + b}}), WithUpstreamProbe(20*time.Millisecond, "")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "probes of b", func() bool { return count(b) >= 3 })
+	after := count(a)
+	time.Sleep(200 * time.Millisecond)
+	if n := count(a); n != after {
+		t.Errorf("a, no longer an upstream, was probed %d more times after the reload", n-after)
+	}
+	if err := tp.Reload(WithLogger(testLogger(t)), WithUpstreams(Route{Upstreams: []string{"http://" + b}})); err != nil {
+		t.Fatal(err)
+	}
+	after = count(b)
+	time.Sleep(200 * time.Millisecond)
+	if n := count(b); n != after {
+		t.Errorf("b was probed %d more times after a reload without probes", n-after)
+	}
+}
+
+type atomicCounter struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (c *atomicCounter) add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+func (c *atomicCounter) load() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}

@@ -87,11 +87,7 @@ func (u *Upstream) Observe(err error) {
 	if err == nil {
 		h.successes.Add(1)
 		if h.down.Load() {
-			h.mu.Lock()
-			h.consecutive, h.period = 0, 0
-			h.retryAt.Store(0)
-			h.down.Store(false)
-			h.mu.Unlock()
+			u.markUp()
 		}
 		return
 	}
@@ -124,6 +120,25 @@ func (u *Upstream) Observe(err error) {
 	h.lastError = err.Error()
 	h.retryAt.Store(now.Add(u.backoff.jitter(h.period)).UnixNano())
 	h.down.Store(true)
+	h.mu.Unlock()
+}
+
+// connected reports a connection made to u for a request whose outcome
+// the caller observes (ConfigureTransport's dial, DialProxy): u works, so
+// it is up again at once, but the success is the request's to count.
+func (u *Upstream) connected() {
+	if u.health.down.Load() {
+		u.markUp()
+	}
+}
+
+// markUp ends u's back-off.
+func (u *Upstream) markUp() {
+	h := &u.health
+	h.mu.Lock()
+	h.consecutive, h.period = 0, 0
+	h.retryAt.Store(0)
+	h.down.Store(false)
 	h.mu.Unlock()
 }
 

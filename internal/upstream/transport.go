@@ -33,8 +33,10 @@ func FromContext(ctx context.Context) *Upstream {
 //     below, with its own roots and server name (WithRootCAs,
 //     WithServerName), while t.TLSClientConfig stays for the origins.
 //   - DialContext connects to the upstream with its WithDial function
-//     (and TLS for HTTPS), within 30 s if the context has no deadline,
-//     observing the outcome in its health. Direct
+//     (and TLS for HTTPS), within 30 s if the context has no deadline: a
+//     failure is observed in its health, a connection ends a back-off but
+//     is not counted as a success (the caller observes each request's
+//     outcome). Direct
 //     requests use the DialContext t had, which must be the proxy's
 //     guarded dial (net.Dialer's if t had none).
 //   - OnProxyConnectResponse turns a non-2xx answer to CONNECT into an
@@ -69,7 +71,7 @@ func ConfigureTransport(t *http.Transport) {
 			u.Observe(e)
 			return nil, e
 		}
-		u.Observe(nil)
+		u.connected()
 		return c, nil
 	}
 	t.OnProxyConnectResponse = onProxyConnectResponse

@@ -75,8 +75,9 @@ var errNotHTTP = errors.New("upstream: not an HTTP or HTTPS proxy")
 
 // DialProxy connects to u itself, an HTTP or HTTPS proxy (TLS for HTTPS),
 // for a caller that sends it requests in absolute-form, bounded by ctx (30 s
-// if ctx has no deadline), and reports the outcome to u's health as
-// DialTunnel does. Failures are *Error values.
+// if ctx has no deadline). A failure is observed in u's health; a
+// connection ends a back-off but is not counted as a success, which is the
+// caller's request's to observe. Failures are *Error values.
 func (u *Upstream) DialProxy(ctx context.Context) (net.Conn, error) {
 	if u.kind != HTTP && u.kind != HTTPS {
 		return nil, u.newError(ErrProtocol, "", "connecting", errNotHTTP)
@@ -91,7 +92,7 @@ func (u *Upstream) DialProxy(ctx context.Context) (net.Conn, error) {
 		u.Observe(e)
 		return nil, e
 	}
-	u.Observe(nil)
+	u.connected()
 	return c, nil
 }
 
