@@ -276,4 +276,3 @@ func tryConnect(proxyAddr, target string) error {
 	}
 	return nil
 }
-
