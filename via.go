@@ -42,6 +42,11 @@ type hop struct {
 	via  *proxies.Upstream // the upstream proxy; nil: direct
 }
 
+// viaOwnTransport lets bodyless http:// requests through an HTTP or HTTPS
+// proxy take the own HTTP/1.1 transport (SendVia); BenchmarkChain turns
+// it off to compare with http.Transport.
+var viaOwnTransport = func() *atomic.Bool { var b atomic.Bool; b.Store(true); return &b }()
+
 // roundTripRouted is roundTrip under a configuration with routes: the
 // decision, then the attempts. A request the routes send directly takes
 // the usual path.
@@ -120,7 +125,7 @@ func (p *Proxy) attempt(c *config, out *http.Request, u *proxies.Upstream, more 
 		rs.via = u.Name()
 	}
 	h := hop{via: u}
-	if v, ok := u.Attached().(*h1.Via); ok && v != nil {
+	if v, ok := u.Attached().(*h1.Via); ok && v != nil && viaOwnTransport.Load() {
 		if _, fast := h1.CanSend(out); fast && (len(c.requestHooks) == 0 || h1.ValidRequest(out)) {
 			h.fast = true
 		}

@@ -173,6 +173,9 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 		attrs = append(attrs, "config", l.s.config)
 	}
 	logger.Info("fwdproxy listening", attrs...)
+	if tel.mux != nil {
+		tel.mux.Handle("GET /proxy.pac", clientPAC(ln.Addr())) // upstreams.go: a PAC file for the clients
+	}
 
 	var rl *reloader // nil without a file to reload
 	stopWatch := func() {}
