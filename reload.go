@@ -51,8 +51,11 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // WithLogger (records already queued go to the logger they were logged
 // for), interception (on, off, its bypass list and function; the minted
 // certificates are kept when the CA and the certificate store stay the
-// same), the upstream settings, and the resolver (its options, or
-// WithResolver). The client-side settings (WithReadHeaderTimeout,
+// same), the upstream settings, the routes through upstream proxies
+// (WithUpstreams, WithPAC, WithUpstreamResolvesNames, WithUpstreamProbe: an
+// upstream whose URL is the same keeps its health and pooled connections, a
+// PAC file that is the same its cache; the probes of the configuration
+// replaced stop), and the resolver (its options, or WithResolver). The client-side settings (WithReadHeaderTimeout,
 // WithClientIdleTimeout, WithMaxHeaderBytes) apply to the next request or
 // keep-alive wait of a connection Serve's own loop serves, and to the
 // connections handed to net/http or intercepted from then on; one that
