@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -381,6 +382,7 @@ func (p *Proxy) firstAddr(ctx context.Context, c *config, host string) netip.Add
 // named so far.
 type pacRouting struct {
 	src   []byte
+	log   *slog.Logger // where the file's alert() and skipped entries go
 	eval  *pac.Evaluator
 	creds map[pac.Entry]string // the credentials given with WithPAC: entry → URL with user info
 
@@ -430,10 +432,11 @@ func (p *Proxy) attachPAC(prev *routing, c *config) error {
 	if prev != nil {
 		old = prev.pac
 	}
-	if old != nil && string(old.src) == string(pr.src) {
+	pr.log = loggerOf(c)
+	if old != nil && string(old.src) == string(pr.src) && old.log == pr.log {
 		pr.eval = old.eval
 	} else {
-		ev, err := pac.New(pr.src, pac.WithResolver(pacResolver{p}), pac.WithLogger(loggerOf(c)))
+		ev, err := pac.New(pr.src, pac.WithResolver(pacResolver{p}), pac.WithLogger(pr.log))
 		if err != nil {
 			return fmt.Errorf("WithPAC: %w", err)
 		}

@@ -286,8 +286,10 @@ func (p *Proxy) tunnelVia(ctx context.Context, c *config, u *proxies.Upstream, n
 	}
 	dctx, cancel := context.WithTimeout(ctx, proxyDialTimeout(c, u))
 	defer cancel()
+	u.Begin() // outstanding from the attempt on, as a request is
 	conn, err := u.DialTunnel(dctx, addr) // observes u's health
 	if err != nil {
+		u.End()
 		return nil, err
 	}
 	if early, ok := conn.(*proxies.Conn); ok {
@@ -295,7 +297,6 @@ func (p *Proxy) tunnelVia(ctx context.Context, c *config, u *proxies.Upstream, n
 		// wrapper, as the tunnel knows it (netx.Conn).
 		conn = netx.NewConn(early.NetConn(), early.Buffered())
 	}
-	u.Begin()
 	return &viaConn{Conn: conn, u: u}, nil
 }
 

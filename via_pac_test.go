@@ -90,7 +90,8 @@ func TestPACReload(t *testing.T) {
 	pacTo := func(up *testProxy) []byte {
 		return []byte(`function FindProxyForURL(url, host) { return "PROXY ` + up.Addr + `"; }`)
 	}
-	tp := startProxy(t, WithPAC(pacTo(a), creds(a), creds(b)))
+	lg := testLogger(t) // one logger: a PAC file is kept with its logger
+	tp := startProxy(t, WithLogger(lg), WithPAC(pacTo(a), creds(a), creds(b)))
 	get := func(want string) {
 		t.Helper()
 		status, body, _ := send(t, tp, getReq("127.0.0.1", port, "/"))
@@ -101,14 +102,14 @@ func TestPACReload(t *testing.T) {
 	get("pac-a")
 	evaluator := tp.cfg.Load().routing.pac.eval
 	ua := tp.cfg.Load().routing.all()[0]
-	if err := tp.Reload(WithLogger(testLogger(t)), WithAllowPrivate(), allowAnyConnectPort(), WithPAC(pacTo(a), creds(a), creds(b))); err != nil {
+	if err := tp.Reload(WithLogger(lg), WithAllowPrivate(), allowAnyConnectPort(), WithPAC(pacTo(a), creds(a), creds(b))); err != nil {
 		t.Fatal(err)
 	}
 	if rt := tp.cfg.Load().routing; rt.pac.eval != evaluator || len(rt.all()) != 1 || rt.all()[0] != ua {
 		t.Error("a reload with the same PAC file did not keep its evaluator and upstreams")
 	}
 	get("pac-a")
-	if err := tp.Reload(WithLogger(testLogger(t)), WithAllowPrivate(), allowAnyConnectPort(), WithPAC(pacTo(b), creds(a), creds(b))); err != nil {
+	if err := tp.Reload(WithLogger(lg), WithAllowPrivate(), allowAnyConnectPort(), WithPAC(pacTo(b), creds(a), creds(b))); err != nil {
 		t.Fatal(err)
 	}
 	get("pac-b")
