@@ -286,7 +286,8 @@ func (p *Proxy) tunnelVia(ctx context.Context, c *config, u *proxies.Upstream, n
 	}
 	dctx, cancel := context.WithTimeout(ctx, proxyDialTimeout(c, u))
 	defer cancel()
-	u.Begin() // outstanding from the attempt on, as a request is
+	// Outstanding from the attempt on, as a request is.
+	u.Begin()
 	conn, err := u.DialTunnel(dctx, addr) // observes u's health
 	if err != nil {
 		u.End()

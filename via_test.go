@@ -251,9 +251,6 @@ func TestChain(t *testing.T) {
 	}
 }
 
-// tlsConfigFor is a client TLS configuration trusting roots.
-func tlsConfigFor(roots *x509.CertPool) *tls.Config { return &tls.Config{RootCAs: roots} }
-
 // TestChainEverywhere: the other kinds of traffic follow the routes too: a
 // WebSocket-style upgrade (a 101 relayed through an upstream fwdproxy) and
 // requests inside an intercepted CONNECT (CONNECT to the upstream, then TLS
