@@ -363,7 +363,7 @@ func (p *Proxy) pick(ctx context.Context, c *config, d *destination, buf []*prox
 		if r.direct {
 			return nil, nil
 		}
-		return r.pool.Pick(d.host), nil
+		return r.pool.AppendPick(buf[:0], d.host), nil // no allocation for pools of up to len(buf)
 	}
 	return nil, nil
 }
