@@ -77,7 +77,8 @@ type upstreamSets struct {
 // down), fwdproxy.upstream.proxy.active (its outstanding requests and
 // tunnels) and fwdproxy.upstream.proxy.attempts (by outcome: success,
 // failure or refused), each with the attribute upstream, the upstream's
-// name.
+// name. The unit of .up is {upstream}, not 1, so that Prometheus
+// exporters call it fwdproxy_upstream_proxy_up (not …_up_ratio).
 func (p *Proxy) initUpstreamMetrics(c *config) error {
 	mp := c.meterProvider
 	if mp == nil {
@@ -85,7 +86,7 @@ func (p *Proxy) initUpstreamMetrics(c *config) error {
 	}
 	m := mp.Meter("github.com/fwdproxy/fwdproxy")
 	up, err1 := m.Int64ObservableGauge("fwdproxy.upstream.proxy.up",
-		metric.WithUnit("1"), metric.WithDescription("Whether an upstream proxy is up (1) or in back-off after a failure (0)."))
+		metric.WithUnit("{upstream}"), metric.WithDescription("Whether an upstream proxy is up (1) or in back-off after a failure (0)."))
 	active, err2 := m.Int64ObservableUpDownCounter("fwdproxy.upstream.proxy.active",
 		metric.WithUnit("{request}"), metric.WithDescription("Requests waiting for a response head and tunnels open through an upstream proxy."))
 	attempts, err3 := m.Int64ObservableCounter("fwdproxy.upstream.proxy.attempts",
