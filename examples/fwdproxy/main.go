@@ -172,10 +172,10 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if l.s.config != "" {
 		attrs = append(attrs, "config", l.s.config)
 	}
-	logger.Info("fwdproxy listening", attrs...)
 	if tel.mux != nil {
 		tel.mux.Handle("GET /proxy.pac", clientPAC(ln.Addr())) // upstreams.go: a PAC file for the clients
 	}
+	logger.Info("fwdproxy listening", attrs...)
 
 	var rl *reloader // nil without a file to reload
 	stopWatch := func() {}

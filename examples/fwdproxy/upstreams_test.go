@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/fwdproxy/fwdproxy"
@@ -169,5 +172,82 @@ func TestUpstreamsValue(t *testing.T) {
 	}
 	if r := l.s.upstreams.routes.routes; len(r) != 2 || r[0].line != 2 || r[1].line != 8 {
 		t.Errorf("routes %+v; want two, from lines 2 and 8", r)
+	}
+}
+
+// TestReloadUpstreams: the routes change live with the file. Through
+// hop-a, then (the file's upstreams rewritten) through hop-b; then by a
+// PAC file naming hop-a, and, that PAC file rewritten to name hop-b, after
+// SIGHUP through hop-b (a reload reads the PAC file again); a broken route
+// is refused at its line and the running routes stay. /metrics shows each
+// upstream's health by name; neither the log nor /metrics holds a
+// password at any point.
+func TestReloadUpstreams(t *testing.T) {
+	bin := build(t)
+	o := viaOrigin(t)
+	const passA, passB = "hop-a-Pa55word", "hop-b-Pa55word"
+	hopA, hopB := secondProxy(t, "hop-a", "chain-user", passA), secondProxy(t, "hop-b", "chain-user", passB)
+	specA, specB := "http://chain-user:"+passA+"@"+hopA, "http://chain-user:"+passB+"@"+hopB
+	path := writeFile(t, "fwdproxy.yaml", "upstreams:\n  - via: [\""+specA+"\"]\n")
+	pac := writeFile(t, "proxy.pac", `function FindProxyForURL(url, host) { return "PROXY `+hopA+`"; }`)
+	cmd, logs := startLogged(t, bin, "-config", path, "-log-level", "debug", "-metrics-listen", "127.0.0.1:0")
+	addr := logs.waitFor(t, textListen)
+	maddr := logs.waitFor(t, metricsAddrs)
+	client := proxyClient(t, addr)
+	through := func(when, hop string) {
+		t.Helper()
+		if body := get(t, client, o.URL+"/"); !strings.Contains(body, hop) {
+			t.Errorf("%s: the origin saw Via %q; want it through %s", when, body, hop)
+		}
+	}
+	metrics := func() string { return get(t, &http.Client{}, "http://"+maddr+"/metrics") }
+	upGauge := func(hop string) *regexp.Regexp { // the upstream's health: 1 while up
+		return regexp.MustCompile(`(?m)^fwdproxy_upstream_proxy_up\{[^}]*upstream="http://` + regexp.QuoteMeta(hop) + `"[^}]*\} 1$`)
+	}
+
+	through("at start", "hop-a")
+	if m := metrics(); !upGauge(hopA).MatchString(m) {
+		t.Errorf("/metrics has no fwdproxy_upstream_proxy_up 1 for http://%s:\n%s", hopA, m)
+	}
+
+	rewrite(t, path, "upstreams:\n  - via: [\""+specB+"\"]\n")
+	if line := reloadLines(t, logs, 1)[0]; !strings.Contains(line, "changed=[upstreams]") {
+		t.Errorf("reload line %q; want changed=[upstreams]", line)
+	}
+	through("after upstreams changed to hop-b", "hop-b")
+	if m := metrics(); !upGauge(hopB).MatchString(m) || upGauge(hopA).MatchString(m) {
+		t.Errorf("/metrics after the reload: want fwdproxy_upstream_proxy_up for http://%s alone:\n%s", hopB, m)
+	}
+
+	rewrite(t, path, "pac: "+pac+"\npac-credentials: [\""+specA+"\", \""+specB+"\"]\n")
+	wantReloaded(t, reloadLines(t, logs, 2)[1])
+	through("routed by the PAC file", "hop-a")
+
+	if err := os.WriteFile(pac, []byte(`function FindProxyForURL(url, host) { return "PROXY `+hopB+`"; }`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wantReloaded(t, reloadLines(t, logs, 3)[2])
+	through("after the PAC file changed and SIGHUP", "hop-b")
+
+	rewrite(t, path, "upstreams:\n  - hosts: [a.example]\n    via: [DIRECT]\n  - via: [\"http://chain-user:"+passA+"@127.0.0.1\"]\n")
+	failed := reloadLines(t, logs, 4)[3]
+	if want := path + `:4: upstreams: WithUpstreams: route 2: upstream 1: upstream \"http://***@127.0.0.1\": missing port`; !strings.Contains(failed, want) {
+		t.Errorf("reload line\n%s\nwant it to contain\n%s", failed, want)
+	}
+	through("after a refused reload", "hop-b")
+
+	m := metrics()
+	stop(t, cmd, logs)
+	all := strings.Join(logs.all(), "\n")
+	for _, secret := range []string{passA, passB} {
+		if strings.Contains(all, secret) {
+			t.Errorf("the log holds an upstream's password %q:\n%s", secret, all)
+		}
+		if strings.Contains(m, secret) {
+			t.Errorf("/metrics holds an upstream's password %q", secret)
+		}
 	}
 }
