@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/fwdproxy/fwdproxy"
+	"github.com/fwdproxy/fwdproxy/internal/pac"
 )
 
 // secondProxy runs a library fwdproxy for the server to chain through:
@@ -249,5 +250,59 @@ func TestReloadUpstreams(t *testing.T) {
 		if strings.Contains(m, secret) {
 			t.Errorf("/metrics holds an upstream's password %q", secret)
 		}
+	}
+}
+
+// TestClientPAC: the PAC file of /proxy.pac, evaluated as a client would
+// (internal/pac, the engine of -pac), sends names and addresses to the
+// proxy and plain host names and loopback directly; a proxy listening on
+// every address is named by the host the client asked for the PAC file
+// by.
+func TestClientPAC(t *testing.T) {
+	for _, tc := range []struct {
+		listen, host string // the proxy's address; the Host of the request for /proxy.pac
+		want         string // FindProxyForURL for a remote name
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:9090", "PROXY 127.0.0.1:8080"},
+		{"[::1]:3128", "[::1]:9090", "PROXY [::1]:3128"},
+		{"0.0.0.0:3128", "proxy.lan:9090", "PROXY proxy.lan:3128"},
+		{"[::]:3128", "[2001:db8::5]:9090", "PROXY [2001:db8::5]:3128"},
+		{"[::]:3128", "proxy.lan", "PROXY proxy.lan:3128"},
+	} {
+		t.Run(tc.listen+" asked as "+tc.host, func(t *testing.T) {
+			addr, err := net.ResolveTCPAddr("tcp", tc.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("GET", "/proxy.pac", nil)
+			req.Host = tc.host
+			clientPAC(addr).ServeHTTP(rec, req)
+			if ct := rec.Header().Get("Content-Type"); ct != "application/x-ns-proxy-autoconfig" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			ev, err := pac.New(rec.Body.Bytes())
+			if err != nil {
+				t.Fatalf("the PAC file does not load: %v\n%s", err, rec.Body)
+			}
+			for _, d := range []struct{ url, host, want string }{
+				{"http://example.com/x", "example.com", tc.want},
+				{"https://example.com:443/", "example.com", tc.want},
+				{"http://192.0.2.7/", "192.0.2.7", tc.want},
+				{"http://intranet/", "intranet", "DIRECT"},
+				{"http://localhost:8000/", "localhost", "DIRECT"},
+				{"http://127.0.0.1:8000/", "127.0.0.1", "DIRECT"},
+				{"http://[::1]:8000/", "::1", "DIRECT"},
+			} {
+				entries, err := ev.FindProxyForURL(t.Context(), d.url, d.host)
+				var got []string
+				for _, e := range entries {
+					got = append(got, e.String())
+				}
+				if err != nil || strings.Join(got, "; ") != d.want {
+					t.Errorf("FindProxyForURL(%s) = %v, %v; want %s", d.url, got, err, d.want)
+				}
+			}
+		})
 	}
 }
