@@ -239,27 +239,10 @@ func (p *Proxy) reportOnly(c *config, r *http.Request, target, reason string) bo
 // *Error when none may. ips is shared with the resolver's cache and is not
 // modified.
 func (p *Proxy) vet(ctx context.Context, pol dialPolicy, target, host string, port uint16, ips []netip.Addr) ([]netip.Addr, error) {
-	c := pol.cfg
 	var ok []netip.Addr
 	var refused *Error
 	for i, ip := range ips {
-		reason, why := "", "private_address"
-		if !c.allowPrivate {
-			if class := c.guard.Classify(ip); class.Denied() {
-				reason = "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint
-			}
-		}
-		if reason == "" {
-			if allowed, rule := c.rules.Check(host, ip, port, pol.connect); !allowed {
-				why = "rule"
-				if !c.reportOnly {
-					reason = "access denied: " + rule
-				} else {
-					p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",
-						slog.String("target", target), slog.String("reason", rule), slog.String("client", pol.client))
-				}
-			}
-		}
+		reason, why := p.addrRefusal(ctx, pol, target, host, port, ip)
 		if reason != "" {
 			if refused == nil {
 				refused = denied(ErrForbidden, why, target, reason)
@@ -282,6 +265,27 @@ func (p *Proxy) vet(ctx context.Context, pol dialPolicy, target, host string, po
 	default:
 		return ok, nil
 	}
+}
+
+// addrRefusal returns why the dialing request's policy refuses ip, an
+// address of host:port (the reason, and the denials metric's word for it),
+// or "" when it may be dialed. Report-only mode logs a rule's refusal and
+// lets the address through.
+func (p *Proxy) addrRefusal(ctx context.Context, pol dialPolicy, target, host string, port uint16, ip netip.Addr) (reason, why string) {
+	c := pol.cfg
+	if !c.allowPrivate {
+		if class := c.guard.Classify(ip); class.Denied() {
+			return "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint, "private_address"
+		}
+	}
+	if allowed, rule := c.rules.Check(host, ip, port, pol.connect); !allowed {
+		if !c.reportOnly {
+			return "access denied: " + rule, "rule"
+		}
+		p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",
+			slog.String("target", target), slog.String("reason", rule), slog.String("client", pol.client))
+	}
+	return "", ""
 }
 
 // clientIP returns the IP part of a RemoteAddr, the rate limiter's key.

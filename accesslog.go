@@ -59,6 +59,9 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 	if r.Method != "CONNECT" && r.URL.IsAbs() {
 		attrs = append(attrs, slog.String("url", r.URL.Redacted()))
 	}
+	if rs.via != "" {
+		attrs = append(attrs, slog.String("via", rs.via)) // the upstream proxy (via.go)
+	}
 	if rs.intercepted {
 		attrs = append(attrs, slog.Int64("requests", rs.requests))
 	}

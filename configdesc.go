@@ -91,6 +91,9 @@ func describe(s *settings, key []byte) []setting {
 	dur("WithDNSTimeout", dns.timeout)
 	onOff("WithDNSPrefetch", dns.prefetch)
 
+	// Routing through upstream proxies (options_route.go).
+	describeRouting(s, key, func(st setting) { d = append(d, st) }) // route.go
+
 	// Client side (options_client.go).
 	dur("WithReadHeaderTimeout", s.readHeaderTimeout)
 	dur("WithClientIdleTimeout", s.clientIdleTimeout)

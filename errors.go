@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/fwdproxy/fwdproxy/internal/netx"
+	proxies "github.com/fwdproxy/fwdproxy/internal/upstream"
 )
 
 // Kinds of failure. Every error the proxy reports to a client is an *Error
@@ -111,6 +112,23 @@ func asError(target string, err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.withTarget(target)
+	}
+	var ve *viaError
+	if errors.As(err, &ve) {
+		e := asError(target, ve.err)
+		e.Reason += " (through the upstream proxy " + ve.via + ")"
+		e.Err = err
+		return e
+	}
+	var pe *proxies.Error
+	if errors.As(err, &pe) {
+		// An upstream proxy failed or refused: its message names it
+		// without credentials.
+		kind := ErrUpstream
+		if pe.Timeout() {
+			kind = ErrUpstreamTimeout
+		}
+		return newError(kind, target, pe.Error(), err)
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {

@@ -117,6 +117,12 @@ type settings struct {
 	h2c           bool           // WithCleartextHTTP2
 	proxyProtocol []netip.Prefix // WithProxyProtocol's trusted ranges; nil: off
 	socksOnHTTP   bool           // WithSOCKSOnHTTPListener
+	// Routing through upstream proxies (options_route.go).
+	routes                []Route
+	pacSrc                []byte
+	pacCredentials        []string
+	upstreamResolvesNames bool
+	probe                 probeSettings
 
 	// What a Reload does besides installing the configuration (reload.go);
 	// no part of the configuration itself.
@@ -223,6 +229,9 @@ func buildConfig(base settings, opts []Option) (*config, error) {
 		}
 	}
 	if c.front, err = buildFront(&s); err != nil { // options_front.go
+		return nil, err
+	}
+	if c.routing, err = compileRouting(&s); err != nil { // route.go
 		return nil, err
 	}
 	c.via = newViaValues(s.pseudonym)

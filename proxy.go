@@ -29,9 +29,10 @@ type Proxy struct {
 	cfg  atomic.Pointer[config]
 	base settings // the defaults New started from, its Via pseudonym chosen
 
-	dialer      net.Dialer   // keep-alive only: each dial's timeout is its request's (dial)
-	conns       atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
-	tunnelsOpen atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
+	dialer      net.Dialer    // keep-alive only: each dial's timeout is its request's (dial)
+	viaSeq      atomic.Uint64 // numbers the upstream proxies' connection pools (route.go)
+	conns       atomic.Int64  // client connections open in Serve, against the snapshot's maxConns
+	tunnelsOpen atomic.Int64  // tunnels admitted, against the snapshot's maxTunnels (connect.go)
 	log         *slog.Logger
 
 	// Reload (reload.go, upstream.go): reloadMu serialises reloads, and
@@ -62,9 +63,10 @@ type Proxy struct {
 	closedDenied *deniedCheck
 
 	// Telemetry (telemetry.go, accesslog.go, stats.go).
-	tel   *telemetry.Telemetry
-	stats proxyStats
-	logq  *lazyAsync
+	tel       *telemetry.Telemetry
+	stats     proxyStats
+	logq      *lazyAsync
+	upMetrics upstreamMetrics // routestats.go
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
@@ -83,6 +85,10 @@ func New(opts ...Option) (*Proxy, error) {
 	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
+	if err := p.attachRouting(nil, c); err != nil { // route.go: the upstream proxies
+		c.up.close()
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
 	p.describe(c, nil) // reload.go: generation 1, its hash
 	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
@@ -95,8 +101,12 @@ func New(opts ...Option) (*Proxy, error) {
 	if err := p.initReloadMetrics(c); err != nil { // reload.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	_ = p.netServers(nil, c) // reload.go: the hand-off and interception servers, which log through p.log as initTelemetry made it
-	p.swap(c)                // config.go: the first configuration, complete
+	if err := p.initUpstreamMetrics(c); err != nil { // routestats.go
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	_ = p.netServers(nil, c)  // reload.go: the hand-off and interception servers, which log through p.log as initTelemetry made it
+	p.swap(c)                 // config.go: the first configuration, complete
+	c.routing.startProbing(c) // route.go: WithUpstreamProbe
 	return p, nil
 }
 

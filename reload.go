@@ -51,12 +51,15 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // WithLogger (records already queued go to the logger they were logged
 // for), interception (on, off, its bypass list and function; the minted
 // certificates are kept when the CA and the certificate store stay the
-// same), the upstream settings, the resolver (its options, or
-// WithResolver), and the front ends' settings (options_front.go: the TLS
-// certificate and client CAs for the next handshake, the PROXY protocol's
-// trusted ranges and SOCKS5 on the HTTP listener for the next connection,
-// the HTTP/2 settings for the next HTTP/2 connection). The client-side
-// settings (WithReadHeaderTimeout,
+// same), the upstream settings, the routes through upstream proxies
+// (WithUpstreams, WithPAC, WithUpstreamResolvesNames, WithUpstreamProbe: an
+// upstream whose URL is the same keeps its health and pooled connections, a
+// PAC file that is the same its cache; the probes of the configuration
+// replaced stop), the resolver (its options, or WithResolver), and the front
+// ends' settings (options_front.go: the TLS certificate and client CAs for
+// the next handshake, the PROXY protocol's trusted ranges and SOCKS5 on the
+// HTTP listener for the next connection, the HTTP/2 settings for the next
+// HTTP/2 connection). The client-side settings (WithReadHeaderTimeout,
 // WithClientIdleTimeout, WithMaxHeaderBytes) apply to the next request or
 // keep-alive wait of a connection Serve's own loop serves, and to the
 // connections handed to net/http or intercepted from then on; one that
@@ -131,6 +134,8 @@ func (p *Proxy) reload(old *config, opts []Option) (*config, error) {
 	}
 	p.swap(c)
 	p.retireUpstream(old.up, c.up, old.dialTimeout) // upstream.go
+	old.routing.stopProbing()                       // route.go
+	c.routing.startProbing(c)
 	return c, nil
 }
 
@@ -160,6 +165,12 @@ func (p *Proxy) prepare(old, c *config) error {
 		return err
 	}
 	c.up = up
+	if err := p.attachRouting(old, c); err != nil { // route.go
+		if up != old.up {
+			up.closeUnused(old.up)
+		}
+		return err
+	}
 	p.describe(c, old)
 	return nil
 }
@@ -316,6 +327,9 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 	}
 	if err != nil {
 		ti.host = "" // checked when the tunnel opened; nothing to check again
+	}
+	if _, proxied := upstream.(*viaConn); proxied {
+		return ti // dialed to an upstream proxy (via.go), not to the target
 	}
 	if c, ok := upstream.(net.Conn); ok {
 		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {

@@ -235,6 +235,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.closeUpstreams() // upstream.go: pooled connections, the Proxy's own Resolvers
 	p.closeReloadMetrics()
+	p.closeUpstreamMetrics()                       // routestats.go
 	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
 		err = cerr
 	}

@@ -43,6 +43,10 @@ type Stats struct {
 	DNS ResolverStats
 	// Config describes the configuration in force and the reloads.
 	Config ConfigStats
+	// Upstreams are the health and counters of the upstreams of the routes
+	// in force (WithUpstreams; with WithPAC, those its answers named so
+	// far), nil without routes. Stats allocates this list only.
+	Upstreams []UpstreamStats
 }
 
 // ErrorCounts counts failed requests by the kind of their error.
@@ -112,7 +116,8 @@ func errorIndex(kind error) int {
 func (s *proxyStats) countError(kind error) { s.errors[errorIndex(kind)].Add(1) }
 
 // Stats returns a snapshot of the Proxy's counters. It takes no lock that
-// requests take and does not allocate, so it can be called every second.
+// requests take and, but for Stats.Upstreams, does not allocate, so it can
+// be called every second.
 func (p *Proxy) Stats() Stats {
 	s := &p.stats
 	q := s.latency.Snapshot()
@@ -138,7 +143,8 @@ func (p *Proxy) Stats() Stats {
 		ActiveTunnels:      s.tunnels.Load(),
 		Latency:            LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
 		LogDropped:         p.logDropped(),
-		DNS:                p.dnsStats(),    // upstream.go
-		Config:             p.configStats(), // reload.go
+		DNS:                p.dnsStats(),      // upstream.go
+		Config:             p.configStats(),   // reload.go
+		Upstreams:          p.upstreamStats(), // routestats.go
 	}
 }

@@ -198,6 +198,8 @@ func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
 			c = v.Conn
 		case h1.TCPCarrier:
 			return v.TCPConn()
+		case *viaConn: // through an upstream proxy (via.go)
+			c = v.Conn
 		default:
 			return nil
 		}

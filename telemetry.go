@@ -77,6 +77,7 @@ type reqState struct {
 	body     *countingBody // the request body, when it has one
 	errKind  string        // set by fail, or by the round trip on failure
 	upstream string        // upstream address, when known
+	via      string        // the upstream proxy's name (redacted), when one served it (via.go)
 	user     string        // the authenticated user, set by admit
 	tunnel   bool
 	tunUp    int64
@@ -209,7 +210,7 @@ func (p *Proxy) endRequest(t requestTrack) {
 		telemetry.EndServer(rs.span, rs.tb, telemetry.ServerEnd{
 			Status: status, ErrType: errType,
 			Tunnel: rs.tunnel, Sent: rs.tunUp, Received: rs.tunDown,
-			Intercepted: rs.intercepted, Requests: rs.requests,
+			Intercepted: rs.intercepted, Requests: rs.requests, Via: rs.via,
 		})
 	}
 	if rs.metrics {
@@ -327,7 +328,7 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 // fast, or the shared transport), inside a client span whose context is
 // injected into out's header, and measures it for rs. c is the request's
 // configuration.
-func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
+func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, h hop) (*http.Response, error) {
 	ctx := out.Context()
 	start := time.Now()
 	var span trace.Span
@@ -338,7 +339,7 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 	}
 	var obs h1.ConnObserver
 	if rs.metrics || rs.logging {
-		if fast && ctx == out.Context() {
+		if h.fast && ctx == out.Context() {
 			// The own transport reports the connection to rs itself
 			// (rs.GotConn): no client trace, no copy of the request.
 			rs.traceTel, rs.traceCtx = p.tel, ctx
@@ -350,13 +351,13 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.send(c, out, addr, fast, obs) // transport.go
+	resp, err := p.send(c, out, h, obs) // transport.go
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(out.URL.Host, err).Kind)
 		if ctx.Err() != nil {
 			errType = "canceled"
-		} else if cb, _ := out.Body.(*clientBody); cb.failed() != nil {
+		} else if fb, ok := out.Body.(interface{ failed() error }); ok && fb.failed() != nil {
 			errType = kindName(ErrMalformed) // the client's body, not the upstream, failed
 		}
 	} else {
@@ -366,6 +367,9 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 		}
 	}
 	if span != nil {
+		if h.via != nil {
+			telemetry.SetVia(span, h.via.Name())
+		}
 		telemetry.EndClient(span, rs.tb, status, errType)
 	}
 	if rs.metrics {

@@ -124,6 +124,9 @@ func configure(l *loaded, sh *shared) (*built, error) {
 	if s.capture.on {
 		opts = append(opts, fwdproxy.WithCapture(int(s.capture.n)))
 	}
+	upOpts, upErrs := s.upstreams.options(l) // upstreams.go
+	opts = append(opts, upOpts...)
+	errs = append(errs, upErrs...)
 	tlsOpts, err := tlsOptions(l, sh) // intercept.go
 	if err != nil {
 		errs = append(errs, err)
@@ -217,6 +220,10 @@ var optionKeys = map[string][]string{
 	"WithTLS":                    {"tls-cert", "tls-client-ca", "tls-listen"},
 	"WithHTTP2MaxStreams":        {"http2-max-streams"},
 	"WithProxyProtocol":          {"proxy-protocol-from"},
+	"WithUpstreams":              {"upstreams", "upstream"},
+	"WithPAC":                    {"pac", "pac-credentials"},
+	"WithUpstreamResolvesNames":  {"upstream-resolves-names"},
+	"WithUpstreamProbe":          {"upstream-probe-interval", "upstream-probe-target"},
 }
 
 // locate turns an error of fwdproxy.New or (*Proxy).Reload, whose lines
@@ -255,7 +262,8 @@ func (l *loaded) locate(err error) error {
 				break
 			}
 		}
-		errs = append(errs, l.problem(key, line))
+		at, msg := l.s.upstreams.refine(key, l.origins[key], line) // upstreams.go: a route's own line
+		errs = append(errs, &settingError{key: key, at: at, msg: msg})
 		located = true
 	}
 	if !located {

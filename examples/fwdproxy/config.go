@@ -263,6 +263,11 @@ func setFromNode(fl *flag.Flag, v *yaml.Node) (int, string) {
 		v = v.Alias
 	}
 	want := accepts(fl)
+	if n, ok := fl.Value.(interface {
+		setNode(*yaml.Node) (int, string)
+	}); ok {
+		return n.setNode(v) // a structured value (upstreams.go)
+	}
 	if list, ok := fl.Value.(*listFlag); ok {
 		list.reset()
 		items := []*yaml.Node{v}

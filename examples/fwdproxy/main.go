@@ -178,6 +178,9 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if l.s.config != "" {
 		attrs = append(attrs, "config", l.s.config)
 	}
+	if tel.mux != nil {
+		tel.mux.Handle("GET /proxy.pac", clientPAC(lns[0].ln.Addr())) // upstreams.go: a PAC file for the clients
+	}
 	logger.Info("fwdproxy listening", attrs...)
 	if sh.cert != nil {
 		logger.Info("TLS certificate loaded", append([]any{"file", l.s.tlsCert}, sh.cert.describe()...)...)

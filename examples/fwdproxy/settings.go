@@ -45,6 +45,7 @@ type settings struct {
 	timeouts      timeouts
 	dnsServers    listFlag
 	proxyFromEnv  bool
+	upstreams     upstreamFlags // upstreams.go: upstream proxies, routes, PAC
 	logFormat     string
 	metricsListen string // telemetry.go
 	traceFile     string
@@ -153,6 +154,7 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 	duration(&t.bodyIdle, "body-idle-timeout", fwdproxy.DefaultBodyIdleTimeout, "give up on a request or response body that moves no byte for `D` (408 to a stalled upload, a cut connection for a stalled download)")
 	value(&s.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
 	boolean(&s.proxyFromEnv, "proxy-from-environment", "forward through the upstream proxy named by HTTP_PROXY, HTTPS_PROXY and NO_PROXY (ignored without it)")
+	s.upstreams.register(fs.FlagSet, def) // upstreams.go
 
 	str(&s.logFormat, "log-format", "text", "log `format` on stderr: text or json")
 	str(&s.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `host:port`")

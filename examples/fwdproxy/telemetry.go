@@ -41,6 +41,7 @@ func newLogger(format string, w io.Writer, level slog.Leveler) (*slog.Logger, er
 type telemetry struct {
 	opts    []fwdproxy.Option
 	closers []func(context.Context) error
+	mux     *http.ServeMux // the metrics listener's, nil without one
 }
 
 // setupTelemetry starts the metrics listener (Prometheus text at /metrics,
@@ -85,6 +86,7 @@ func setupTelemetry(l *loaded, logger *slog.Logger) (*telemetry, error) {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		t.mux = mux // serve also registers /proxy.pac (upstreams.go)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: fwdproxy.DefaultReadHeaderTimeout}
 		go func() { _ = srv.Serve(ml) }()
 		logger.Info("metrics listening", "addr", ml.Addr().String())

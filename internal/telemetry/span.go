@@ -26,7 +26,7 @@ var (
 // only when tracing is on, so that spans cost no allocation of their own.
 type SpanBufs struct {
 	attrBuf   [6]attribute.KeyValue
-	endBuf    [5]attribute.KeyValue
+	endBuf    [6]attribute.KeyValue
 	clientEnd [2]attribute.KeyValue
 	startOpts [3]trace.SpanStartOption
 	attrs     []attribute.KeyValue // the server span's request attributes, reused by the client span
@@ -54,6 +54,9 @@ type ServerEnd struct {
 	// Requests requests inside.
 	Intercepted bool
 	Requests    int64
+	// Via names the upstream proxy that served the request or tunnel,
+	// without credentials; "" when it went directly.
+	Via string
 }
 
 // EndServer ends span, a server span that StartServer started with b,
@@ -74,6 +77,9 @@ func EndServer(span trace.Span, b *SpanBufs, e ServerEnd) {
 	}
 	if e.Intercepted {
 		attrs = append(attrs, attribute.Int64("fwdproxy.intercept.requests", e.Requests))
+	}
+	if e.Via != "" {
+		attrs = append(attrs, attribute.String("fwdproxy.upstream.proxy", e.Via))
 	}
 	span.SetAttributes(attrs...)
 	if e.Status >= 500 || (e.Status == 0 && e.ErrType != "") {
@@ -114,6 +120,12 @@ func EndClient(span trace.Span, b *SpanBufs, status int, errType string) {
 		span.SetStatus(codes.Error, errType)
 	}
 	span.End()
+}
+
+// SetVia records on span, a client span, the upstream proxy (its name,
+// without credentials) that the request was sent through.
+func SetVia(span trace.Span, via string) {
+	span.SetAttributes(attribute.String("fwdproxy.upstream.proxy", via))
 }
 
 // MethodAttr maps methods outside the known set to _OTHER, as the semantic

@@ -18,6 +18,11 @@ type target struct {
 	name       string
 	program    string // external program it needs ("" when built by the harness)
 	intercepts bool   // can intercept TLS (the mitm scenario)
+	// chain runs a second fwdproxy (-log-level warn) before the proxy, which
+	// forwards through it (h.chainHop is its address while launch runs); the
+	// CPU and RSS reported are both proxies', and the second's share is
+	// reported beside them.
+	chain bool
 	// launch returns the command that runs the proxy on 127.0.0.1:port with
 	// dir as scratch space for scenario s (in intercept mode, with the CA
 	// clients must trust; with a front end, that front end on port).
@@ -29,6 +34,7 @@ var targets = []target{
 	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
 	{name: "fwdproxy-quiet", intercepts: true, launch: launchFwdproxyQuiet},
 	{name: "fwdproxy-base", launch: launchFwdproxyBase},
+	{name: "fwdproxy-chain", launch: launchFwdproxyChain, chain: true},
 	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
 	{name: "goproxy-tuned", intercepts: true, launch: launchGopeer("goproxy-tuned")},
 	{name: "naive", launch: launchGopeer("naive")},
@@ -54,6 +60,14 @@ func launchFwdproxy(h *harness, port int, _ string, s scenario) ([]string, strin
 func launchFwdproxyQuiet(h *harness, port int, dir string, s scenario) ([]string, string, error) {
 	argv, ca, err := launchFwdproxy(h, port, dir, s)
 	return append(argv, "-log-level", "warn"), ca, err
+}
+
+// launchFwdproxyChain runs the example server as fwdproxy-quiet does,
+// forwarding every request and tunnel through the second fwdproxy at
+// h.chainHop (-upstream): fwdproxy → fwdproxy → origin.
+func launchFwdproxyChain(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
+	return append(argv, "-upstream", "http://"+h.chainHop), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
@@ -149,6 +163,8 @@ func (h *harness) skip(t target, s scenario) string {
 		return "fwdproxy did not build: " + h.fwdproxyErr
 	case t.name == "fwdproxy-base" && h.fwdproxyBase == "":
 		return "no -fwdproxy-base-src given, or it did not build"
+	case t.chain && !fwdproxyHasFlag(h.fwdproxy, "-upstream "):
+		return "this fwdproxy build has no -upstream flag yet"
 	case s.intercept && !t.intercepts && t.name != "direct":
 		return "cannot intercept TLS"
 	case s.intercept && isFwdproxy(t) && !h.fwdproxyMITM:
@@ -162,7 +178,9 @@ func (h *harness) skip(t target, s scenario) string {
 }
 
 // isFwdproxy reports whether t runs the example server built from -fwdproxy-src.
-func isFwdproxy(t target) bool { return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" }
+func isFwdproxy(t target) bool {
+	return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" || t.name == "fwdproxy-chain"
+}
 
 // fwdproxySupportsMITM reports whether the example server's -h output
 // lists the interception flag.
