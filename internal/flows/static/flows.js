@@ -10,6 +10,7 @@
   const tbody = document.querySelector("#flows tbody");
   const empty = document.getElementById("empty");
   const detail = document.getElementById("detail");
+  const split = document.getElementById("split");
   const pauseBtn = document.getElementById("pause");
   let es = null;
   let selected = null;
@@ -134,7 +135,7 @@
     try {
       f = await A.getJSON("/api/flows/" + id);
     } catch (e) {
-      detail.hidden = false;
+      showDetail(true);
       detail.replaceChildren(closeButton(), A.el("p", { class: "err" }, String(e.message || e)));
       return;
     }
@@ -142,13 +143,18 @@
     renderDetail(f);
   }
 
-  function closeButton() {
-    const b = A.el("button", { class: "close", type: "button", title: "close", "aria-label": "close" }, "\u00D7");
-    b.addEventListener("click", () => {
-      detail.hidden = true;
+  function showDetail(show) {
+    detail.hidden = !show;
+    split.classList.toggle("detail-open", show);
+    if (!show) {
       selected = null;
       for (const tr of tbody.rows) tr.setAttribute("aria-selected", "false");
-    });
+    }
+  }
+
+  function closeButton() {
+    const b = A.el("button", { class: "close", type: "button", title: "close", "aria-label": "close" }, "\u00D7");
+    b.addEventListener("click", () => showDetail(false));
     return b;
   }
 
@@ -186,7 +192,7 @@
   function renderDetail(f) {
     const t = f.timings;
     const ps = phases(t);
-    detail.hidden = false;
+    showDetail(true);
     detail.replaceChildren(
       closeButton(),
       A.el("h2", null, f.method + " " + f.url),
@@ -232,14 +238,13 @@
     try {
       setState(await A.post("/api/flows/clear"));
       tbody.replaceChildren();
-      detail.hidden = true;
-      selected = null;
+      showDetail(false);
       updateEmpty();
     } catch (e) { showError(e); }
   });
   document.addEventListener("keydown", (e) => {
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
-    if (e.key === "Escape") { detail.hidden = true; selected = null; return; }
+    if (e.key === "Escape") { showDetail(false); return; }
     if (e.key !== "ArrowDown" && e.key !== "ArrowUp" && e.key !== "j" && e.key !== "k") return;
     const rows = Array.from(tbody.rows);
     if (!rows.length) return;
