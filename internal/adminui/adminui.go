@@ -65,6 +65,8 @@ func WithAssets(own fs.FS) fs.FS { return union{own, Assets} }
 
 type union [2]fs.FS
 
+// Open opens name from the first file system that holds it, refusing
+// directories.
 func (u union) Open(name string) (fs.File, error) {
 	for _, fsys := range u {
 		f, err := fsys.Open(name)

@@ -68,6 +68,7 @@ type guard struct {
 	sum     [sha256.Size]byte
 }
 
+// ServeHTTP applies the checks that Guard describes, then serves next.
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.enabled {
 		if !g.hostAllowed(r.Host) {

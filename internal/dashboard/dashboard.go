@@ -149,6 +149,7 @@ func (d *Dashboard) Destination(host string) { d.top.Observe(host) }
 
 // Point is one sample's rates and gauges, as the charts plot them.
 type Point struct {
+	// Time is when the sample was taken.
 	Time time.Time
 	// Per second since the previous sample.
 	Requests, Errors, Denials, BytesIn, BytesOut float64

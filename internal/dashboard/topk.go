@@ -33,8 +33,8 @@ type topEntry struct {
 
 // TopEntry is a key and its estimated (decayed) count.
 type TopEntry struct {
-	Key   string
-	Count float64
+	Key   string  // as given to Observe
+	Count float64 // observations, decayed, overestimated by at most what the key inherited
 }
 
 // NewTopK returns a counter that tracks up to capacity keys (at least 1).

@@ -85,7 +85,11 @@ type Flow struct {
 // reused). FirstByte runs from Start to the first byte of the upstream's
 // response, Total from Start to the end of the response.
 type Timings struct {
-	DNS, Connect, TLS, FirstByte, Total time.Duration
+	DNS       time.Duration // the upstream name's lookup
+	Connect   time.Duration // the TCP connect to the upstream
+	TLS       time.Duration // the TLS handshake with the upstream
+	FirstByte time.Duration // from Start to the upstream's first response byte
+	Total     time.Duration // from Start to the end of the response
 }
 
 // Body is a captured body prefix.

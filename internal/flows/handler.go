@@ -165,6 +165,7 @@ type stateJSON struct {
 	MaxFlows int    `json:"max_flows"`
 	MaxBytes int64  `json:"max_bytes"`
 	Added    uint64 `json:"added"`
+	LastID   uint64 `json:"last_id"`
 	Evicted  uint64 `json:"evicted"`
 	Paused   bool   `json:"paused"`
 	// Missed counts the flows this stream missed (streams only).
@@ -174,7 +175,7 @@ type stateJSON struct {
 func (h *Handler) state() stateJSON {
 	s := h.ring.Stats()
 	return stateJSON{Flows: s.Flows, Bytes: s.Bytes, MaxFlows: s.MaxFlows, MaxBytes: s.MaxBytes,
-		Added: s.Added, Evicted: s.Evicted, Paused: s.Paused}
+		Added: s.Added, LastID: s.LastID, Evicted: s.Evicted, Paused: s.Paused}
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
@@ -186,11 +187,14 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	if !r.URL.Query().Has("limit") {
 		f.Limit = h.opts.ListLimit
 	}
+	// The state first: a page that streams the flows after its last_id
+	// then misses none, and gets again at most those listed.
+	state := h.state()
 	flows := h.ring.Query(f)
 	out := struct {
 		Flows []summaryJSON `json:"flows"`
 		State stateJSON     `json:"state"`
-	}{Flows: make([]summaryJSON, len(flows)), State: h.state()}
+	}{Flows: make([]summaryJSON, len(flows)), State: state}
 	for i, fl := range flows {
 		out.Flows[i] = summaryOf(fl)
 	}

@@ -107,10 +107,10 @@ func TestAPIFlows(t *testing.T) {
 	if tm["dns_ms"].(float64) != 1 || tm["tls_ms"].(float64) != 0 || tm["total_ms"].(float64) != 12 {
 		t.Errorf("timings %v", tm)
 	}
-	if got := keys(out.State); !slices.Equal(got, []string{"added", "bytes", "evicted", "flows", "max_bytes", "max_flows", "paused"}) {
+	if got := keys(out.State); !slices.Equal(got, []string{"added", "bytes", "evicted", "flows", "last_id", "max_bytes", "max_flows", "paused"}) {
 		t.Errorf("state keys %v", got)
 	}
-	if out.State["flows"].(float64) != 5 || out.State["max_flows"].(float64) != DefaultMaxFlows {
+	if out.State["flows"].(float64) != 5 || out.State["last_id"].(float64) != 5 || out.State["max_flows"].(float64) != DefaultMaxFlows {
 		t.Errorf("state %v", out.State)
 	}
 

@@ -221,13 +221,14 @@ func (r *Ring) Clear() {
 type RingStats struct {
 	Flows    int    // flows held
 	Bytes    int64  // their total Size
-	MaxFlows int    // the caps
-	MaxBytes int64  //
+	MaxFlows int    // the count cap
+	MaxBytes int64  // the byte cap
 	Added    uint64 // flows recorded since NewRing
+	LastID   uint64 // the ID of the latest flow recorded (kept by Clear)
 	Evicted  uint64 // flows dropped to make room
 	Stripped uint64 // flows kept without their bodies to fit MaxBytes
 	Dropped  uint64 // flows too large for MaxBytes even without bodies
-	Paused   bool
+	Paused   bool   // recording is paused
 }
 
 // Stats returns the ring's counts.
@@ -236,7 +237,7 @@ func (r *Ring) Stats() RingStats {
 	defer r.mu.Unlock()
 	return RingStats{
 		Flows: r.n, Bytes: r.bytes, MaxFlows: len(r.entries), MaxBytes: r.maxBytes,
-		Added: r.added, Evicted: r.evicted, Stripped: r.stripped, Dropped: r.dropped,
+		Added: r.added, LastID: r.nextID, Evicted: r.evicted, Stripped: r.stripped, Dropped: r.dropped,
 		Paused: r.paused.Load(),
 	}
 }

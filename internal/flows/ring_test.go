@@ -56,7 +56,7 @@ func TestRingCountCap(t *testing.T) {
 		t.Errorf("Query = %v, want [5 4 3] (newest first, the 2 oldest evicted)", got)
 	}
 	st := r.Stats()
-	if st.Flows != 3 || st.Added != 5 || st.Evicted != 2 || st.MaxFlows != 3 {
+	if st.Flows != 3 || st.Added != 5 || st.LastID != 5 || st.Evicted != 2 || st.MaxFlows != 3 {
 		t.Errorf("Stats = %+v", st)
 	}
 	if r.Get(2) != nil || r.Get(3) == nil || r.Get(5) == nil || r.Get(6) != nil {

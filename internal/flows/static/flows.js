@@ -14,6 +14,9 @@
   const pauseBtn = document.getElementById("pause");
   let es = null;
   let selected = null;
+  const shown = new Set(); // the IDs of the rows
+  let pending = []; // flows streamed in, not yet shown
+  let scheduled = false;
   let paused = false;
   let generation = 0;
 
@@ -38,12 +41,16 @@
       return;
     }
     if (gen !== generation) return; // the filters changed meanwhile
+    pending = [];
+    shown.clear();
+    for (const f of data.flows) shown.add(f.id);
     tbody.replaceChildren(...data.flows.map((f) => row(f, false)));
     updateEmpty();
     setState(data.state);
+    // Stream what came after the list; a flow both listed and streamed
+    // shows once.
     const sq = new URLSearchParams(q);
-    const newest = data.flows.length ? data.flows[0].id : 0;
-    if (newest) sq.set("after", String(newest));
+    if (data.state.last_id) sq.set("after", String(data.state.last_id));
     es = A.stream("/api/flows/stream?" + sq, {
       flow(f) { add(f); },
       state(s) { setState(s); },
@@ -62,10 +69,34 @@
     empty.textContent = "No flows yet. Requests through the proxy appear here as they finish.";
   }
 
+  // add queues a streamed flow; the queue is shown once per frame, so that
+  // a busy proxy costs the page one update per frame, not one per flow.
+  // A hidden page (no frames) keeps the newest MAX_ROWS only.
   function add(f) {
-    if (tbody.querySelector('tr[data-id="' + f.id + '"]')) return;
-    tbody.prepend(row(f, true));
-    while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild.remove();
+    pending.push(f);
+    if (pending.length > 2 * MAX_ROWS) pending = pending.slice(-MAX_ROWS);
+    if (!scheduled) {
+      scheduled = true;
+      requestAnimationFrame(flush);
+    }
+  }
+
+  function flush() {
+    scheduled = false;
+    const batch = pending.slice(-MAX_ROWS);
+    pending = [];
+    const frag = document.createDocumentFragment();
+    for (let i = batch.length - 1; i >= 0; i--) {
+      const f = batch[i];
+      if (shown.has(f.id)) continue;
+      shown.add(f.id);
+      frag.append(row(f, true));
+    }
+    tbody.prepend(frag);
+    while (tbody.rows.length > MAX_ROWS) {
+      shown.delete(Number(tbody.lastElementChild.dataset.id));
+      tbody.lastElementChild.remove();
+    }
     updateEmpty();
   }
 
@@ -238,6 +269,8 @@
     try {
       setState(await A.post("/api/flows/clear"));
       tbody.replaceChildren();
+      shown.clear();
+      pending = [];
       showDetail(false);
       updateEmpty();
     } catch (e) { showError(e); }
