@@ -101,31 +101,40 @@ func WriteHAR(w io.Writer, flows []*Flow) error {
 		return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.ID, b.ID))
 	})
 	bw := bufio.NewWriterSize(w, 32<<10)
-	creator, err := json.Marshal(struct {
+	bw.Write(harHead())
+	for i, f := range sorted {
+		if err := writeHAREntry(bw, f, i == 0); err != nil {
+			return err
+		}
+	}
+	bw.WriteString(harTail)
+	return bw.Flush()
+}
+
+// harHead is a HAR log up to the first entry.
+func harHead() []byte {
+	creator, _ := json.Marshal(struct { // strings only: cannot fail
 		Name    string `json:"name"`
 		Version string `json:"version"`
 	}{"fwdproxy", moduleVersion()})
+	return slices.Concat([]byte(`{"log":{"version":"1.2","creator":`), creator, []byte(`,"entries":[`))
+}
+
+// harTail ends a HAR log after its entries.
+const harTail = "\n]}}\n"
+
+// writeHAREntry writes f as an entry, after a comma unless it is the first.
+func writeHAREntry(w io.Writer, f *Flow, first bool) error {
+	b, err := json.Marshal(harEntryOf(f))
 	if err != nil {
 		return err
 	}
-	bw.WriteString(`{"log":{"version":"1.2","creator":`)
-	bw.Write(creator)
-	bw.WriteString(`,"entries":[`)
-	for i, f := range sorted {
-		if i > 0 {
-			bw.WriteByte(',')
-		}
-		bw.WriteString("\n")
-		b, err := json.Marshal(harEntryOf(f))
-		if err != nil {
-			return err
-		}
-		if _, err := bw.Write(b); err != nil {
-			return err
-		}
+	sep := ",\n"
+	if first {
+		sep = "\n"
 	}
-	bw.WriteString("\n]}}\n")
-	return bw.Flush()
+	_, err = w.Write(append([]byte(sep), b...))
+	return err
 }
 
 // moduleVersion is the version of this module in the running binary, or
