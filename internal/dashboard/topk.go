@@ -20,15 +20,18 @@ import (
 // It is safe for concurrent use.
 type TopK struct {
 	mu    sync.Mutex
-	idx   map[string]int // key → position in heap
-	heap  []topEntry     // min-heap by count
-	total float64        // every observation, decayed alike
+	idx   map[string]*topEntry // the tracked keys
+	heap  []*topEntry          // the same, a min-heap by count
+	total float64              // every observation, decayed alike
 	cap   int
 }
 
+// topEntry is a tracked key. It knows its place in the heap, so that
+// moving it costs no map update.
 type topEntry struct {
 	key   string
 	count float64
+	pos   int
 }
 
 // TopEntry is a key and its estimated (decayed) count.
@@ -40,7 +43,7 @@ type TopEntry struct {
 // NewTopK returns a counter that tracks up to capacity keys (at least 1).
 func NewTopK(capacity int) *TopK {
 	capacity = max(capacity, 1)
-	return &TopK{idx: make(map[string]int, capacity), heap: make([]topEntry, 0, capacity), cap: capacity}
+	return &TopK{idx: make(map[string]*topEntry, capacity), heap: make([]*topEntry, 0, capacity), cap: capacity}
 }
 
 // Observe counts one occurrence of key. When key is tracked it costs a
@@ -50,24 +53,25 @@ func NewTopK(capacity int) *TopK {
 func (t *TopK) Observe(key string) {
 	t.mu.Lock()
 	t.total++
-	if i, ok := t.idx[key]; ok {
-		t.heap[i].count++
-		t.down(i)
+	if e, ok := t.idx[key]; ok {
+		e.count++
+		t.down(e.pos)
 		t.mu.Unlock()
 		return
 	}
 	key = strings.Clone(key)
 	if len(t.heap) < t.cap {
-		t.heap = append(t.heap, topEntry{key: key, count: 1})
-		t.idx[key] = len(t.heap) - 1
-		t.up(len(t.heap) - 1)
+		e := &topEntry{key: key, count: 1, pos: len(t.heap)}
+		t.heap = append(t.heap, e)
+		t.idx[key] = e
+		t.up(e.pos)
 		t.mu.Unlock()
 		return
 	}
-	least := &t.heap[0]
+	least := t.heap[0]
 	delete(t.idx, least.key)
 	least.key, least.count = key, least.count+1
-	t.idx[key] = 0
+	t.idx[key] = least
 	t.down(0)
 	t.mu.Unlock()
 }
@@ -79,8 +83,8 @@ func (t *TopK) Decay(factor float64) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i := range t.heap {
-		t.heap[i].count *= factor // the order of the heap stays
+	for _, e := range t.heap {
+		e.count *= factor // the order of the heap stays
 	}
 	t.total *= factor
 	if t.total < 1e-9 {
@@ -109,8 +113,7 @@ func (t *TopK) less(i, j int) bool { return t.heap[i].count < t.heap[j].count }
 func (t *TopK) swap(i, j int) {
 	h := t.heap
 	h[i], h[j] = h[j], h[i]
-	t.idx[h[i].key] = i
-	t.idx[h[j].key] = j
+	h[i].pos, h[j].pos = i, j
 }
 
 func (t *TopK) up(i int) {

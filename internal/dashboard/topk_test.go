@@ -88,9 +88,12 @@ func TestTopKConcurrent(t *testing.T) {
 	if len(top) != 4 {
 		t.Errorf("%d tracked, want the capacity, 4", len(top))
 	}
-	for i := range k.heap { // the index matches the heap
-		if k.idx[k.heap[i].key] != i {
+	for i, e := range k.heap { // the index and the positions match the heap
+		if k.idx[e.key] != e || e.pos != i {
 			t.Fatalf("index broken at %d", i)
+		}
+		if p := (i - 1) / 2; i > 0 && k.heap[p].count > e.count {
+			t.Fatalf("heap order broken at %d", i)
 		}
 	}
 }
