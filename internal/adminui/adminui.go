@@ -17,10 +17,11 @@ import (
 //go:embed static
 var static embed.FS
 
-// Assets is the file system of the shared assets: admin.css and admin.js,
-// at its root. The page packages serve it under their own prefix, so that
-// mounting a page never needs a second registration.
-var Assets = func() fs.FS {
+// assets is the file system of the shared assets (admin.css, admin.js,
+// favicon.svg) at its root. The page packages serve it under their own
+// prefix through WithAssets, so that mounting a page never needs a second
+// registration.
+var assets = func() fs.FS {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
@@ -59,9 +60,10 @@ func FileServer(fsys fs.FS) http.Handler {
 }
 
 // WithAssets returns a file system that serves the files of own and, for
-// names own does not hold, the shared [Assets]. Directories are not
-// listed: FileServer answers 404 for them.
-func WithAssets(own fs.FS) fs.FS { return union{own, Assets} }
+// names own does not hold, the shared assets: admin.css, admin.js and
+// favicon.svg. Directories are not listed: FileServer answers 404 for
+// them.
+func WithAssets(own fs.FS) fs.FS { return union{own, assets} }
 
 type union [2]fs.FS
 

@@ -24,14 +24,15 @@ func (d *Dashboard) routes() *http.ServeMux {
 	return mux
 }
 
-// Paths are the path patterns Register registers, for an admin mux that
-// routes by path alone. "/{$}" is the root alone: the dashboard does not
-// take the paths that nothing else serves.
-var Paths = []string{"/{$}", "/ui/dashboard/", "/api/stats", "/api/stats/stream"}
+// paths are the patterns Register registers: by path alone, so that the
+// dashboard's own mux answers wrong methods with 405. "/{$}" is the root
+// alone: the dashboard does not take the paths that nothing else serves.
+var paths = [...]string{"/{$}", "/ui/dashboard/", "/api/stats", "/api/stats/stream"}
 
-// Register routes the dashboard's paths on mux to d.
+// Register routes the dashboard's paths on mux to d: / (the root alone),
+// /ui/dashboard/, /api/stats and /api/stats/stream.
 func (d *Dashboard) Register(mux *http.ServeMux) {
-	for _, p := range Paths {
+	for _, p := range paths {
 		mux.Handle(p, d)
 	}
 }

@@ -85,13 +85,14 @@ func NewHandler(ring *Ring, opts HandlerOptions) *Handler {
 	return h
 }
 
-// Paths are the path patterns Register registers, for an admin mux that
-// routes by path alone.
-var Paths = []string{"/flows", "/flows.har", "/ui/flows/", "/api/flows", "/api/flows/"}
+// paths are the patterns Register registers: by path alone, so that the
+// handler's own mux answers wrong methods with 405.
+var paths = [...]string{"/flows", "/flows.har", "/ui/flows/", "/api/flows", "/api/flows/"}
 
-// Register routes the inspector's paths on mux to h.
+// Register routes the inspector's paths on mux to h: /flows, /flows.har,
+// /ui/flows/, /api/flows and /api/flows/.
 func (h *Handler) Register(mux *http.ServeMux) {
-	for _, p := range Paths {
+	for _, p := range paths {
 		mux.Handle(p, h)
 	}
 }
