@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,20 +20,12 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/adminui"
+	"github.com/fwdproxy/fwdproxy/internal/cdptest"
 	"github.com/fwdproxy/fwdproxy/internal/flows"
 )
 
 var screenshots = flag.String("screenshots", "",
 	"a folder where TestBrowser leaves its screenshots, dashboard.png and flows.png (../../docs for the README's)")
-
-// chromiumPath is the browser TestBrowser drives: $FWDPROXY_CHROMIUM, or
-// Debian's chromium.
-func chromiumPath() string {
-	if p := os.Getenv("FWDPROXY_CHROMIUM"); p != "" {
-		return p
-	}
-	return "/usr/bin/chromium"
-}
 
 // traffic makes synthetic proxy traffic for the browser test: counters
 // for the dashboard's Source, destinations, and flows for the ring.
@@ -200,13 +191,7 @@ func (tr *traffic) flow(i int) *flows.Flow {
 // HAR, and takes screenshots. Console errors, exceptions and Content
 // Security Policy violations fail it.
 func TestBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("drives Chromium: not in -short")
-	}
-	chromium := chromiumPath()
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("no Chromium at %s (install Debian's chromium, or set FWDPROXY_CHROMIUM): %v", chromium, err)
-	}
+	c := cdptest.StartOrSkip(t)
 
 	// The admin listener: dashboard and inspector behind a token.
 	tr := newTraffic()
@@ -259,8 +244,7 @@ func TestBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c := startChromium(t, chromium)
-	p, err := c.newPage(ctx, 1440, 900)
+	p, err := c.NewPage(ctx, 1440, 900)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,63 +254,63 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// The dashboard, entered with the token in the URL.
-	if err := p.navigate(ctx, srv.URL+"/?token="+token); err != nil {
+	if err := p.Navigate(ctx, srv.URL+"/?token="+token); err != nil {
 		t.Fatal(err)
 	}
 	var loc string
-	if err := p.eval(ctx, "location.pathname + location.search", &loc); err != nil || loc != "/" {
+	if err := p.Eval(ctx, "location.pathname + location.search", &loc); err != nil || loc != "/" {
 		t.Errorf("after ?token= the page is at %q (%v), want / without the token", loc, err)
 	}
 	charts := []string{"chart-rates", "chart-latency", "chart-bytes", "chart-active"}
 	cond := `["` + strings.Join(charts, `","`) + `"].every((id) => { const e = document.getElementById(id);
 		return e && e.querySelector("canvas") && Number(e.dataset.points) >= 600 && Number(e.dataset.max) > 0; })`
-	if err := p.waitFor(ctx, "charts with data", cond); err != nil {
+	if err := p.WaitFor(ctx, "charts with data", cond); err != nil {
 		t.Fatal(err)
 	}
 	var plotted map[string]struct{ Points, Max string }
-	p.eval(ctx, `Object.fromEntries(["`+strings.Join(charts, `","`)+`"].map((id) => [id,
+	p.Eval(ctx, `Object.fromEntries(["`+strings.Join(charts, `","`)+`"].map((id) => [id,
 		{Points: document.getElementById(id).dataset.points, Max: document.getElementById(id).dataset.max}]))`, &plotted)
 	t.Logf("charts: %v", plotted)
 	// A live tick arrives: the number of points grows (until 900).
 	var before int
-	p.eval(ctx, `Number(document.getElementById("chart-rates").dataset.points)`, &before)
-	if err := p.waitFor(ctx, "a live tick", fmt.Sprintf(`Number(document.getElementById("chart-rates").dataset.points) > %d`, before)); err != nil {
+	p.Eval(ctx, `Number(document.getElementById("chart-rates").dataset.points)`, &before)
+	if err := p.WaitFor(ctx, "a live tick", fmt.Sprintf(`Number(document.getElementById("chart-rates").dataset.points) > %d`, before)); err != nil {
 		t.Error(err)
 	}
-	if err := p.waitFor(ctx, "tiles and lists", `document.querySelector('#tile-requests [data-v="rate"]').textContent !== "–" &&
+	if err := p.WaitFor(ctx, "tiles and lists", `document.querySelector('#tile-requests [data-v="rate"]').textContent !== "–" &&
 		document.querySelectorAll("#top tbody tr:not(.none)").length >= 3 &&
 		document.querySelectorAll("#errors tbody tr:not(.none)").length >= 1 &&
 		document.getElementById("live").classList.contains("on")`); err != nil {
 		t.Error(err)
 	}
 	var tiles map[string]string
-	p.eval(ctx, `Object.fromEntries([...document.querySelectorAll(".tile")].map((t) => [t.id, t.innerText.replace(/\s+/g, " ")]))`, &tiles)
+	p.Eval(ctx, `Object.fromEntries([...document.querySelectorAll(".tile")].map((t) => [t.id, t.innerText.replace(/\s+/g, " ")]))`, &tiles)
 	t.Logf("tiles: %v", tiles)
 	time.Sleep(300 * time.Millisecond) // let the last tick paint
-	saveShot(t, ctx, p, filepath.Join(shots, "dashboard.png"))
+	cdptest.SaveShot(t, ctx, p, filepath.Join(shots, "dashboard.png"))
 
 	// The inspector: rows arrive live, a flow's detail opens.
-	if err := p.navigate(ctx, srv.URL+"/flows"); err != nil {
+	if err := p.Navigate(ctx, srv.URL+"/flows"); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.waitFor(ctx, "flow rows", `document.querySelectorAll("#flows tbody tr").length >= 40`); err != nil {
+	if err := p.WaitFor(ctx, "flow rows", `document.querySelectorAll("#flows tbody tr").length >= 40`); err != nil {
 		t.Fatal(err)
 	}
 	var first int
-	p.eval(ctx, `Number(document.querySelector("#flows tbody tr").dataset.id)`, &first)
-	if err := p.waitFor(ctx, "a live flow", fmt.Sprintf(`Number(document.querySelector("#flows tbody tr").dataset.id) > %d`, first)); err != nil {
+	p.Eval(ctx, `Number(document.querySelector("#flows tbody tr").dataset.id)`, &first)
+	if err := p.WaitFor(ctx, "a live flow", fmt.Sprintf(`Number(document.querySelector("#flows tbody tr").dataset.id) > %d`, first)); err != nil {
 		t.Error(err)
 	}
 	// An intercepted JSON response (flow ID i+1 for i%5 == 0, i even).
-	if err := p.click(ctx, `#flows tbody tr[data-id="11"]`); err != nil {
+	if err := p.Click(ctx, `#flows tbody tr[data-id="11"]`); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.waitFor(ctx, "the detail of flow 11", `(() => { const d = document.getElementById("detail");
+	if err := p.WaitFor(ctx, "the detail of flow 11", `(() => { const d = document.getElementById("detail");
 		return !d.hidden && d.dataset.id === "11" && !!d.querySelector('.body-view[data-kind="json"] pre'); })()`); err != nil {
 		t.Fatal(err)
 	}
 	var detail string
-	p.eval(ctx, `document.getElementById("detail").innerText`, &detail)
+	p.Eval(ctx, `document.getElementById("detail").innerText`, &detail)
 	for _, want := range []string{`"name": "item 10"`, "Authorization", "[REDACTED]", "Set-Cookie", "decrypted from a CONNECT tunnel"} {
 		if !strings.Contains(detail, want) {
 			t.Errorf("the detail of flow 11 lacks %q:\n%s", want, detail)
@@ -336,35 +320,34 @@ func TestBrowser(t *testing.T) {
 		t.Error("a credential shows in the detail")
 	}
 	// An image, then a binary body.
-	if err := p.click(ctx, `#flows tbody tr[data-id="7"]`); err != nil {
+	if err := p.Click(ctx, `#flows tbody tr[data-id="7"]`); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.waitFor(ctx, "the image of flow 7", `(() => { const i = document.querySelector('#detail[data-id="7"] img.body');
+	if err := p.WaitFor(ctx, "the image of flow 7", `(() => { const i = document.querySelector('#detail[data-id="7"] img.body');
 		return !!i && i.complete && i.naturalWidth === 48; })()`); err != nil {
 		t.Error(err)
 	}
-	if err := p.click(ctx, `#flows tbody tr[data-id="9"]`); err != nil {
+	if err := p.Click(ctx, `#flows tbody tr[data-id="9"]`); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.waitFor(ctx, "the hex dump of flow 9", `(() => { const h = document.querySelector('#detail[data-id="9"] pre.hex');
+	if err := p.WaitFor(ctx, "the hex dump of flow 9", `(() => { const h = document.querySelector('#detail[data-id="9"] pre.hex');
 		return !!h && h.textContent.startsWith("00000000  00 07 0e 15"); })()`); err != nil {
 		t.Error(err)
 	}
-	p.click(ctx, `#flows tbody tr[data-id="36"]`)
-	p.waitFor(ctx, "flow 36", `document.getElementById("detail").dataset.id === "36"`)
-	p.eval(ctx, `document.querySelector("section.list").scrollTop = 0`, nil)
-	saveShot(t, ctx, p, filepath.Join(shots, "flows.png"))
+	p.Click(ctx, `#flows tbody tr[data-id="36"]`)
+	p.WaitFor(ctx, "flow 36", `document.getElementById("detail").dataset.id === "36"`)
+	p.Eval(ctx, `document.querySelector("section.list").scrollTop = 0`, nil)
+	cdptest.SaveShot(t, ctx, p, filepath.Join(shots, "flows.png"))
 
 	// Export HAR: a real download through the link.
 	downloads := t.TempDir()
-	if err := c.call(ctx, "", "Browser.setDownloadBehavior", map[string]any{
-		"behavior": "allow", "downloadPath": downloads, "eventsEnabled": true}, nil); err != nil {
+	if err := c.AllowDownloads(ctx, downloads); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.click(ctx, "#har"); err != nil {
+	if err := p.Click(ctx, "#har"); err != nil {
 		t.Fatal(err)
 	}
-	har := waitForFile(t, ctx, downloads, ".har")
+	har := cdptest.WaitForFile(t, ctx, downloads, ".har")
 	var h struct {
 		Log struct {
 			Version string
@@ -386,57 +369,5 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// Nothing went wrong in the pages.
-	for _, ev := range c.eventsNamed("Runtime.exceptionThrown") {
-		t.Errorf("exception in a page: %s", ev.Params)
-	}
-	for _, ev := range c.eventsNamed("Runtime.consoleAPICalled") {
-		var m struct{ Type string }
-		json.Unmarshal(ev.Params, &m)
-		if m.Type == "error" || m.Type == "warning" {
-			t.Errorf("console %s: %s", m.Type, ev.Params)
-		}
-	}
-	for _, ev := range c.eventsNamed("Log.entryAdded") {
-		var m struct {
-			Entry struct{ Level, Source, Text, URL string }
-		}
-		json.Unmarshal(ev.Params, &m)
-		if m.Entry.Level == "error" || m.Entry.Level == "warning" {
-			t.Errorf("log %s (%s): %s %s", m.Entry.Level, m.Entry.Source, m.Entry.Text, m.Entry.URL)
-		}
-	}
-}
-
-// saveShot writes a screenshot of p to path.
-func saveShot(t *testing.T, ctx context.Context, p *page, path string) {
-	t.Helper()
-	png, err := p.screenshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot %s (%d bytes)", path, len(png))
-}
-
-// waitForFile waits for a complete file ending in suffix in dir.
-func waitForFile(t *testing.T, ctx context.Context, dir, suffix string) []byte {
-	t.Helper()
-	for {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), suffix) {
-				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-				if err == nil && json.Valid(b) {
-					return b
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no %s file in %s: %v", suffix, dir, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	c.CheckPages(t)
 }

@@ -3,59 +3,22 @@ package flows
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/fwdproxy/fwdproxy/internal/hartest"
 	"github.com/fwdproxy/fwdproxy/internal/redact"
 )
 
-// harSchema compiles testdata/har-1.2.schema.json, with formats asserted.
-func harSchema(t *testing.T) *jsonschema.Schema {
-	t.Helper()
-	f, err := os.Open("testdata/har-1.2.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	doc, err := jsonschema.UnmarshalJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	const url = "https://fwdproxy.invalid/har-1.2.schema.json"
-	if err := c.AddResource(url, doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// validateHAR checks b against the HAR 1.2 schema and returns it decoded.
-func validateHAR(t *testing.T, b []byte) map[string]any {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("HAR is not JSON: %v\n%s", err, b)
-	}
-	if err := harSchema(t).Validate(doc); err != nil {
-		t.Fatalf("HAR does not validate: %v\n%s", err, b)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
+// harSchema and validateHAR are internal/hartest's.
+var (
+	harSchema   = hartest.Schema
+	validateHAR = hartest.Validate
+)
 
 // harFlows are flows of every shape the proxy records.
 func harFlows(t *testing.T) []*Flow {

@@ -1,4 +1,7 @@
-package dashboard
+// Package cdptest drives a headless Chromium for the admin pages' browser
+// tests: a minimal Chrome DevTools Protocol client over
+// --remote-debugging-pipe, with no WebSocket, no port and no dependency.
+package cdptest
 
 import (
 	"bufio"
@@ -9,17 +12,18 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// cdp is a minimal Chrome DevTools Protocol client over
+// Browser is a headless Chromium under test, driven over
 // --remote-debugging-pipe: Chromium reads NUL-terminated JSON commands on
-// its fd 3 and writes responses and events on its fd 4. No WebSocket, no
-// port, no dependency.
-type cdp struct {
-	t      *testing.T
+// its fd 3 and writes responses and events on its fd 4.
+type Browser struct {
+	t      testing.TB
 	cmd    *exec.Cmd
 	w      *os.File // our end of Chromium's fd 3
 	r      *os.File // our end of Chromium's fd 4
@@ -27,12 +31,13 @@ type cdp struct {
 
 	mu      sync.Mutex
 	nextID  int64
-	pending map[int64]chan cdpMessage
-	events  []cdpMessage // every event, for the test to inspect
+	pending map[int64]chan Message
+	events  []Message // every event, for the test to inspect
 	readErr error
 }
 
-type cdpMessage struct {
+// Message is a protocol message: a command, its response, or an event.
+type Message struct {
 	ID        int64           `json:"id,omitempty"`
 	Method    string          `json:"method,omitempty"`
 	Params    json.RawMessage `json:"params,omitempty"`
@@ -44,10 +49,10 @@ type cdpMessage struct {
 	} `json:"error,omitempty"`
 }
 
-// startChromium starts a headless Chromium with a fresh profile and no
+// Start starts a headless Chromium with a fresh profile and no
 // network use of its own, and returns a client for it. It stops with the
 // test.
-func startChromium(t *testing.T, path string) *cdp {
+func Start(t testing.TB, path string) *Browser {
 	t.Helper()
 	toChrome, ourW, err := os.Pipe()
 	if err != nil {
@@ -73,12 +78,12 @@ func startChromium(t *testing.T, path string) *cdp {
 	}
 	toChrome.Close()
 	fromChrome.Close()
-	c := &cdp{t: t, cmd: cmd, w: ourW, r: ourR, pending: map[int64]chan cdpMessage{}}
+	c := &Browser{t: t, cmd: cmd, w: ourW, r: ourR, pending: map[int64]chan Message{}}
 	c.reader.Go(c.read)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c.call(ctx, "", "Browser.close", nil, nil)
+		c.Call(ctx, "", "Browser.close", nil, nil)
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 		select {
@@ -97,7 +102,7 @@ func startChromium(t *testing.T, path string) *cdp {
 	return c
 }
 
-func (c *cdp) read() {
+func (c *Browser) read() {
 	br := bufio.NewReaderSize(c.r, 1<<20)
 	for {
 		b, err := br.ReadBytes(0)
@@ -111,7 +116,7 @@ func (c *cdp) read() {
 			c.mu.Unlock()
 			return
 		}
-		var m cdpMessage
+		var m Message
 		if err := json.Unmarshal(b[:len(b)-1], &m); err != nil {
 			continue
 		}
@@ -128,9 +133,9 @@ func (c *cdp) read() {
 	}
 }
 
-// call sends a command (to the browser when session is empty, else to
+// Call sends a command (to the browser when session is empty, else to
 // that page session) and decodes its result into result, if not nil.
-func (c *cdp) call(ctx context.Context, session, method string, params, result any) error {
+func (c *Browser) Call(ctx context.Context, session, method string, params, result any) error {
 	raw, err := json.Marshal(params)
 	if err != nil {
 		return err
@@ -138,7 +143,7 @@ func (c *cdp) call(ctx context.Context, session, method string, params, result a
 	if params == nil {
 		raw = nil
 	}
-	ch := make(chan cdpMessage, 1)
+	ch := make(chan Message, 1)
 	c.mu.Lock()
 	if c.readErr != nil {
 		c.mu.Unlock()
@@ -148,7 +153,7 @@ func (c *cdp) call(ctx context.Context, session, method string, params, result a
 	id := c.nextID
 	c.pending[id] = ch
 	c.mu.Unlock()
-	msg, _ := json.Marshal(cdpMessage{ID: id, Method: method, Params: raw, SessionID: session})
+	msg, _ := json.Marshal(Message{ID: id, Method: method, Params: raw, SessionID: session})
 	if _, err := c.w.Write(append(msg, 0)); err != nil {
 		return err
 	}
@@ -172,11 +177,11 @@ func (c *cdp) call(ctx context.Context, session, method string, params, result a
 	}
 }
 
-// eventsNamed returns the events of the given method received so far.
-func (c *cdp) eventsNamed(method string) []cdpMessage {
+// EventsNamed returns the events of the given method received so far.
+func (c *Browser) EventsNamed(method string) []Message {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []cdpMessage
+	var out []Message
 	for _, e := range c.events {
 		if e.Method == method {
 			out = append(out, e)
@@ -185,45 +190,49 @@ func (c *cdp) eventsNamed(method string) []cdpMessage {
 	return out
 }
 
-// page is one tab, attached with a flat session.
-type page struct {
-	c       *cdp
+// Page is one tab, attached with a flat session.
+type Page struct {
+	c       *Browser
 	session string
 }
 
-func (c *cdp) newPage(ctx context.Context, width, height int) (*page, error) {
+// NewPage opens a tab of width×height CSS pixels with the Runtime, Log and
+// Page domains on.
+func (c *Browser) NewPage(ctx context.Context, width, height int) (*Page, error) {
 	var target struct {
 		TargetID string `json:"targetId"`
 	}
-	if err := c.call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"}, &target); err != nil {
+	if err := c.Call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"}, &target); err != nil {
 		return nil, err
 	}
 	var att struct {
 		SessionID string `json:"sessionId"`
 	}
-	if err := c.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}, &att); err != nil {
+	if err := c.Call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}, &att); err != nil {
 		return nil, err
 	}
-	p := &page{c: c, session: att.SessionID}
+	p := &Page{c: c, session: att.SessionID}
 	for _, m := range []string{"Runtime.enable", "Log.enable", "Page.enable"} {
-		if err := p.call(ctx, m, nil, nil); err != nil {
+		if err := p.Call(ctx, m, nil, nil); err != nil {
 			return nil, err
 		}
 	}
-	err := p.call(ctx, "Emulation.setDeviceMetricsOverride", map[string]any{
+	err := p.Call(ctx, "Emulation.setDeviceMetricsOverride", map[string]any{
 		"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}, nil)
 	return p, err
 }
 
-func (p *page) call(ctx context.Context, method string, params, result any) error {
-	return p.c.call(ctx, p.session, method, params, result)
+// Call sends a command to the tab.
+func (p *Page) Call(ctx context.Context, method string, params, result any) error {
+	return p.c.Call(ctx, p.session, method, params, result)
 }
 
-func (p *page) navigate(ctx context.Context, url string) error {
+// Navigate loads url in the tab.
+func (p *Page) Navigate(ctx context.Context, url string) error {
 	var res struct {
 		ErrorText string `json:"errorText"`
 	}
-	if err := p.call(ctx, "Page.navigate", map[string]any{"url": url}, &res); err != nil {
+	if err := p.Call(ctx, "Page.navigate", map[string]any{"url": url}, &res); err != nil {
 		return err
 	}
 	if res.ErrorText != "" {
@@ -232,9 +241,9 @@ func (p *page) navigate(ctx context.Context, url string) error {
 	return nil
 }
 
-// eval evaluates a JavaScript expression in the page (awaiting a promise)
+// Eval evaluates a JavaScript expression in the page (awaiting a promise)
 // and decodes its value into out.
-func (p *page) eval(ctx context.Context, expr string, out any) error {
+func (p *Page) Eval(ctx context.Context, expr string, out any) error {
 	var res struct {
 		Result struct {
 			Value json.RawMessage `json:"value"`
@@ -246,7 +255,7 @@ func (p *page) eval(ctx context.Context, expr string, out any) error {
 			} `json:"exception"`
 		} `json:"exceptionDetails"`
 	}
-	err := p.call(ctx, "Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true, "awaitPromise": true}, &res)
+	err := p.Call(ctx, "Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true, "awaitPromise": true}, &res)
 	if err != nil {
 		return err
 	}
@@ -259,11 +268,11 @@ func (p *page) eval(ctx context.Context, expr string, out any) error {
 	return json.Unmarshal(res.Result.Value, out)
 }
 
-// waitFor evaluates cond until it is true.
-func (p *page) waitFor(ctx context.Context, what, cond string) error {
+// WaitFor evaluates cond until it is true.
+func (p *Page) WaitFor(ctx context.Context, what, cond string) error {
 	for {
 		var ok bool
-		err := p.eval(ctx, cond, &ok)
+		err := p.Eval(ctx, cond, &ok)
 		if err == nil && ok {
 			return nil
 		}
@@ -275,14 +284,14 @@ func (p *page) waitFor(ctx context.Context, what, cond string) error {
 	}
 }
 
-// click clicks, with real mouse events, the middle of the first element
+// Click clicks, with real mouse events, the middle of the first element
 // that selector matches.
-func (p *page) click(ctx context.Context, selector string) error {
+func (p *Page) Click(ctx context.Context, selector string) error {
 	var box struct{ X, Y float64 }
 	expr := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return null;
 		e.scrollIntoView({block: "center"}); const r = e.getBoundingClientRect();
 		return {X: r.left + r.width / 2, Y: r.top + r.height / 2}; })()`, selector)
-	if err := p.eval(ctx, expr, &box); err != nil {
+	if err := p.Eval(ctx, expr, &box); err != nil {
 		return err
 	}
 	if box.X == 0 && box.Y == 0 {
@@ -293,19 +302,19 @@ func (p *page) click(ctx context.Context, selector string) error {
 		if typ == "mouseMoved" {
 			params["button"] = "none"
 		}
-		if err := p.call(ctx, "Input.dispatchMouseEvent", params, nil); err != nil {
+		if err := p.Call(ctx, "Input.dispatchMouseEvent", params, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// screenshot returns a PNG of the viewport.
-func (p *page) screenshot(ctx context.Context) ([]byte, error) {
+// Screenshot returns a PNG of the viewport.
+func (p *Page) Screenshot(ctx context.Context) ([]byte, error) {
 	var res struct {
 		Data []byte `json:"data"` // base64 in JSON
 	}
-	err := p.call(ctx, "Page.captureScreenshot", map[string]any{"format": "png"}, &res)
+	err := p.Call(ctx, "Page.captureScreenshot", map[string]any{"format": "png"}, &res)
 	return res.Data, err
 }
 
@@ -329,3 +338,93 @@ func (b *limitedBuffer) String() string {
 }
 
 var _ io.Writer = (*limitedBuffer)(nil)
+
+// ChromiumPath is the browser the tests drive: $FWDPROXY_CHROMIUM, or
+// Debian's chromium.
+func ChromiumPath() string {
+	if p := os.Getenv("FWDPROXY_CHROMIUM"); p != "" {
+		return p
+	}
+	return "/usr/bin/chromium"
+}
+
+// StartOrSkip skips the test under -short or without Chromium, and
+// otherwise starts it.
+func StartOrSkip(t testing.TB) *Browser {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("drives Chromium: not in -short")
+	}
+	path := ChromiumPath()
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("no Chromium at %s (install Debian's chromium, or set FWDPROXY_CHROMIUM): %v", path, err)
+	}
+	return Start(t, path)
+}
+
+// SaveShot writes a screenshot of p to path.
+func SaveShot(t testing.TB, ctx context.Context, p *Page, path string) {
+	t.Helper()
+	png, err := p.Screenshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s (%d bytes)", path, len(png))
+}
+
+// AllowDownloads makes the browser save downloads in dir.
+func (c *Browser) AllowDownloads(ctx context.Context, dir string) error {
+	return c.Call(ctx, "", "Browser.setDownloadBehavior", map[string]any{
+		"behavior": "allow", "downloadPath": dir, "eventsEnabled": true}, nil)
+}
+
+// WaitForFile waits for a complete JSON file ending in suffix in dir (a
+// download) and returns its content.
+func WaitForFile(t testing.TB, ctx context.Context, dir, suffix string) []byte {
+	t.Helper()
+	for {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), suffix) {
+				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+				if err == nil && json.Valid(b) {
+					return b
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no %s file in %s: %v", suffix, dir, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// CheckPages fails the test for every exception, console error or warning,
+// and log entry of level error or warning (a Content Security Policy
+// violation, a failed load) that the pages reported.
+func (c *Browser) CheckPages(t testing.TB) {
+	t.Helper()
+	for _, ev := range c.EventsNamed("Runtime.exceptionThrown") {
+		t.Errorf("exception in a page: %s", ev.Params)
+	}
+	for _, ev := range c.EventsNamed("Runtime.consoleAPICalled") {
+		var m struct{ Type string }
+		json.Unmarshal(ev.Params, &m)
+		if m.Type == "error" || m.Type == "warning" {
+			t.Errorf("console %s: %s", m.Type, ev.Params)
+		}
+	}
+	for _, ev := range c.EventsNamed("Log.entryAdded") {
+		var m struct {
+			Entry struct{ Level, Source, Text, URL string }
+		}
+		json.Unmarshal(ev.Params, &m)
+		if m.Entry.Level == "error" || m.Entry.Level == "warning" {
+			t.Errorf("log %s (%s): %s %s", m.Entry.Level, m.Entry.Source, m.Entry.Text, m.Entry.URL)
+		}
+	}
+}
