@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // TokenCookie is the cookie that carries the admin token once a browser
@@ -46,31 +47,48 @@ type GuardOptions struct {
 //   - Requests that change state (POST and other unsafe methods) from
 //     another origin are refused (http.CrossOriginProtection), so that a
 //     page elsewhere cannot pause or clear the flow ring.
-func Guard(next http.Handler, o GuardOptions) http.Handler {
-	g := &guard{
-		next:    http.NewCrossOriginProtection().Handler(next),
-		hosts:   make([]string, 0, len(o.AllowedHosts)),
-		public:  slices.Clone(o.Public),
-		enabled: o.Token != "",
-		sum:     sha256.Sum256([]byte(o.Token)),
+//
+// SetToken changes the token of the returned handler.
+func Guard(next http.Handler, o GuardOptions) *Guarded {
+	g := &Guarded{
+		next:   http.NewCrossOriginProtection().Handler(next),
+		hosts:  make([]string, 0, len(o.AllowedHosts)),
+		public: slices.Clone(o.Public),
 	}
 	for _, h := range o.AllowedHosts {
 		g.hosts = append(g.hosts, strings.ToLower(h))
 	}
+	g.SetToken(o.Token)
 	return g
 }
 
-type guard struct {
-	next    http.Handler
-	hosts   []string
-	public  []string
-	enabled bool
-	sum     [sha256.Size]byte
+// Guarded is a handler behind [Guard].
+type Guarded struct {
+	next   http.Handler
+	hosts  []string
+	public []string
+	token  atomic.Pointer[tokenSum] // nil: no token
+}
+
+// tokenSum is the SHA-256 of the token.
+type tokenSum [sha256.Size]byte
+
+// SetToken makes token the one required from now on ("" for none, which
+// brings the Host check back). A browser holding the old token in its
+// cookie must present the new one.
+func (g *Guarded) SetToken(token string) {
+	if token == "" {
+		g.token.Store(nil)
+		return
+	}
+	sum := tokenSum(sha256.Sum256([]byte(token)))
+	g.token.Store(&sum)
 }
 
 // ServeHTTP applies the checks that Guard describes, then serves next.
-func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !g.enabled {
+func (g *Guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sum := g.token.Load()
+	if sum == nil {
 		if !g.hostAllowed(r.Host) {
 			http.Error(w, "admin: Host "+quote(r.Host)+" not allowed: use an IP address or localhost, "+
 				"or set an admin token", http.StatusForbidden)
@@ -79,11 +97,11 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.next.ServeHTTP(w, r)
 		return
 	}
-	if slices.Contains(g.public, r.URL.Path) || g.headerOK(r) || g.cookieOK(r) {
+	if slices.Contains(g.public, r.URL.Path) || g.headerOK(r, sum) || g.cookieOK(r, sum) {
 		g.next.ServeHTTP(w, r)
 		return
 	}
-	if tok := r.URL.Query().Get("token"); tok != "" && g.match(tok) {
+	if tok := r.URL.Query().Get("token"); tok != "" && match(tok, sum) {
 		http.SetCookie(w, &http.Cookie{
 			Name:     TokenCookie,
 			Value:    tok,
@@ -109,24 +127,24 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.StatusUnauthorized)
 }
 
-func (g *guard) headerOK(r *http.Request) bool {
+func (g *Guarded) headerOK(r *http.Request, want *tokenSum) bool {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") && g.match(strings.TrimSpace(tok))
+	return ok && strings.EqualFold(scheme, "Bearer") && match(strings.TrimSpace(tok), want)
 }
 
-func (g *guard) cookieOK(r *http.Request) bool {
+func (g *Guarded) cookieOK(r *http.Request, want *tokenSum) bool {
 	c, err := r.Cookie(TokenCookie)
-	return err == nil && g.match(c.Value)
+	return err == nil && match(c.Value, want)
 }
 
 // match compares the hashes of tok and the token, so that neither the
 // content nor the length of the token leaks through timing.
-func (g *guard) match(tok string) bool {
+func match(tok string, want *tokenSum) bool {
 	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], g.sum[:]) == 1
+	return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
 }
 
-func (g *guard) hostAllowed(hostport string) bool {
+func (g *Guarded) hostAllowed(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

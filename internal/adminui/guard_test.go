@@ -117,3 +117,34 @@ func TestGuardHost(t *testing.T) {
 		t.Errorf("same-origin POST: %d", w.Code)
 	}
 }
+
+// TestGuardSetToken: a new token replaces the old one at once, and no
+// token brings the Host check back.
+func TestGuardSetToken(t *testing.T) {
+	g := Guard(okHandler, GuardOptions{Token: "old"})
+	get := func(host, token string) int {
+		r := httptest.NewRequest("GET", "http://"+host+"/api/stats", nil)
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		return serve(g, r).Code
+	}
+	for _, step := range []struct {
+		set         string // the token set before the checks ("-": none set)
+		host, token string
+		code        int
+	}{
+		{"-", "admin.example", "old", 200},
+		{"new", "admin.example", "old", 401},
+		{"new", "admin.example", "new", 200},
+		{"", "admin.example", "", 403},
+		{"", "127.0.0.1:9090", "", 200},
+	} {
+		if step.set != "-" {
+			g.SetToken(step.set)
+		}
+		if got := get(step.host, step.token); got != step.code {
+			t.Errorf("token %q set, Host %s, bearer %q: %d, want %d", step.set, step.host, step.token, got, step.code)
+		}
+	}
+}
