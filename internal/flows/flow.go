@@ -11,6 +11,7 @@
 package flows
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,9 +24,11 @@ import (
 // plain HTTP request, a request decrypted from an intercepted CONNECT, or a
 // tunnel whose bytes the proxy did not see.
 //
-// A Flow given to [Ring.Add] belongs to the ring from then on, with its
-// header maps and body slices, and must not be changed by anyone; the
-// flows that the ring returns are shared and read-only.
+// A Flow given to [Ring.Add] belongs to the ring from then on, and must not
+// be changed by anyone; its header maps and body slices are only read, so
+// they may be maps still being read elsewhere (the response header the
+// server is still sending) but must not change either. The flows that the
+// ring returns are shared and read-only.
 type Flow struct {
 	// ID numbers the flows of a Ring from 1 up in the order they were
 	// added; Add sets it.
@@ -49,8 +52,11 @@ type Flow struct {
 	// Client is the client's address (host:port).
 	Client string
 	// Upstream is the address the proxy connected to for this request,
-	// when it did: an origin, or an upstream proxy.
-	Upstream string
+	// when it did: an origin, or an upstream proxy. When it is empty and
+	// UpstreamAddr is not nil, it is UpstreamAddr's String, made when the
+	// flow is read rather than for every request recorded.
+	Upstream     string
+	UpstreamAddr net.Addr
 	// BytesIn counts the request body bytes read from the client, or for
 	// a tunnel the bytes from the client to the upstream.
 	BytesIn int64
@@ -70,9 +76,10 @@ type Flow struct {
 	// Timings are the phases of the request, each zero when not measured.
 	Timings Timings
 	// RequestHeader and ResponseHeader are the headers of the client's
-	// request and of the response sent to it. Add replaces the values of
-	// Authorization, Proxy-Authorization, Cookie and Set-Cookie by
-	// redact.Redacted in place.
+	// request and of the response sent to it. Add replaces a header that
+	// holds Authorization, Proxy-Authorization, Cookie or Set-Cookie by a
+	// copy in which their values are redact.Redacted; it never changes
+	// the map it was given.
 	RequestHeader, ResponseHeader http.Header
 	// RequestBody and ResponseBody are the captured prefixes of the
 	// bodies.
@@ -119,41 +126,74 @@ const (
 // its strings, its headers and its body prefixes. The Ring's byte cap
 // counts it.
 func (f *Flow) Size() int64 {
-	return f.fixedSize() + int64(headerSize(f.RequestHeader, false)+headerSize(f.ResponseHeader, false))
+	return f.fixedSize() + int64(headerSize(f.RequestHeader)+headerSize(f.ResponseHeader))
 }
 
 // fixedSize is Size without the headers.
 func (f *Flow) fixedSize() int64 {
 	n := flowOverhead + len(f.Method) + len(f.URL) + len(f.Host) + len(f.Proto) + len(f.User) +
-		len(f.Client) + len(f.Upstream) + len(f.ErrorKind) + len(f.ErrorReason) +
+		len(f.Client) + len(f.Upstream) + len(f.ErrorKind) + len(f.ErrorReason) + upstreamAddrSize(f.UpstreamAddr) +
 		len(f.RequestBody.ContentType) + len(f.ResponseBody.ContentType) +
 		len(f.RequestBody.Prefix) + len(f.ResponseBody.Prefix)
 	return int64(n)
 }
 
-// redactSize redacts f (see redactFlow) and returns its Size, walking each
-// header once.
-func (f *Flow) redactSize() int64 {
-	f.redactURL()
-	return f.fixedSize() + int64(headerSize(f.RequestHeader, true)+headerSize(f.ResponseHeader, true))
+// upstreamAddrSize is what an UpstreamAddr costs: its string's length
+// at most, without making it (an address is shared with its connection).
+func upstreamAddrSize(a net.Addr) int {
+	if a == nil {
+		return 0
+	}
+	return len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")
 }
 
-// headerSize returns what h costs; with redact, it first replaces the
-// values of sensitive headers by redact.Redacted, in place.
-func headerSize(h http.Header, redactValues bool) int {
+// upstream is f.Upstream, or f.UpstreamAddr's String when it is empty.
+func (f *Flow) upstream() string {
+	if f.Upstream == "" && f.UpstreamAddr != nil {
+		return f.UpstreamAddr.String()
+	}
+	return f.Upstream
+}
+
+// redactSize redacts f (see redactFlow) and returns its Size.
+func (f *Flow) redactSize() int64 {
+	f.redactURL()
+	f.RequestHeader = redactHeader(f.RequestHeader)
+	f.ResponseHeader = redactHeader(f.ResponseHeader)
+	return f.Size()
+}
+
+// headerSize returns what h costs.
+func headerSize(h http.Header) int {
 	n := 0
 	for name, values := range h {
-		if redactValues && sensitive(name) {
-			for i := range values {
-				values[i] = redact.Redacted
-			}
-		}
 		n += headerEntryOverhead + len(name)
 		for _, v := range values {
 			n += headerValueOverhead + len(v)
 		}
 	}
 	return n
+}
+
+// redactHeader returns h when it holds no sensitive field, else a copy of
+// it whose sensitive values are redact.Redacted: h is never changed, for
+// it may still be in use (the header of a response being sent). Only a
+// header with credentials costs a copy.
+func redactHeader(h http.Header) http.Header {
+	for name := range h {
+		if sensitive(name) {
+			c := h.Clone()
+			for name, values := range c {
+				if sensitive(name) {
+					for i := range values {
+						values[i] = redact.Redacted
+					}
+				}
+			}
+			return c
+		}
+	}
+	return h
 }
 
 // sensitive is redact.IsSensitive behind a check of the length, which
@@ -166,8 +206,9 @@ func sensitive(name string) bool {
 	return false
 }
 
-// redactFlow replaces, in place, the values of sensitive headers and a
-// password in the URL. It allocates only when the URL holds a password.
+// redactFlow redacts the values of sensitive headers (in copies) and a
+// password in the URL. It allocates only when there is something to
+// redact.
 func redactFlow(f *Flow) { f.redactSize() }
 
 // redactURL replaces a password in the URL; it allocates only when the URL

@@ -151,7 +151,7 @@ func summaryOf(f *Flow) summaryJSON {
 	t := f.Timings
 	return summaryJSON{
 		ID: f.ID, Start: f.Start, Method: f.Method, URL: f.URL, Host: f.Host, Proto: f.Proto,
-		Status: f.Status, User: f.User, Client: f.Client, Upstream: f.Upstream,
+		Status: f.Status, User: f.User, Client: f.Client, Upstream: f.upstream(),
 		BytesIn: f.BytesIn, BytesOut: f.BytesOut, Error: f.ErrorKind, Reason: f.ErrorReason,
 		Intercepted: f.Intercepted, Tunnel: f.Tunnel,
 		Timings:     timingsJSON{ms(t.DNS), ms(t.Connect), ms(t.TLS), ms(t.FirstByte), ms(t.Total)},

@@ -189,10 +189,11 @@ func harEntryOf(f *Flow) harEntry {
 		e.Request.PostData = harPostDataOf(f)
 	}
 	e.Response.Content = harContentOf(f)
-	if host, _, err := net.SplitHostPort(f.Upstream); err == nil && net.ParseIP(host) != nil {
+	upstream := f.upstream()
+	if host, _, err := net.SplitHostPort(upstream); err == nil && net.ParseIP(host) != nil {
 		e.ServerIPAddress = host
-	} else if net.ParseIP(f.Upstream) != nil {
-		e.ServerIPAddress = f.Upstream
+	} else if net.ParseIP(upstream) != nil {
+		e.ServerIPAddress = upstream
 	}
 	var notes []string
 	if f.Intercepted {

@@ -90,8 +90,8 @@ func (r *Ring) Resume() { r.paused.Store(false) }
 // Add records f, which the ring owns from then on (see [Flow]), and
 // returns its ID; 0 when the ring is paused or f is too large to keep even
 // without its bodies. Before storing f it cuts its body prefixes to
-// MaxBodyBytes, redacts its headers and URL, and fills its bodies' content
-// types from the headers. Flows too large for MaxBytes with their bodies
+// MaxBodyBytes, redacts its headers (in copies: see [Flow]) and URL, and
+// fills its bodies' content types from the headers. Flows too large for MaxBytes with their bodies
 // are kept without them. Subscribers are sent f; one whose buffer is full
 // misses it, and its Dropped count grows.
 func (r *Ring) Add(f *Flow) uint64 {

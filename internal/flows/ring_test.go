@@ -1,6 +1,7 @@
 package flows
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -140,8 +141,20 @@ func TestRingRedacts(t *testing.T) {
 	f.RequestHeader["Proxy-Authorization"] = []string{"Basic dXNlcjpwdw=="}
 	f.RequestHeader["Cookie"] = []string{"a=1", "b=2"}
 	f.ResponseHeader["Set-Cookie"] = []string{"sid=xyz; HttpOnly"}
+	given := f.ResponseHeader
+	plain := newFlow(0, 0, 0)
+	plainHeader := plain.RequestHeader
 	r.Add(f)
+	r.Add(plain)
 	got := r.Get(1)
+	// The maps given are left alone (a server may still be sending them);
+	// a header without credentials is kept as it is, not copied.
+	if v := given["Set-Cookie"][0]; v != "sid=xyz; HttpOnly" {
+		t.Errorf("the response header given was changed: Set-Cookie %q", v)
+	}
+	if p := r.Get(2); fmt.Sprintf("%p", p.RequestHeader) != fmt.Sprintf("%p", plainHeader) {
+		t.Error("a header without credentials was copied")
+	}
 	for _, h := range []struct {
 		hdr  http.Header
 		name string
