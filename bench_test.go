@@ -27,10 +27,20 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(direct.CloseIdleConnections)
 	proxied := tp.client(b, nil)
 	proxied.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// proxy-recording: the same with an Admin open, its flow ring
+	// recording every request, nobody watching.
+	tr := startProxy(b)
+	admin, err := tr.NewAdmin(AdminOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { admin.Close() })
+	recorded := tr.client(b, nil)
+	recorded.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	for _, bc := range []struct {
 		name string
 		c    *http.Client
-	}{{"direct", direct}, {"proxy", proxied}} {
+	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}} {
 		run := func(b *testing.B, get func()) {
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -23,6 +23,9 @@ import (
 // handed, with what was read of it, to an http.Server with the same
 // settings.
 func (p *Proxy) Serve(l net.Listener) error {
+	p.servedOnce.Store(true)
+	p.serving.Add(1) // for /readyz (admin.go)
+	defer p.serving.Add(-1)
 	s := h1.NewServer(l, h1.ServerConfig{
 		Handler:  p,
 		HandOff:  p.cfg.Load().h1srv.HandOff, // the configuration in force names its own (ServerSettings.HandOff)

@@ -1,0 +1,130 @@
+package fwdproxy
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/dashboard"
+	"github.com/fwdproxy/fwdproxy/internal/flows"
+)
+
+// Flow recording. While an Admin is open (admin.go) p.rec holds its
+// recorder: every request counts its destination for the dashboard, and
+// while the ring records, each request gets a reqState (telemetry.go) from
+// which endRequest builds its flow record (recordFlow). The dial
+// (transport.go, through dialed), the client trace and the round trip
+// (telemetry.go) fill in the timing phases. Nothing else happens per
+// request: the ring's subscribers, the pages and the HAR file run on
+// goroutines of their own.
+
+// recorder is what an open Admin records with.
+type recorder struct {
+	ring *flows.Ring
+	dash *dashboard.Dashboard
+}
+
+// recording counts req's destination when an Admin is open, and returns
+// its recorder when its ring records (nil otherwise).
+func (p *Proxy) recording(req *http.Request) *recorder {
+	rec := p.rec.Load()
+	if rec == nil {
+		return nil
+	}
+	if host := destination(req); host != "" {
+		rec.dash.Destination(host)
+	}
+	if !rec.ring.Recording() {
+		return nil
+	}
+	return rec
+}
+
+// destination is the host a request is for, with its port only when that
+// is not the scheme's default: "example.com", "example.com:8443".
+func destination(r *http.Request) string {
+	hostport, def := r.URL.Host, "80"
+	switch {
+	case r.Method == http.MethodConnect:
+		hostport, def = r.Host, "443"
+	case r.URL.Scheme == "https":
+		def = "443"
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || port == def {
+		if err != nil {
+			return hostport // no port
+		}
+		return host
+	}
+	return hostport
+}
+
+// recordFlow hands the record of the request rs followed, which ended
+// with status after d, to the recorder's ring. The maps and slices it
+// passes are the request's own (the client's header, the response header
+// the handler used, the capture's buffers), not copies: nothing changes
+// them once the request is over, and the ring redacts in copies.
+func (p *Proxy) recordFlow(rs *reqState, status int, d time.Duration) {
+	if rs.intercepted && rs.requests > 0 {
+		return // its requests have their own records, decrypted
+	}
+	r := rs.req
+	ctx := r.Context()
+	f := &flows.Flow{
+		Start:          rs.start,
+		Method:         r.Method,
+		Host:           targetOf(r),
+		Proto:          r.Proto,
+		Status:         status,
+		User:           rs.userName(ctx),
+		Client:         r.RemoteAddr,
+		UpstreamAddr:   rs.upAddr,
+		ErrorKind:      rs.errKind,
+		Tunnel:         rs.tunnel,
+		RequestHeader:  r.Header,
+		ResponseHeader: rs.respHeader,
+		Timings: flows.Timings{
+			DNS:       time.Duration(rs.dnsTime.Load()),
+			Connect:   time.Duration(rs.connTime.Load()),
+			TLS:       time.Duration(rs.tlsTime.Load()),
+			FirstByte: rs.firstByte,
+			Total:     d,
+		},
+	}
+	if r.Method == http.MethodConnect {
+		f.URL = r.Host
+	} else {
+		f.URL = r.URL.String()
+		_, f.Intercepted = ctx.Value(interceptedKey{}).(*interceptedConn)
+	}
+	if rs.tunnel {
+		f.BytesIn, f.BytesOut = rs.tunUp, rs.tunDown
+	} else {
+		f.BytesOut = rs.bytesOut
+		if rs.body != nil {
+			f.BytesIn = rs.body.n.Load()
+		}
+	}
+	if e := rs.failure; e != nil {
+		f.ErrorReason = e.Reason
+		if f.ErrorKind == "" {
+			f.ErrorKind = kindName(e.Kind) // a failure after the response began
+		}
+	}
+	if c := rs.capture; c != nil {
+		f.RequestBody.Prefix, f.ResponseBody.Prefix = c.request.bytes(), c.response.bytes()
+	}
+	rs.rec.ring.Add(f)
+}
+
+// tlsStarted and tlsDone are the client trace's TLS hooks when a flow is
+// recorded: they time the upstream TLS handshake.
+func (rs *reqState) tlsStarted() { rs.tlsStart.Store(time.Now().UnixNano()) }
+
+func (rs *reqState) tlsDone(tls.ConnectionState, error) {
+	if start := rs.tlsStart.Load(); start != 0 {
+		rs.tlsTime.Store(time.Now().UnixNano() - start)
+	}
+}
