@@ -161,7 +161,7 @@ func harEntryOf(f *Flow) harEntry {
 		StartedDateTime: f.Start.Format(harTimeFormat),
 		Request: harRequest{
 			Method:      f.Method,
-			URL:         f.URL,
+			URL:         harURL(f),
 			HTTPVersion: cmp.Or(f.Proto, "HTTP/1.1"),
 			Cookies:     []struct{}{},
 			Headers:     harHeaders(f.RequestHeader),
@@ -230,6 +230,16 @@ func harHeaders(h http.Header) []harNameValue {
 }
 
 // harQuery lists the query parameters of rawURL in their order.
+// harURL is the flow's URL as HAR wants it, absolute: a tunnel's target,
+// host:port, becomes tcp://host:port, since its bytes were not read and
+// no other scheme can be told.
+func harURL(f *Flow) string {
+	if f.Method == http.MethodConnect && !strings.Contains(f.URL, "://") {
+		return "tcp://" + f.URL
+	}
+	return f.URL
+}
+
 func harQuery(rawURL string) []harNameValue {
 	out := []harNameValue{}
 	_, query, ok := strings.Cut(rawURL, "?")

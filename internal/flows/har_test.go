@@ -174,7 +174,8 @@ func TestWriteHARValidates(t *testing.T) {
 
 	// The tunnel.
 	tun := entry(5)
-	if !strings.Contains(tun["comment"].(string), "tunnel") || obj(tun, "request")["method"] != "CONNECT" {
+	if !strings.Contains(tun["comment"].(string), "tunnel") || obj(tun, "request")["method"] != "CONNECT" ||
+		obj(tun, "request")["url"] != "tcp://example.com:443" {
 		t.Errorf("tunnel entry = %v", tun)
 	}
 }
