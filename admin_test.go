@@ -336,6 +336,15 @@ func TestAdminFlows(t *testing.T) {
 			},
 		},
 		{
+			name: "for the proxy itself",
+			do: func(t *testing.T) {
+				if code, _, _ := send(t, tp, "GET /itself?q=1 HTTP/1.1\r\nHost: proxy.test:8080\r\n"+auth+"\r\n"); code != 400 {
+					t.Fatalf("%d", code)
+				}
+			},
+			want: flowJSON{Method: "GET", URL: "http://proxy.test:8080/itself?q=1", Host: "proxy.test:8080", Status: 400, Error: "malformed"},
+		},
+		{
 			name: "upstream down",
 			do: func(t *testing.T) {
 				down := closedPort(t)
@@ -380,6 +389,9 @@ func TestAdminFlows(t *testing.T) {
 			}
 		})
 	}
+	// Every shape in HAR 1.2.
+	_, _, har := adminDo(t, srv, "GET", "/flows.har")
+	hartest.Validate(t, har)
 	// The intercepted CONNECT has no record of its own: its requests do.
 	var list struct {
 		Flows []struct{ Method, URL string }

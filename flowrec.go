@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/dashboard"
@@ -93,11 +94,18 @@ func (p *Proxy) recordFlow(rs *reqState, status int, d time.Duration) {
 			Total:     d,
 		},
 	}
-	if r.Method == http.MethodConnect {
+	switch {
+	case r.Method == http.MethodConnect:
 		f.URL = r.Host
-	} else {
+	case r.URL.IsAbs():
 		f.URL = r.URL.String()
 		_, f.Intercepted = ctx.Value(interceptedKey{}).(*interceptedConn)
+	default: // a request for the proxy itself (or the fallback handler)
+		u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+		if r.TLS != nil {
+			u.Scheme = "https"
+		}
+		f.URL, f.Host = u.String(), r.Host
 	}
 	if rs.tunnel {
 		f.BytesIn, f.BytesOut = rs.tunUp, rs.tunDown

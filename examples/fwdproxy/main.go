@@ -57,6 +57,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -168,6 +169,19 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err != nil {
 		return l.problem("listen", err.Error())
 	}
+	admin, err := startAdmin(l, tel, p, b.adminToken, logger) // admin.go
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	closeAdmin := sync.OnceFunc(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
+		defer cancel()
+		if err := admin.close(ctx); err != nil {
+			logger.Warn("admin listener shutdown", "error", err)
+		}
+	})
+	defer closeAdmin()
 	attrs := []any{"addr", ln.Addr().String(), "allow_private", l.s.allowPrivate}
 	if l.s.config != "" {
 		attrs = append(attrs, "config", l.s.config)
@@ -181,7 +195,8 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 		// whole and swaps them into the running Proxy, or keeps the
 		// running configuration and says why.
 		rl = newReloader(l, args, environ, sh, level, p.Reload) // reload.go
-		stopWatch = watchConfig(rl, logger)                     // watch.go
+		rl.applied = func(b *built) { admin.setToken(b.adminToken) }
+		stopWatch = watchConfig(rl, logger) // watch.go
 	}
 	defer stopWatch()
 
@@ -198,6 +213,7 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err := p.Shutdown(sctx); err != nil {
 		logger.Warn("shutdown forced open connections closed", "error", err)
 	}
+	closeAdmin() // after the drain: the HAR file holds every request
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
