@@ -34,8 +34,8 @@ func openAdmin(t testing.TB, p *Proxy, o AdminOptions) (*Admin, *httptest.Server
 	}
 	srv := httptest.NewServer(a)
 	t.Cleanup(func() {
+		a.Close() // first: it ends the event streams that srv.Close would wait for
 		srv.Close()
-		a.Close()
 	})
 	return a, srv
 }

@@ -25,7 +25,7 @@ import (
 )
 
 var screenshots = flag.String("screenshots", "",
-	"a folder where TestBrowser leaves its screenshots, dashboard.png and flows.png (../../docs for the README's)")
+	"a folder where TestBrowser leaves its screenshots of synthetic traffic, dashboard.png and flows.png (the README's come from the root package's TestAdminBrowser)")
 
 // traffic makes synthetic proxy traffic for the browser test: counters
 // for the dashboard's Source, destinations, and flows for the ring.

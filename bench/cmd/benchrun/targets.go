@@ -27,6 +27,7 @@ var targets = []target{
 	{name: "direct"},
 	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
 	{name: "fwdproxy-quiet", intercepts: true, launch: launchFwdproxyQuiet},
+	{name: "fwdproxy-admin", intercepts: true, launch: launchFwdproxyAdmin},
 	{name: "fwdproxy-base", launch: launchFwdproxyBase},
 	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
 	{name: "goproxy-tuned", intercepts: true, launch: launchGopeer("goproxy-tuned")},
@@ -52,6 +53,14 @@ func launchFwdproxy(h *harness, port int, _ string, intercept bool) ([]string, s
 func launchFwdproxyQuiet(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
 	argv, ca, err := launchFwdproxy(h, port, dir, intercept)
 	return append(argv, "-log-level", "warn"), ca, err
+}
+
+// launchFwdproxyAdmin runs fwdproxy-quiet with its admin listener on (on
+// a free loopback port that nothing reads): every request is recorded in
+// the flow ring and counted for the dashboard, with nobody watching.
+func launchFwdproxyAdmin(h *harness, port int, dir string, intercept bool) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyQuiet(h, port, dir, intercept)
+	return append(argv, "-admin-listen", "127.0.0.1:0"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
@@ -156,7 +165,9 @@ func (h *harness) skip(t target, s scenario) string {
 }
 
 // isFwdproxy reports whether t runs the example server built from -fwdproxy-src.
-func isFwdproxy(t target) bool { return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" }
+func isFwdproxy(t target) bool {
+	return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" || t.name == "fwdproxy-admin"
+}
 
 // fwdproxySupportsMITM reports whether the example server's -h output
 // lists the interception flag.
