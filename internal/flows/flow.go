@@ -38,8 +38,12 @@ type Flow struct {
 	// Method is the request method; CONNECT for tunnels.
 	Method string
 	// URL is the absolute URL of the request, with any password replaced
-	// (url.URL.Redacted); the authority (host:port) for CONNECT.
-	URL string
+	// (url.URL.Redacted); the authority (host:port) for CONNECT. When
+	// it is empty and RawURL is not nil, it is RawURL's String, made when
+	// the flow is read rather than for every request recorded; RawURL must
+	// not change once the flow is added.
+	URL    string
+	RawURL *url.URL
 	// Host is the destination as host or host:port.
 	Host string
 	// Proto is the protocol of the client's request: "HTTP/1.1",
@@ -131,7 +135,7 @@ func (f *Flow) Size() int64 {
 
 // fixedSize is Size without the headers.
 func (f *Flow) fixedSize() int64 {
-	n := flowOverhead + len(f.Method) + len(f.URL) + len(f.Host) + len(f.Proto) + len(f.User) +
+	n := flowOverhead + len(f.Method) + len(f.URL) + rawURLSize(f.RawURL) + len(f.Host) + len(f.Proto) + len(f.User) +
 		len(f.Client) + len(f.Upstream) + len(f.ErrorKind) + len(f.ErrorReason) + upstreamAddrSize(f.UpstreamAddr) +
 		len(f.RequestBody.ContentType) + len(f.ResponseBody.ContentType) +
 		len(f.RequestBody.Prefix) + len(f.ResponseBody.Prefix)
@@ -147,6 +151,23 @@ func upstreamAddrSize(a net.Addr) int {
 	return len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")
 }
 
+// rawURLSize is what a RawURL costs besides what it shares with the
+// request it came from: the url.URL and its String's length, about.
+func rawURLSize(u *url.URL) int {
+	if u == nil {
+		return 0
+	}
+	return 144 + len(u.Scheme) + len(u.Host) + len(u.Path) + len(u.RawQuery) + len("://?")
+}
+
+// url is f.URL, or f.RawURL's String when it is empty.
+func (f *Flow) url() string {
+	if f.URL == "" && f.RawURL != nil {
+		return f.RawURL.String()
+	}
+	return f.URL
+}
+
 // upstream is f.Upstream, or f.UpstreamAddr's String when it is empty.
 func (f *Flow) upstream() string {
 	if f.Upstream == "" && f.UpstreamAddr != nil {
@@ -155,24 +176,41 @@ func (f *Flow) upstream() string {
 	return f.Upstream
 }
 
-// redactSize redacts f (see redactFlow) and returns its Size.
+// redactSize redacts f (see redactFlow) and returns its Size, walking a
+// header without credentials once.
 func (f *Flow) redactSize() int64 {
 	f.redactURL()
-	f.RequestHeader = redactHeader(f.RequestHeader)
-	f.ResponseHeader = redactHeader(f.ResponseHeader)
-	return f.Size()
+	return f.fixedSize() + int64(redactedSize(&f.RequestHeader)+redactedSize(&f.ResponseHeader))
+}
+
+// redactedSize replaces *h by its redacted copy when it holds credentials
+// (redactHeader), and returns the size of the header kept.
+func redactedSize(h *http.Header) int {
+	n, secret := measureHeader(*h)
+	if secret {
+		*h = redactHeader(*h)
+		n, _ = measureHeader(*h)
+	}
+	return n
 }
 
 // headerSize returns what h costs.
 func headerSize(h http.Header) int {
-	n := 0
+	n, _ := measureHeader(h)
+	return n
+}
+
+// measureHeader returns what h costs, and whether it holds a sensitive
+// field.
+func measureHeader(h http.Header) (n int, secret bool) {
 	for name, values := range h {
+		secret = secret || sensitive(name)
 		n += headerEntryOverhead + len(name)
 		for _, v := range values {
 			n += headerValueOverhead + len(v)
 		}
 	}
-	return n
+	return n, secret
 }
 
 // redactHeader returns h when it holds no sensitive field, else a copy of
@@ -214,6 +252,12 @@ func redactFlow(f *Flow) { f.redactSize() }
 // redactURL replaces a password in the URL; it allocates only when the URL
 // holds one.
 func (f *Flow) redactURL() {
+	if f.URL == "" && f.RawURL != nil {
+		if _, ok := f.RawURL.User.Password(); ok {
+			f.URL = f.RawURL.Redacted()
+		}
+		return
+	}
 	if strings.Contains(f.URL, "@") && !f.Tunnel {
 		if u, err := url.Parse(f.URL); err == nil && u.User != nil {
 			if _, ok := u.User.Password(); ok {

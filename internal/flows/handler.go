@@ -150,7 +150,7 @@ type timingsJSON struct {
 func summaryOf(f *Flow) summaryJSON {
 	t := f.Timings
 	return summaryJSON{
-		ID: f.ID, Start: f.Start, Method: f.Method, URL: f.URL, Host: f.Host, Proto: f.Proto,
+		ID: f.ID, Start: f.Start, Method: f.Method, URL: f.url(), Host: f.Host, Proto: f.Proto,
 		Status: f.Status, User: f.User, Client: f.Client, Upstream: f.upstream(),
 		BytesIn: f.BytesIn, BytesOut: f.BytesOut, Error: f.ErrorKind, Reason: f.ErrorReason,
 		Intercepted: f.Intercepted, Tunnel: f.Tunnel,

@@ -165,7 +165,7 @@ func harEntryOf(f *Flow) harEntry {
 			HTTPVersion: cmp.Or(f.Proto, "HTTP/1.1"),
 			Cookies:     []struct{}{},
 			Headers:     harHeaders(f.RequestHeader),
-			QueryString: harQuery(f.URL),
+			QueryString: harQuery(f.url()),
 			HeadersSize: -1,
 			BodySize:    f.BytesIn,
 		},
@@ -234,10 +234,11 @@ func harHeaders(h http.Header) []harNameValue {
 // host:port, becomes tcp://host:port, since its bytes were not read and
 // no other scheme can be told.
 func harURL(f *Flow) string {
-	if f.Method == http.MethodConnect && !strings.Contains(f.URL, "://") {
-		return "tcp://" + f.URL
+	u := f.url()
+	if f.Method == http.MethodConnect && !strings.Contains(u, "://") {
+		return "tcp://" + u
 	}
-	return f.URL
+	return u
 }
 
 func harQuery(rawURL string) []harNameValue {

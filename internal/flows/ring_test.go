@@ -3,6 +3,7 @@ package flows
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -180,6 +181,19 @@ func TestRingRedacts(t *testing.T) {
 	}
 	if got.URL != "http://user:xxxxx@example.com/x" {
 		t.Errorf("URL = %q, want the password replaced", got.URL)
+	}
+	// A RawURL, made a string when read, is redacted too.
+	raw := newFlow(0, 0, 0)
+	raw.URL, raw.RawURL = "", &url.URL{Scheme: "http", User: url.UserPassword("u", "secret"), Host: "example.com", Path: "/y"}
+	r.Add(raw)
+	if got := r.Get(3); got.url() != "http://u:xxxxx@example.com/y" {
+		t.Errorf("RawURL read as %q, want the password replaced", got.url())
+	}
+	plainRaw := newFlow(0, 0, 0)
+	plainRaw.URL, plainRaw.RawURL = "", &url.URL{Scheme: "http", Host: "example.com", Path: "/z", RawQuery: "q=1"}
+	r.Add(plainRaw)
+	if got := r.Get(4); got.url() != "http://example.com/z?q=1" || got.URL != "" {
+		t.Errorf("RawURL read as %q (URL %q): want it made when read", got.url(), got.URL)
 	}
 }
 
