@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
+	"github.com/fwdproxy/fwdproxy/internal/flows"
 	"github.com/fwdproxy/fwdproxy/internal/hartest"
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 	"github.com/fwdproxy/fwdproxy/internal/redact"
@@ -921,5 +922,61 @@ func TestAdminHARFile(t *testing.T) {
 	}
 	if strings.Contains(string(b), "client-secret") {
 		t.Error("a credential in the HAR file")
+	}
+}
+
+// TestAdminFlowTrailersH2: a response with trailers to an HTTP/2 client
+// (here, inside an intercepted CONNECT): the HTTP/2 server moves trailers
+// into the header map after the handler has returned, so the flow keeps a
+// copy, which the inspector reads while the server is still at it (go test
+// -race tells).
+func TestAdminFlowTrailersH2(t *testing.T) {
+	o, roots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Sum", "sum")
+	})
+	ca, caPool := newTestCA(t)
+	tp := startProxy(t, WithInterception(ca), WithUpstreamRootCAs(roots))
+	a, srv := openAdmin(t, tp.Proxy, AdminOptions{})
+	c := tp.client(t, &tls.Config{RootCAs: caPool})
+	// A reader of the newest flow's response header, as the inspector's
+	// detail is, as soon as it is recorded.
+	stop := make(chan struct{})
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, f := range a.rec.ring.Query(flows.Filter{Limit: 1}) {
+				for k, vv := range f.ResponseHeader {
+					_, _ = k, len(vv)
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-read
+	}()
+	for range 20 {
+		resp, err := c.Get(o.URL + "/t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.Trailer.Get("X-Sum") != "sum" {
+			t.Fatalf("%s, trailer %q", resp.Proto, resp.Trailer.Get("X-Sum"))
+		}
+		f := latestFlow(t, srv)
+		if f.Status != 200 || !f.Intercepted {
+			t.Errorf("flow %+v", f)
+		}
 	}
 }

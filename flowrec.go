@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/dashboard"
@@ -79,13 +80,13 @@ func (p *Proxy) recordFlow(rs *reqState, status int, d time.Duration) {
 		Host:           targetOf(r),
 		Proto:          r.Proto,
 		Status:         status,
-		User:           rs.userName(ctx),
+		User:           rs.user,
 		Client:         r.RemoteAddr,
 		UpstreamAddr:   rs.upAddr,
 		ErrorKind:      rs.errKind,
 		Tunnel:         rs.tunnel,
 		RequestHeader:  r.Header,
-		ResponseHeader: rs.respHeader,
+		ResponseHeader: settledHeader(rs.respHeader),
 		Timings: flows.Timings{
 			DNS:       time.Duration(rs.dnsTime.Load()),
 			Connect:   time.Duration(rs.connTime.Load()),
@@ -98,8 +99,13 @@ func (p *Proxy) recordFlow(rs *reqState, status int, d time.Duration) {
 	case r.Method == http.MethodConnect:
 		f.URL = r.Host
 	case r.URL.IsAbs():
-		f.URL = r.URL.String()
-		_, f.Intercepted = ctx.Value(interceptedKey{}).(*interceptedConn)
+		f.RawURL = r.URL // made a string when read
+		if rs.mayIntercept {
+			// A request inside an intercepted CONNECT: its user is the
+			// CONNECT's, in the context.
+			_, f.Intercepted = ctx.Value(interceptedKey{}).(*interceptedConn)
+			f.User = rs.userName(ctx)
+		}
 	default: // a request for the proxy itself (or the fallback handler)
 		u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 		if r.TLS != nil {
@@ -125,6 +131,21 @@ func (p *Proxy) recordFlow(rs *reqState, status int, d time.Duration) {
 		f.RequestBody.Prefix, f.ResponseBody.Prefix = c.request.bytes(), c.response.bytes()
 	}
 	rs.rec.ring.Add(f)
+}
+
+// settledHeader returns h, the header of a response whose handler has
+// returned, or a copy of it when the server may still change it: the
+// HTTP/2 server moves trailers given as "Trailer:" keys into the map after
+// the handler (http2's promoteUndeclaredTrailers), so a response with
+// trailers is copied; no server changes other maps once the handler is
+// done, and those are shared as they are.
+func settledHeader(h http.Header) http.Header {
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return h.Clone()
+		}
+	}
+	return h
 }
 
 // tlsStarted and tlsDone are the client trace's TLS hooks when a flow is

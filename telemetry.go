@@ -107,13 +107,14 @@ type reqState struct {
 	// recorder, the response header the handler used, and the timing
 	// phases. The dial and the TLS handshake may run on a transport's
 	// goroutine, even after the request is over: their phases are atomics.
-	rec        *recorder
-	respHeader http.Header
-	firstByte  time.Duration
-	dnsTime    atomic.Int64 // nanoseconds
-	connTime   atomic.Int64
-	tlsTime    atomic.Int64
-	tlsStart   atomic.Int64 // Unix nanoseconds
+	rec          *recorder
+	mayIntercept bool // not from the own HTTP/1.1 loop, which never serves a request inside an intercepted CONNECT
+	respHeader   http.Header
+	firstByte    time.Duration
+	dnsTime      atomic.Int64 // nanoseconds
+	connTime     atomic.Int64
+	tlsTime      atomic.Int64
+	tlsStart     atomic.Int64 // Unix nanoseconds
 }
 
 type ctxKeyReqState struct{}
@@ -167,6 +168,10 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 		rs = &reqState{}
 	}
 	rs.rw, rs.start, rs.metrics, rs.logging, rs.rec = *w, t.start, metrics, logging, rec
+	if rec != nil {
+		_, own := (*w).(h1.HeaderAdopter)
+		rs.mayIntercept = !own
+	}
 	if tel.Tracing {
 		ctx, rs.span = tel.StartServer(ctx, req, targetOf(req), t.start, rs.tb)
 	}
