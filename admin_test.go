@@ -980,3 +980,59 @@ func TestAdminFlowTrailersH2(t *testing.T) {
 		}
 	}
 }
+
+// TestDestination: the host a request counts for in the top destinations,
+// the port left out when it is the scheme's default, without allocating.
+func TestDestination(t *testing.T) {
+	for _, tc := range []struct{ method, url, host, want string }{
+		{"GET", "http://example.com/", "", "example.com"},
+		{"GET", "http://example.com:80/", "", "example.com"},
+		{"GET", "http://example.com:8080/", "", "example.com:8080"},
+		{"GET", "https://example.com:443/", "", "example.com"},
+		{"GET", "https://example.com:80/", "", "example.com:80"},
+		{"GET", "http://[::1]/", "", "[::1]"},
+		{"GET", "http://[::1]:80/", "", "[::1]"},
+		{"GET", "http://[::1]:81/", "", "[::1]:81"},
+		{"CONNECT", "", "example.com:443", "example.com"},
+		{"CONNECT", "", "example.com:22", "example.com:22"},
+		{"CONNECT", "", "[2001:db8::1]:443", "[2001:db8::1]"},
+		{"GET", "/itself", "proxy.test", ""},
+	} {
+		r := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{}}
+		if tc.url != "" {
+			r.URL, _ = url.Parse(tc.url)
+		}
+		if got := destination(r); got != tc.want {
+			t.Errorf("%s %s %s: %q, want %q", tc.method, tc.url, tc.host, got, tc.want)
+		}
+		if n := testing.AllocsPerRun(10, func() { destination(r) }); n != 0 {
+			t.Errorf("%s %s %s: %v allocations", tc.method, tc.url, tc.host, n)
+		}
+	}
+}
+
+// TestRecordingAllocations: without an Admin, and with one whose ring is
+// paused, a request allocates nothing more than with no Admin at all (the
+// destination count allocates nothing once its host is tracked); while it
+// records, four more: the request's state (its reqState, the context
+// value and the request copy that carry it, as the access log's do) and
+// the Flow. The headers, URL and upstream address are shared, not copied.
+func TestRecordingAllocations(t *testing.T) {
+	p, err := New(WithRequestHook(proxytest.NoContent), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	none := proxytest.ServeHTTPAllocs(p)
+	a, err := p.NewAdmin(AdminOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	recording := proxytest.ServeHTTPAllocs(p)
+	a.rec.ring.Pause()
+	paused := proxytest.ServeHTTPAllocs(p)
+	if paused != none || recording != none+4 {
+		t.Errorf("allocations per request: %v without an Admin, %v paused, %v recording; want the same twice, then 4 more", none, paused, recording)
+	}
+}

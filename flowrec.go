@@ -2,7 +2,6 @@ package fwdproxy
 
 import (
 	"crypto/tls"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -53,14 +52,14 @@ func destination(r *http.Request) string {
 	case r.URL.Scheme == "https":
 		def = "443"
 	}
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil || port == def {
-		if err != nil {
-			return hostport // no port
-		}
-		return host
+	// The port is after the last colon, unless that colon is inside an
+	// IPv6 literal's brackets ("[::1]"); net.SplitHostPort would allocate
+	// an error for a host without one.
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 || strings.IndexByte(hostport[i:], ']') >= 0 || hostport[i+1:] != def {
+		return hostport
 	}
-	return hostport
+	return hostport[:i]
 }
 
 // recordFlow hands the record of the request rs followed, which ended
