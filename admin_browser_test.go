@@ -22,7 +22,6 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/cdptest"
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
-	"github.com/fwdproxy/fwdproxy/internal/hartest"
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 )
 
@@ -350,7 +349,7 @@ func TestAdminBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	har := cdptest.WaitForFile(t, ctx, downloads, ".har")
-	m := hartest.Validate(t, har)
+	m := decodeHAR(t, har)
 	entries := m["log"].(map[string]any)["entries"].([]any)
 	if len(entries) < 20 {
 		t.Errorf("%d HAR entries", len(entries))

@@ -225,7 +225,7 @@ func TestHARHandler(t *testing.T) {
 		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), `attachment; filename="fwdproxy-`) {
 		t.Fatalf("GET /flows.har: %s %v", resp.Status, resp.Header)
 	}
-	m := validateHAR(t, body)
+	m := decodeHAR(t, body)
 	if n := len(m["log"].(map[string]any)["entries"].([]any)); n != 2 {
 		t.Errorf("%d entries, want the 2 flows with a 4xx status", n)
 	}

@@ -3,22 +3,31 @@ package flows
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
-	"github.com/fwdproxy/fwdproxy/internal/hartest"
 	"github.com/fwdproxy/fwdproxy/internal/redact"
 )
 
-// harSchema and validateHAR are internal/hartest's.
-var (
-	harSchema   = hartest.Schema
-	validateHAR = hartest.Validate
-)
+// decodeHAR decodes a HAR and checks its frame: a log of version 1.2 with
+// an array of entries. The HAR 1.2 schema check of what WriteHAR and
+// HARFile write is in internal/hartest, a module of its own, so that the
+// JSON-schema validator stays out of the library's go.mod.
+func decodeHAR(t testing.TB, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("HAR is not JSON: %v\n%s", err, b)
+	}
+	log, _ := m["log"].(map[string]any)
+	if _, ok := log["entries"].([]any); !ok || log["version"] != "1.2" {
+		t.Fatalf("not a HAR 1.2 log:\n%s", b)
+	}
+	return m
+}
 
 // harFlows are flows of every shape the proxy records.
 func harFlows(t *testing.T) []*Flow {
@@ -78,7 +87,7 @@ func TestWriteHARValidates(t *testing.T) {
 	if err := WriteHAR(&b, harFlows(t)); err != nil {
 		t.Fatal(err)
 	}
-	m := validateHAR(t, b.Bytes())
+	m := decodeHAR(t, b.Bytes())
 	log := m["log"].(map[string]any)
 	if log["version"] != "1.2" || log["creator"].(map[string]any)["name"] != "fwdproxy" {
 		t.Errorf("log header: %v %v", log["version"], log["creator"])
@@ -185,37 +194,8 @@ func TestWriteHAREmpty(t *testing.T) {
 	if err := WriteHAR(&b, nil); err != nil {
 		t.Fatal(err)
 	}
-	m := validateHAR(t, b.Bytes())
+	m := decodeHAR(t, b.Bytes())
 	if n := len(m["log"].(map[string]any)["entries"].([]any)); n != 0 {
 		t.Errorf("%d entries", n)
-	}
-}
-
-// TestHARSchemaRejects checks that the schema is not too lax to matter.
-func TestHARSchemaRejects(t *testing.T) {
-	s := harSchema(t)
-	var b bytes.Buffer
-	all := harFlows(t)
-	WriteHAR(&b, all[len(all)-1:]) // the GET
-	good := b.String()
-	for name, bad := range map[string]string{
-		"version":     strings.Replace(good, `"version":"1.2"`, `"version":"1.1"`, 1),
-		"timing -2":   strings.Replace(good, `"blocked":-1`, `"blocked":-2`, 1),
-		"timing -0.5": strings.Replace(good, `"blocked":-1`, `"blocked":-0.5`, 1),
-		"no cache":    strings.Replace(good, `"cache":{},`, ``, 1),
-		"unknown":     strings.Replace(good, `"cache":{}`, `"cache":{},"extra":1`, 1),
-		"bad date":    strings.Replace(good, `"startedDateTime":"2026`, `"startedDateTime":"x2026`, 1),
-		"bad ip":      strings.Replace(good, `"serverIPAddress":"93.184.215.14"`, `"serverIPAddress":"example.com"`, 1),
-	} {
-		if bad == good {
-			t.Fatalf("%s: replacement did not apply", name)
-		}
-		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(bad))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.Validate(doc) == nil {
-			t.Errorf("%s: the schema accepted an invalid HAR", name)
-		}
 	}
 }

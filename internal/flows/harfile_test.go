@@ -32,7 +32,7 @@ func TestHARFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := validateHAR(t, b)
+	m := decodeHAR(t, b)
 	if n := len(m["log"].(map[string]any)["entries"].([]any)); n != 5 {
 		t.Errorf("%d entries, want the 5 recorded", n)
 	}
@@ -54,7 +54,7 @@ func TestHARFileEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	validateHAR(t, b)
+	decodeHAR(t, b)
 }
 
 func TestHARFileRotates(t *testing.T) {
@@ -81,7 +81,7 @@ func TestHARFileRotates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := validateHAR(t, b)
+		m := decodeHAR(t, b)
 		total += len(m["log"].(map[string]any)["entries"].([]any))
 		if f != path && !strings.HasPrefix(filepath.Base(f), "flows-") {
 			t.Errorf("rotated file named %s", f)

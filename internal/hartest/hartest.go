@@ -1,6 +1,16 @@
-// Package hartest validates HAR files against the HAR 1.2 schema, for the
-// tests of every package that writes them (internal/flows, the root
-// package's admin handler, the example server's -har-file).
+// Package hartest holds the library's tests that need a JSON-schema
+// validator: every HAR the library writes (internal/flows' WriteHAR and
+// HARFile, an Admin's /flows.har and AdminOptions.HARFile under real
+// traffic) is checked against the HAR 1.2 schema, so that browser dev
+// tools and other HAR readers open it. It is a module of its own, so the
+// validator stays out of the library's go.mod (a consumer's module graph
+// stays small); its replace directive tests the library in this tree. The
+// tests of the library itself decode the same HAR as JSON and check its
+// content, not its schema.
+//
+// Schema and Validate are the check; run the tests with
+//
+//	cd internal/hartest && go test -race ./...
 package hartest
 
 import (
