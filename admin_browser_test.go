@@ -175,7 +175,11 @@ func TestAdminBrowser(t *testing.T) {
 		case "/json":
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Set-Cookie", "sid=browser-secret; HttpOnly")
-			fmt.Fprintf(w, `{"id":%s,"name":"item","price":12.5,"tags":["new","sale"]}`, r.URL.Query().Get("n"))
+			n := r.URL.Query().Get("n")
+			if n == "" { // the redirect's target: JSON still
+				n = "0"
+			}
+			fmt.Fprintf(w, `{"id":%s,"name":"item","price":12.5,"tags":["new","sale"]}`, n)
 		case "/img.png":
 			w.Header().Set("Content-Type", "image/png")
 			w.Write(pngBody.Bytes())

@@ -544,12 +544,15 @@ func TestAdminEndpoints(t *testing.T) {
 		State struct {
 			Flows    int    `json:"flows"`
 			MaxFlows int    `json:"max_flows"`
+			MaxBytes int64  `json:"max_bytes"`
 			LastID   uint64 `json:"last_id"`
 			Paused   bool   `json:"paused"`
 		} `json:"state"`
 	}
 	adminJSON(t, srv, "/api/flows?status=4xx", &list)
-	if len(list.Flows) != 1 || list.Flows[0].Status != 403 || list.State.Flows != 6 || list.State.MaxFlows != 1000 || list.State.LastID != 6 {
+	// The defaults: 1,000 flows, 64 MiB.
+	if len(list.Flows) != 1 || list.Flows[0].Status != 403 || list.State.Flows != 6 || list.State.MaxFlows != 1000 ||
+		list.State.MaxBytes != 64<<20 || list.State.LastID != 6 {
 		t.Errorf("4xx flows %+v, state %+v", list.Flows, list.State)
 	}
 	f := latestFlow(t, srv)
