@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -278,6 +279,82 @@ func TestAdminListener(t *testing.T) {
 	}
 	if bytes.Contains(b, []byte("client-secret")) {
 		t.Error("a credential in the HAR file")
+	}
+}
+
+// TestAdminFlowSettings: -max-flows and -max-flow-bytes cap the ring the
+// inspector shows, and -har-file-max-bytes rotates the HAR file, which
+// still holds every flow (more than the ring keeps) across its files.
+func TestAdminFlowSettings(t *testing.T) {
+	bin := build(t)
+	o := helloOrigin(t)
+	dir := t.TempDir()
+	har := filepath.Join(dir, "flows.har")
+	cmd, logs := startLogged(t, bin, "-admin-listen", "127.0.0.1:0", "-max-flows", "2", "-max-flow-bytes", "1MiB",
+		"-har-file", har, "-har-file-max-bytes", "2KiB")
+	addr := logs.waitFor(t, textListen)
+	admin := logs.waitFor(t, adminLine)
+	c := proxyClient(t, addr)
+	const n = 8
+	for i := range n {
+		resp, err := c.Get(o.URL + "/" + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var list struct {
+		Flows []struct {
+			URL string `json:"url"`
+		} `json:"flows"`
+		State struct {
+			Flows    int   `json:"flows"`
+			MaxFlows int   `json:"max_flows"`
+			MaxBytes int64 `json:"max_bytes"`
+			Added    int   `json:"added"`
+		} `json:"state"`
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for { // a flow is recorded as its request ends, just after the response
+		_, body := adminGet(t, admin, "/api/flows", "")
+		if err := json.Unmarshal([]byte(body), &list); err != nil {
+			t.Fatalf("/api/flows: %v: %s", err, body)
+		}
+		if list.State.Added == n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := list.State; st.Flows != 2 || st.MaxFlows != 2 || st.MaxBytes != 1<<20 || st.Added != n ||
+		len(list.Flows) != 2 || list.Flows[0].URL != o.URL+"/"+strconv.Itoa(n-1) {
+		t.Errorf("/api/flows: %+v, want the newest 2 of %d under caps of 2 flows and 1 MiB", list, n)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { <-logs.done; done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("not stopped")
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.har"))
+	total := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(decodeHAR(t, b)["log"].(map[string]any)["entries"].([]any))
+	}
+	if len(files) < 2 || total != n {
+		t.Errorf("%d entries in %d HAR files %v, want all %d, rotated past 2 KiB", total, len(files), files, n)
 	}
 }
 
