@@ -213,11 +213,13 @@ func kindName(kind error) string {
 // with e's reason (logAccess); otherwise it is a Warn line with message
 // msg. The first failure of a request is the one reported.
 func (p *Proxy) logFailure(r *http.Request, e *Error, msg string) {
-	if rs := reqStateFrom(r.Context()); rs != nil && rs.logging {
+	if rs := reqStateFrom(r.Context()); rs != nil && (rs.logging || rs.rec != nil) {
 		if rs.failure == nil {
-			rs.failure = e
+			rs.failure = e // for the access record and the flow record
 		}
-		return
+		if rs.logging {
+			return
+		}
 	}
 	p.logError(r, e, msg)
 }

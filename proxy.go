@@ -67,6 +67,12 @@ type Proxy struct {
 	stats     proxyStats
 	logq      *lazyAsync
 	upMetrics upstreamMetrics // routestats.go
+
+	// The open Admin's recorder, nil when none is (admin.go, flowrec.go),
+	// and Serve's listeners for its /readyz.
+	rec        atomic.Pointer[recorder]
+	serving    atomic.Int32 // Serve and ServeTLS calls running
+	servedOnce atomic.Bool
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
@@ -201,6 +207,7 @@ func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 	var body *clientBody // taken now: a hook may replace out.Body
 	if out.Body != http.NoBody && out.Body != nil {
 		body = watchRequestBody(c.bodyIdleTimeout, w, out.Body) // bodyidle.go
+		body.counted = &p.stats.reqBytes
 		defer body.w.Stop()
 		out.Body = body
 	}

@@ -52,8 +52,9 @@ func (p *Proxy) writeResponse(c *config, w http.ResponseWriter, r *http.Request,
 		}
 	}
 	watch := watchResponseBody(c.bodyIdleTimeout, resp.Body) // bodyidle.go; nil when the body is all in memory
-	_, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
+	n, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
 	watch.Stop()
+	p.stats.respBytes.Add(uint64(n))
 	if writeErr != nil {
 		p.logClientGone(r, writeErr)
 		return

@@ -37,6 +37,9 @@ func (p *Proxy) Serve(l net.Listener) error {
 // serveLoop runs internal/h1's loop on l, for Serve and ServeTLS (whose
 // TLS connections it hands to net/http as they are accepted).
 func (p *Proxy) serveLoop(l net.Listener) error {
+	p.servedOnce.Store(true)
+	p.serving.Add(1) // for /readyz (admin.go)
+	defer p.serving.Add(-1)
 	s := h1.NewServer(l, h1.ServerConfig{
 		Handler:  p,
 		HandOff:  p.cfg.Load().h1srv.HandOff, // the configuration in force names its own (ServerSettings.HandOff)

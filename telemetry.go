@@ -62,9 +62,10 @@ func (p *Proxy) closeTelemetry(ctx context.Context) error {
 }
 
 // reqState follows one client request (or tunnel) when any telemetry wants
-// it: it wraps the ResponseWriter to see the status and count bytes, and
-// rides in the request context so that the upstream round trip, fail and
-// the tunnel can report to it. With telemetry unused none is made.
+// it, or an Admin records flows: it wraps the ResponseWriter to see the
+// status and count bytes, and rides in the request context so that the
+// upstream round trip, the dial, fail and the tunnel can report to it.
+// With telemetry unused and nothing recording none is made.
 type reqState struct {
 	rw       http.ResponseWriter
 	req      *http.Request // the request as passed on, with this state in its context
@@ -76,7 +77,7 @@ type reqState struct {
 	bytesOut int64
 	body     *countingBody // the request body, when it has one
 	errKind  string        // set by fail, or by the round trip on failure
-	upstream string        // upstream address, when known
+	upAddr   net.Addr      // upstream address, when known
 	via      string        // the upstream proxy's name (redacted), when one served it (via.go)
 	user     string        // the authenticated user, set by admit
 	tunnel   bool
@@ -102,6 +103,19 @@ type reqState struct {
 	traceUsed   bool
 	traceTel    *telemetry.Telemetry
 	traceCtx    context.Context
+
+	// For the flow record when an Admin records (flowrec.go): the
+	// recorder, the response header the handler used, and the timing
+	// phases. The dial and the TLS handshake may run on a transport's
+	// goroutine, even after the request is over: their phases are atomics.
+	rec          *recorder
+	mayIntercept bool // not from the own HTTP/1.1 loop, which never serves a request inside an intercepted CONNECT
+	respHeader   http.Header
+	firstByte    time.Duration
+	dnsTime      atomic.Int64 // nanoseconds
+	connTime     atomic.Int64
+	tlsTime      atomic.Int64
+	tlsStart     atomic.Int64 // Unix nanoseconds
 }
 
 type ctxKeyReqState struct{}
@@ -132,14 +146,15 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 	req := *r
 	t := requestTrack{start: time.Now(), connect: req.Method == http.MethodConnect}
 	p.stats.active.Add(1)
+	rec := p.recording(req) // flowrec.go: nil unless an Admin records flows
 	tel := p.tel
-	if tel.Off {
+	if tel.Off && rec == nil {
 		return t
 	}
 	ctx := req.Context()
-	metrics := tel.MetricsOn(ctx)
-	logging := p.accessLogOn(ctx)
-	if !tel.Tracing && !metrics && !logging {
+	metrics := !tel.Off && tel.MetricsOn(ctx)
+	logging := !tel.Off && p.accessLogOn(ctx)
+	if !tel.Tracing && !metrics && !logging && rec == nil {
 		return t
 	}
 	var rs *reqState
@@ -153,7 +168,11 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 	} else {
 		rs = &reqState{}
 	}
-	rs.rw, rs.start, rs.metrics, rs.logging = *w, t.start, metrics, logging
+	rs.rw, rs.start, rs.metrics, rs.logging, rs.rec = *w, t.start, metrics, logging, rec
+	if rec != nil {
+		_, own := (*w).(h1.HeaderAdopter)
+		rs.mayIntercept = !own
+	}
 	if tel.Tracing {
 		ctx, rs.span = tel.StartServer(ctx, req, targetOf(req), t.start, rs.tb)
 	}
@@ -162,8 +181,8 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
-	if logging && c.capture {
-		rs.capture = newCapture(c.captureBytes, req.Header)
+	if (logging || rec != nil) && c.capture {
+		rs.capture = newCapture(c.captureBytes, req.Header, logging)
 	}
 	if !t.connect && req.Body != nil && req.Body != http.NoBody {
 		rs.body = &countingBody{rc: req.Body, capture: rs.capture}
@@ -219,18 +238,32 @@ func (p *Proxy) endRequest(t requestTrack) {
 	if rs.logging {
 		p.logAccess(ctx, rs, status, d)
 	}
+	if rs.rec != nil {
+		p.recordFlow(rs, status, d) // flowrec.go
+	}
 }
 
 // Header, Write, WriteHeader, Flush, FlushError and Unwrap make reqState the
 // ResponseWriter the handler uses; http.ResponseController reaches the
 // server's own through Unwrap (Hijack, EnableFullDuplex).
 
-func (rs *reqState) Header() http.Header { return rs.rw.Header() }
+// Header returns the server's header map, and keeps it for the flow record:
+// a writer's header map, once made, stays the same map.
+func (rs *reqState) Header() http.Header {
+	if rs.respHeader == nil {
+		rs.respHeader = rs.rw.Header()
+	}
+	return rs.respHeader
+}
 
 // AdoptHeader passes h1.HeaderAdopter's call on to the server's writer.
 func (rs *reqState) AdoptHeader(h http.Header) bool {
 	a, ok := rs.rw.(h1.HeaderAdopter)
-	return ok && a.AdoptHeader(h)
+	if ok && a.AdoptHeader(h) {
+		rs.respHeader = h
+		return true
+	}
+	return false
 }
 
 func (rs *reqState) WriteHeader(code int) {
@@ -320,6 +353,7 @@ func (p *Proxy) noteFailure(r *http.Request, e *Error) {
 // short, low-cardinality word such as "forbidden" or "auth_required").
 func (p *Proxy) countDenial(ctx context.Context, reason string) {
 	p.stats.denials.Add(1)
+	p.stats.deniedBy[denialIndex(reason)].Add(1)
 	p.tel.Denial(ctx, reason)
 }
 
@@ -338,7 +372,7 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, h h
 		ctx, span = p.tel.StartClient(ctx, out, len(c.requestHooks) > 0, rs.tb)
 	}
 	var obs h1.ConnObserver
-	if rs.metrics || rs.logging {
+	if rs.metrics || rs.logging || rs.rec != nil {
 		if h.fast && ctx == out.Context() {
 			// The own transport reports the connection to rs itself
 			// (rs.GotConn): no client trace, no copy of the request.
@@ -352,6 +386,9 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, h h
 		out = out.WithContext(ctx)
 	}
 	resp, err := p.send(c, out, h, obs) // transport.go
+	if rs.rec != nil && err == nil {
+		rs.firstByte = time.Since(rs.start)
+	}
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(out.URL.Host, err).Kind)
@@ -384,22 +421,40 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, h h
 // the reuse measurement.
 func (rs *reqState) withClientTrace(ctx context.Context, tel *telemetry.Telemetry) context.Context {
 	rs.traceTel, rs.traceCtx = tel, ctx
-	if !rs.traceUsed {
-		rs.traceUsed = true
-		rs.clientTrace = httptrace.ClientTrace{GotConn: rs.GotConn}
-		return httptrace.WithClientTrace(ctx, &rs.clientTrace)
+	trace := &rs.clientTrace
+	if rs.traceUsed {
+		trace = &httptrace.ClientTrace{}
 	}
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: rs.GotConn})
+	rs.traceUsed = true
+	*trace = httptrace.ClientTrace{GotConn: rs.GotConn}
+	if rs.rec != nil {
+		trace.TLSHandshakeStart, trace.TLSHandshakeDone = rs.tlsStarted, rs.tlsDone // flowrec.go
+	}
+	return httptrace.WithClientTrace(ctx, trace)
 }
 
 // GotConn is the client trace's GotConn, and what the own HTTP/1.1
 // transport reports to as an h1.ConnObserver.
 func (rs *reqState) GotConn(info httptrace.GotConnInfo) {
 	if info.Conn != nil {
-		rs.upstream = info.Conn.RemoteAddr().String()
+		rs.upAddr = info.Conn.RemoteAddr() // made a string only when logged or read
 	}
 	if rs.metrics {
 		rs.traceTel.UpstreamConn(rs.traceCtx, info.Reused)
+	}
+}
+
+// dialed accounts for a dial (transport.go) that looked its host up from
+// start to looked, then connected or failed with err: a connection for
+// requests in Stats, and the DNS and connect phases of the flow being
+// recorded, if any.
+func (p *Proxy) dialed(ctx context.Context, pol dialPolicy, start, looked time.Time, err error) {
+	if err == nil && !pol.connect {
+		p.stats.upConns.Add(1)
+	}
+	if rs := reqStateFrom(ctx); rs != nil && rs.rec != nil {
+		rs.dnsTime.Store(int64(looked.Sub(start)))
+		rs.connTime.Store(int64(time.Since(looked)))
 	}
 }
 
@@ -413,6 +468,10 @@ func (p *Proxy) tunnelStarted(r *http.Request) {
 
 func (p *Proxy) tunnelEnded(r *http.Request, upstream any, up, down int64, d time.Duration) {
 	p.stats.tunnels.Add(-1)
+	if upstream != nil { // not an intercepted connection, whose requests count their bodies
+		p.stats.tunUp.Add(uint64(up))
+		p.stats.tunDown.Add(uint64(down))
+	}
 	rs := reqStateFrom(r.Context())
 	if rs == nil {
 		return
@@ -421,8 +480,8 @@ func (p *Proxy) tunnelEnded(r *http.Request, upstream any, up, down int64, d tim
 	if rs.status == 0 && r.Method != http.MethodConnect {
 		rs.status = http.StatusSwitchingProtocols // written on the hijacked connection
 	}
-	if c, ok := upstream.(net.Conn); ok && rs.upstream == "" {
-		rs.upstream = c.RemoteAddr().String()
+	if c, ok := upstream.(net.Conn); ok && rs.upAddr == nil {
+		rs.upAddr = c.RemoteAddr()
 	}
 	if rs.metrics {
 		p.tel.TunnelEnded(r.Context(), up, down, d)

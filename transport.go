@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
@@ -67,6 +68,7 @@ func (p *Proxy) newTransport(c *config) *http.Transport {
 // client-side measurement (observeRoundTrip, telemetry.go), which sends out
 // through send. c is the request's configuration.
 func (p *Proxy) roundTrip(c *config, out *http.Request) (*http.Response, error) {
+	p.stats.upRequests.Add(1)
 	if c.routing != nil {
 		return p.roundTripRouted(c, out) // via.go: the routes (WithUpstreams, WithPAC)
 	}
@@ -183,11 +185,13 @@ func (p *Proxy) dialDirect(ctx context.Context, network, addr string) (net.Conn,
 	}
 	res := pol.cfg.up.resolver // upstream.go
 	var ips []netip.Addr
+	start := time.Now()
 	if ip, isIP := policy.ParseHost(host); isIP {
 		ips = []netip.Addr{ip.WithZone("")}
 	} else if ips, err = p.lookup(ctx, res, host); err != nil { // reload.go
 		return nil, err
 	}
+	looked := time.Now()
 	if ips, err = p.vet(ctx, pol, addr, host, port, ips); err != nil {
 		return nil, err
 	}
@@ -197,7 +201,9 @@ func (p *Proxy) dialDirect(ctx context.Context, network, addr string) (net.Conn,
 			return nil, newError(ErrLoop, addr, "request loop: "+addr+" is this proxy's own address", nil)
 		}
 	}
-	return res.dialAddrs(ctx, &p.dialer, network, ips, port)
+	conn, err := res.dialAddrs(ctx, &p.dialer, network, ips, port)
+	p.dialed(ctx, pol, start, looked, err) // telemetry.go: Stats, the flow's phases
+	return conn, err
 }
 
 // isSelf reports whether dialing ip:port would reach the listener that

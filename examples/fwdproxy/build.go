@@ -29,9 +29,10 @@ type shared struct {
 
 // built is a configuration ready for fwdproxy.New or (*Proxy).Reload.
 type built struct {
-	opts  []fwdproxy.Option
-	level slog.Level // -log-level, which the server's logger applies
-	fit   fitted     // the limits in the descriptor budget
+	opts       []fwdproxy.Option
+	level      slog.Level // -log-level, which the server's logger applies
+	fit        fitted     // the limits in the descriptor budget
+	adminToken string     // -admin-token or -admin-token-file's (admin.go)
 }
 
 // configure turns the settings into the Proxy's options: a whole
@@ -136,6 +137,9 @@ func configure(l *loaded, sh *shared) (*built, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if b.adminToken, err = adminToken(l); err != nil { // admin.go
+		errs = append(errs, err)
+	}
 	b.opts = append(opts, frontOpts...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -151,9 +155,9 @@ func checkFixed(l *loaded) error {
 	if err := checkAddr(l.s.listen); err != nil {
 		errs = append(errs, l.problem("listen", err.Error()))
 	}
-	if a := l.s.metricsListen; a != "" {
+	if a := l.s.adminListen; a != "" {
 		if err := checkAddr(a); err != nil {
-			errs = append(errs, l.problem("metrics-listen", err.Error()))
+			errs = append(errs, l.problem("admin-listen", err.Error()))
 		}
 	}
 	if f := l.s.logFormat; f != "text" && f != "json" {
@@ -200,7 +204,7 @@ var optionKeys = map[string][]string{
 	"WithMaxTunnels":             {"max-tunnels"},
 	"WithMaxIdleConns":           {"max-idle-conns-per-host", "max-idle-conns"},
 	"WithTracerProvider":         {"trace-file"},
-	"WithMeterProvider":          {"metrics-listen"},
+	"WithMeterProvider":          {"admin-listen"},
 	"WithAllowPrivate":           {"allow-private"},
 	"WithReportOnly":             {"report-only"},
 	"WithProxyFromEnvironment":   {"proxy-from-environment"},

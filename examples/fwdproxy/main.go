@@ -57,6 +57,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -175,11 +176,23 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	for _, x := range lns[1:] {
 		attrs = append(attrs, x.key, x.ln.Addr().String())
 	}
+	admin, err := startAdmin(l, tel, p, b.adminToken, lns[0].ln.Addr(), logger) // admin.go
+	if err != nil {
+		for _, x := range lns {
+			x.ln.Close()
+		}
+		return err
+	}
+	closeAdmin := sync.OnceFunc(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
+		defer cancel()
+		if err := admin.close(ctx); err != nil {
+			logger.Warn("admin listener shutdown", "error", err)
+		}
+	})
+	defer closeAdmin()
 	if l.s.config != "" {
 		attrs = append(attrs, "config", l.s.config)
-	}
-	if tel.mux != nil {
-		tel.mux.Handle("GET /proxy.pac", clientPAC(lns[0].ln.Addr())) // upstreams.go: a PAC file for the clients
 	}
 	logger.Info("fwdproxy listening", attrs...)
 	if sh.cert != nil {
@@ -194,7 +207,8 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 		// whole and swaps them into the running Proxy, or keeps the
 		// running configuration and says why.
 		rl = newReloader(l, args, environ, sh, level, p.Reload) // reload.go
-		stopWatch = watchConfig(rl, logger)                     // watch.go
+		rl.applied = func(b *built) { admin.setToken(b.adminToken) }
+		stopWatch = watchConfig(rl, logger) // watch.go
 	}
 	defer stopWatch()
 
@@ -213,6 +227,7 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err := p.Shutdown(sctx); err != nil {
 		logger.Warn("shutdown forced open connections closed", "error", err)
 	}
+	closeAdmin() // after the drain: the HAR file holds every request
 	for range lns {
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 			return err

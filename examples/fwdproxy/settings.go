@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy"
+	"github.com/fwdproxy/fwdproxy/internal/flows"
 )
 
 // settings is everything the server can be told. Each field is a flag; the
@@ -40,17 +41,25 @@ type settings struct {
 	limits limitFlags // fdlimit.go: connections, tunnels, upstream pool
 
 	// Sizes and timeouts.
-	maxHeader     byteSize
-	maxRespHead   byteSize
-	timeouts      timeouts
-	dnsServers    listFlag
-	proxyFromEnv  bool
-	upstreams     upstreamFlags // upstreams.go: upstream proxies, routes, PAC
-	logFormat     string
-	metricsListen string // telemetry.go
-	traceFile     string
-	capture       captureSize
-	logQueue      int
+	maxHeader    byteSize
+	maxRespHead  byteSize
+	timeouts     timeouts
+	dnsServers   listFlag
+	proxyFromEnv bool
+	upstreams    upstreamFlags // upstreams.go: upstream proxies, routes, PAC
+	logFormat    string
+	traceFile    string
+	capture      captureSize
+	logQueue     int
+
+	// The admin listener (admin.go).
+	adminListen    string
+	adminToken     string
+	adminTokenFile string
+	maxFlows       int
+	maxFlowBytes   byteSize
+	harFile        string
+	harFileMax     byteSize
 
 	// TLS (intercept.go).
 	mitmCADir  string
@@ -89,11 +98,25 @@ var (
 
 	// fixedKeys are set up once at start and cannot change on reload: the
 	// listeners, the CA, the files of the proxy's certificate (their
-	// contents are read again when they change), where and how the log and
-	// the spans are written. A reload that changes one is refused whole.
-	fixedKeys = []string{"listen", "metrics-listen", "mitm-ca-dir", "log-format", "trace-file",
-		"tls-listen", "tls-cert", "tls-key", "socks-listen"}
+	// contents are read again when they change), where and how the log,
+	// the spans and the flows are written and kept. A reload that changes
+	// one is refused whole.
+	fixedKeys = []string{"listen", "admin-listen", "max-flows", "max-flow-bytes", "har-file", "har-file-max-bytes",
+		"mitm-ca-dir", "log-format", "trace-file", "tls-listen", "tls-cert", "tls-key", "socks-listen"}
+
+	// aliases are other names of settings, as flags, variables and keys:
+	// old names kept working. They are not in -h's table of the README,
+	// nor in the sample file; the setting's own help names them.
+	aliases = map[string]string{"metrics-listen": "admin-listen"}
 )
+
+// canonical is the setting an alias names, or name itself.
+func canonical(name string) string {
+	if c, ok := aliases[name]; ok {
+		return c
+	}
+	return name
+}
 
 // flagSet is the flag set of s, every flag in the order of the README's
 // table (order).
@@ -157,10 +180,19 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 	s.upstreams.register(fs.FlagSet, def) // upstreams.go
 
 	str(&s.logFormat, "log-format", "text", "log `format` on stderr: text or json")
-	str(&s.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `host:port`")
 	str(&s.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")
-	value(&s.capture, "capture", "also log request and response headers and the first `SIZE` bytes of each body, credentials redacted (0: headers only; off: nothing)")
+	value(&s.capture, "capture", "also log request and response headers and the first `SIZE` bytes of each body, credentials redacted (0: headers only; off: nothing); the flow inspector shows them too")
 	integer(&s.logQueue, "log-queue-size", logQueueSize, "log records that may wait to be written; past `N` they are dropped and counted")
+
+	str(&s.adminListen, "admin-listen", "", "serve the admin pages on `host:port` (loopback when the host is left out, as in :9090): the dashboard at /, the flow inspector at /flows and /flows.har, Prometheus metrics at /metrics, pprof at /debug/pprof/, /healthz and /readyz; -metrics-listen, its old name, is an alias")
+	str(&s.adminToken, "admin-token", "", "require the bearer `TOKEN` on the admin listener but for /healthz and /readyz (a browser: open it once with ?token=TOKEN); -admin-token-file keeps it out of the process list")
+	str(&s.adminTokenFile, "admin-token-file", "", "read the admin token from `FILE` (read again on reload)")
+	integer(&s.maxFlows, "max-flows", flows.DefaultMaxFlows, "keep the `N` most recent flows for the inspector")
+	s.maxFlowBytes = flows.DefaultMaxBytes
+	value(&s.maxFlowBytes, "max-flow-bytes", "keep at most `SIZE` of flows for the inspector, headers and captured bodies included")
+	str(&s.harFile, "har-file", "", "write every flow to `PATH` as HAR 1.2, complete at shutdown (records flows even without -admin-listen)")
+	value(&s.harFileMax, "har-file-max-bytes", "past `SIZE`, complete the HAR file, rename it with the time, and start a new one (0: one file)")
+	fs.Var(fs.Lookup("admin-listen").Value, "metrics-listen", "an alias of -admin-listen, its old name: the admin listener's `host:port` (fixed: a reload cannot change it)")
 
 	str(&s.mitmCADir, "mitm-ca-dir", "", "intercept TLS in CONNECTs with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing); plain HTTP in a CONNECT is served too, other protocols are tunnelled")
 	value(&s.mitmBypass, "mitm-bypass", "tunnel, not intercept, CONNECTs to destinations matching `PATTERN`: host, *.domain, IP or CIDR, as for -deny-host; IPs and CIDRs match IP targets (repeatable or comma-separated)")

@@ -77,7 +77,7 @@ func TestUpstreamFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd, logs := startLoggedEnv(t, bin, tc.env, append([]string{"-allow-private", "-metrics-listen", "127.0.0.1:0"}, tc.args...)...)
 			addr := logs.waitFor(t, textListen)
-			maddr := logs.waitFor(t, metricsAddrs)
+			maddr := logs.waitFor(t, adminLine)
 			if body := get(t, proxyClient(t, addr), o.URL+"/"); !strings.Contains(body, "second-hop") {
 				t.Errorf("the origin saw Via %q; want it through second-hop", body)
 			}
@@ -193,7 +193,7 @@ func TestReloadUpstreams(t *testing.T) {
 	pac := writeFile(t, "proxy.pac", `function FindProxyForURL(url, host) { return "PROXY `+hopA+`"; }`)
 	cmd, logs := startLogged(t, bin, "-config", path, "-log-level", "debug", "-metrics-listen", "127.0.0.1:0")
 	addr := logs.waitFor(t, textListen)
-	maddr := logs.waitFor(t, metricsAddrs)
+	maddr := logs.waitFor(t, adminLine)
 	client := proxyClient(t, addr)
 	through := func(when, hop string) {
 		t.Helper()

@@ -33,6 +33,7 @@ var targets = []target{
 	{name: "direct"},
 	{name: "fwdproxy", intercepts: true, launch: launchFwdproxy},
 	{name: "fwdproxy-quiet", intercepts: true, launch: launchFwdproxyQuiet},
+	{name: "fwdproxy-admin", intercepts: true, launch: launchFwdproxyAdmin},
 	{name: "fwdproxy-base", launch: launchFwdproxyBase},
 	{name: "fwdproxy-chain", launch: launchFwdproxyChain, chain: true},
 	{name: "goproxy", intercepts: true, launch: launchGopeer("goproxy")},
@@ -68,6 +69,14 @@ func launchFwdproxyQuiet(h *harness, port int, dir string, s scenario) ([]string
 func launchFwdproxyChain(h *harness, port int, dir string, s scenario) ([]string, string, error) {
 	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
 	return append(argv, "-upstream", "http://"+h.chainHop), ca, err
+}
+
+// launchFwdproxyAdmin runs fwdproxy-quiet with its admin listener on (on
+// a free loopback port that nothing reads): every request is recorded in
+// the flow ring and counted for the dashboard, with nobody watching.
+func launchFwdproxyAdmin(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
+	return append(argv, "-admin-listen", "127.0.0.1:0"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
@@ -179,7 +188,11 @@ func (h *harness) skip(t target, s scenario) string {
 
 // isFwdproxy reports whether t runs the example server built from -fwdproxy-src.
 func isFwdproxy(t target) bool {
-	return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" || t.name == "fwdproxy-chain"
+	switch t.name {
+	case "fwdproxy", "fwdproxy-quiet", "fwdproxy-chain", "fwdproxy-admin":
+		return true
+	}
+	return false
 }
 
 // fwdproxySupportsMITM reports whether the example server's -h output
