@@ -73,6 +73,7 @@ func startAdmin(l *loaded, tel *telemetry, p *fwdproxy.Proxy, token string, prox
 	}
 	a, err := p.NewAdmin(fwdproxy.AdminOptions{
 		Token:           token,
+		Public:          []string{"/proxy.pac"}, // upstreams.go: browsers and OSes fetch it without a token; it shows only the proxy's address
 		MaxFlows:        s.maxFlows,
 		MaxFlowBytes:    int64(s.maxFlowBytes),
 		HARFile:         s.harFile,

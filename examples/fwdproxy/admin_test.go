@@ -183,7 +183,7 @@ func TestAdminListener(t *testing.T) {
 			t.Errorf("GET %s shows a credential", path)
 		}
 	}
-	for _, path := range []string{"/healthz", "/readyz"} {
+	for _, path := range []string{"/healthz", "/readyz", "/proxy.pac"} {
 		if code, body := adminGet(t, admin, path, ""); code != 200 {
 			t.Errorf("GET %s without the token: %d %q", path, code, body)
 		}
