@@ -20,7 +20,9 @@ import (
 // order; the first that refuses answers the client and nothing is dialed:
 //
 //  1. rate limit per client IP (WithRateLimit): 429;
-//  2. proxy authentication (WithBasicAuth, WithAuthenticator): 407;
+//  2. proxy authentication (a verified client certificate with WithTLS;
+//     WithBasicAuth, WithAuthenticator): 407, or 403 for a client without
+//     the certificate that WithTLS requires;
 //  3. request body size (WithMaxRequestBodyBytes), when the length is known: 413;
 //  4. rules on the host name and port (WithDenyHosts, WithAllowHosts,
 //     WithAllowPorts): 403;
@@ -149,20 +151,32 @@ func (p *Proxy) admit(c *config, w http.ResponseWriter, r *http.Request, target,
 		p.fail(c, w, r, denied(ErrRateLimited, "rate_limit", target, "too many requests from this client"))
 		return ctx, false
 	}
-	if c.auth != nil && authUser(ctx) == "" {
-		user, ok := c.auth.Authenticate(ctx, r)
-		if !ok {
-			w.Header()["Proxy-Authenticate"] = []string{c.auth.Challenge()}
-			reason := "proxy authentication required"
-			if r.Header["Proxy-Authorization"] != nil {
-				reason = "proxy credentials rejected"
+	if (c.auth != nil || c.front.certAuth) && authUser(ctx) == "" {
+		user, ok := "", false
+		if c.front.certAuth {
+			user = clientCertUser(ctx) // front.go: a verified client certificate (WithTLS)
+			ok = user != ""
+		}
+		if !ok && c.auth != nil {
+			if user, ok = c.auth.Authenticate(ctx, r); !ok {
+				w.Header()["Proxy-Authenticate"] = []string{c.auth.Challenge()}
+				reason := "proxy authentication required"
+				if r.Header["Proxy-Authorization"] != nil {
+					reason = "proxy credentials rejected"
+				}
+				p.fail(c, w, r, denied(ErrAuthRequired, "auth", target, reason))
+				return ctx, false
 			}
-			p.fail(c, w, r, denied(ErrAuthRequired, "auth", target, reason))
+		}
+		if !ok && c.front.certRequired {
+			p.fail(c, w, r, denied(ErrForbidden, "auth", target, clientCertReason))
 			return ctx, false
 		}
-		ctx = withAuthUser(ctx, user)
-		if rs := reqStateFrom(ctx); rs != nil {
-			rs.user = user // for the access log
+		if ok {
+			ctx = withAuthUser(ctx, user)
+			if rs := reqStateFrom(ctx); rs != nil {
+				rs.user = user // for the access log
+			}
 		}
 	}
 	if max := c.maxBodyBytes; max > 0 && r.ContentLength > max {
@@ -202,6 +216,12 @@ const (
 	bodyIdleHint    = " (the limit is WithBodyIdleTimeout, -body-idle-timeout on the example server)"
 )
 
+// clientCertReason refuses a request without a verified client
+// certificate when WithTLS requires one (tls.RequireAndVerifyClientCert)
+// and no other authenticator passed it: one that came on another listener
+// (Serve, ServeSOCKS), where the handshake could not require it.
+const clientCertReason = "a client certificate is required: connect to the proxy's TLS listener with a certificate it trusts"
+
 // reportOnly logs a denial that report-only mode (c's) lets through and
 // reports whether it does.
 func (p *Proxy) reportOnly(c *config, r *http.Request, target, reason string) bool {
@@ -219,27 +239,10 @@ func (p *Proxy) reportOnly(c *config, r *http.Request, target, reason string) bo
 // *Error when none may. ips is shared with the resolver's cache and is not
 // modified.
 func (p *Proxy) vet(ctx context.Context, pol dialPolicy, target, host string, port uint16, ips []netip.Addr) ([]netip.Addr, error) {
-	c := pol.cfg
 	var ok []netip.Addr
 	var refused *Error
 	for i, ip := range ips {
-		reason, why := "", "private_address"
-		if !c.allowPrivate {
-			if class := c.guard.Classify(ip); class.Denied() {
-				reason = "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint
-			}
-		}
-		if reason == "" {
-			if allowed, rule := c.rules.Check(host, ip, port, pol.connect); !allowed {
-				why = "rule"
-				if !c.reportOnly {
-					reason = "access denied: " + rule
-				} else {
-					p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",
-						slog.String("target", target), slog.String("reason", rule), slog.String("client", pol.client))
-				}
-			}
-		}
+		reason, why := p.addrRefusal(ctx, pol, target, host, port, ip)
 		if reason != "" {
 			if refused == nil {
 				refused = denied(ErrForbidden, why, target, reason)
@@ -262,6 +265,27 @@ func (p *Proxy) vet(ctx context.Context, pol dialPolicy, target, host string, po
 	default:
 		return ok, nil
 	}
+}
+
+// addrRefusal returns why the dialing request's policy refuses ip, an
+// address of host:port (the reason, and the denials metric's word for it),
+// or "" when it may be dialed. Report-only mode logs a rule's refusal and
+// lets the address through.
+func (p *Proxy) addrRefusal(ctx context.Context, pol dialPolicy, target, host string, port uint16, ip netip.Addr) (reason, why string) {
+	c := pol.cfg
+	if !c.allowPrivate {
+		if class := c.guard.Classify(ip); class.Denied() {
+			return "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint, "private_address"
+		}
+	}
+	if allowed, rule := c.rules.Check(host, ip, port, pol.connect); !allowed {
+		if !c.reportOnly {
+			return "access denied: " + rule, "rule"
+		}
+		p.log.LogAttrs(ctx, slog.LevelWarn, "would deny (report-only)",
+			slog.String("target", target), slog.String("reason", rule), slog.String("client", pol.client))
+	}
+	return "", ""
 }
 
 // clientIP returns the IP part of a RemoteAddr, the rate limiter's key.

@@ -3,6 +3,7 @@ package fwdproxy
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,7 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 		slog.Int64("bytes_in", in),
 		slog.Int64("bytes_out", out),
 		slog.Any("duration_s", &rs.duration),
-		slog.String("upstream", rs.upstream),
+		slog.String("upstream", addrString(rs.upAddr)),
 		slog.String("client", r.RemoteAddr),
 		slog.String("user", rs.userName(ctx)),
 	)
@@ -58,6 +59,9 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 	}
 	if r.Method != "CONNECT" && r.URL.IsAbs() {
 		attrs = append(attrs, slog.String("url", r.URL.Redacted()))
+	}
+	if rs.via != "" {
+		attrs = append(attrs, slog.String("via", rs.via)) // the upstream proxy (via.go)
 	}
 	if rs.intercepted {
 		attrs = append(attrs, slog.Int64("requests", rs.requests))
@@ -84,6 +88,14 @@ func (p *Proxy) logAccess(ctx context.Context, rs *reqState, status int, d time.
 		attrs = append(attrs, rs.capture.attrs(rs.rw.Header())...)
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
+}
+
+// addrString is a's String, or "" for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 // durationSeconds is the access record's duration: a decimal number of seconds

@@ -7,9 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/fwdproxy/fwdproxy/internal/proxytest"
 )
 
 // BenchmarkSmallGET measures a 100-byte GET over loopback keep-alive
@@ -27,10 +30,20 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(direct.CloseIdleConnections)
 	proxied := tp.client(b, nil)
 	proxied.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// proxy-recording: the same with an Admin open, its flow ring
+	// recording every request, nobody watching.
+	tr := startProxy(b)
+	admin, err := tr.NewAdmin(AdminOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { admin.Close() })
+	recorded := tr.client(b, nil)
+	recorded.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	for _, bc := range []struct {
 		name string
 		c    *http.Client
-	}{{"direct", direct}, {"proxy", proxied}} {
+	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}} {
 		run := func(b *testing.B, get func()) {
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -157,6 +170,37 @@ func BenchmarkIntercept(b *testing.B) {
 				if resp.StatusCode != 200 {
 					b.Fatal(resp.Status)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkRecording measures what recording a flow adds to a request
+// without the network: ServeHTTP of a GET that a request hook answers,
+// with no Admin, and with one recording (nobody watching).
+func BenchmarkRecording(b *testing.B) {
+	for _, recording := range []bool{false, true} {
+		p, err := New(WithRequestHook(proxytest.NoContent), WithLogger(testLogger(b)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Shutdown(context.Background()) })
+		name := "off"
+		if recording {
+			a, err := p.NewAdmin(AdminOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { a.Close() })
+			name = "recording"
+		}
+		b.Run(name, func(b *testing.B) {
+			req := httptest.NewRequest("GET", "http://example.com/x?y=1", nil)
+			req.Header.Set("User-Agent", "bench/1.0")
+			req.Header.Set("Accept", "*/*")
+			b.ReportAllocs()
+			for b.Loop() {
+				p.ServeHTTP(httptest.NewRecorder(), req) // a header map of its own: the flow keeps it
 			}
 		})
 	}

@@ -132,6 +132,7 @@ type clientBody struct {
 	w       idleWatch
 	started bool // only the reading goroutine touches it
 	err     atomic.Pointer[error]
+	counted *atomic.Uint64 // Stats' request body bytes
 }
 
 // watchRequestBody wraps body so that a client that stops sending it for
@@ -154,6 +155,9 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	b.w.waiting.Add(1)
 	n, err := b.ReadCloser.Read(p)
 	b.w.moved.Add(1)
+	if n > 0 && b.counted != nil {
+		b.counted.Add(uint64(n))
+	}
 	b.w.waiting.Add(-1)
 	if err != nil {
 		// Stopped at the body's end too: a deadline set after it would

@@ -14,8 +14,14 @@ type capture struct {
 	request, response capBuf
 }
 
-func newCapture(limit int, h http.Header) *capture {
-	c := &capture{reqHeader: redact.Header(h)}
+// newCapture starts the capture of a request whose header is h, capturing
+// up to limit bytes of each body; logging says the access log needs the
+// request header, which it then copies as it is now.
+func newCapture(limit int, h http.Header, logging bool) *capture {
+	c := &capture{}
+	if logging {
+		c.reqHeader = redact.Header(h)
+	}
 	c.request.limit, c.response.limit = limit, limit
 	return c
 }
@@ -36,6 +42,14 @@ func (c *capBuf) add(p []byte) {
 	if room := c.limit - len(c.b); room > 0 {
 		c.b = append(c.b, p[:min(room, len(p))]...)
 	}
+}
+
+// bytes returns what was captured so far. Later adds (a body still being
+// read) append past its end and never change it.
+func (c *capBuf) bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b[:len(c.b):len(c.b)]
 }
 
 func (c *capBuf) String() string {

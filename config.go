@@ -32,6 +32,8 @@ type config struct {
 	rules     *policy.Rules       // compiled allow and deny rules, CONNECT ports
 	limiter   *policy.RateLimiter // nil without WithRateLimit; its state is this configuration's
 	intercept *interceptor        // nil: interception off
+	front     frontConfig         // TLS to the proxy, PROXY protocol (options_front.go)
+	routing   *routing            // nil: every request goes directly (route.go)
 
 	// What the own HTTP/1.1 server and transport (internal/h1) read
 	// through Proxy.serverSettings and Proxy.h1Settings, made once here

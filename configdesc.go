@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -90,6 +91,9 @@ func describe(s *settings, key []byte) []setting {
 	dur("WithDNSTimeout", dns.timeout)
 	onOff("WithDNSPrefetch", dns.prefetch)
 
+	// Routing through upstream proxies (options_route.go).
+	describeRouting(s, key, func(st setting) { d = append(d, st) }) // route.go
+
 	// Client side (options_client.go).
 	dur("WithReadHeaderTimeout", s.readHeaderTimeout)
 	dur("WithClientIdleTimeout", s.clientIdleTimeout)
@@ -153,7 +157,50 @@ func describe(s *settings, key []byte) []setting {
 	add("WithInterceptFunc", identity(is.decide))
 	num("WithCertCacheSize", is.cacheSize)
 	add("WithCertStore", identity(is.store))
+
+	// Front ends (options_front.go).
+	add("WithTLS", describeTLS(s.tls))
+	num("WithHTTP2MaxStreams", s.h2MaxStreams)
+	onOff("WithCleartextHTTP2", s.h2c)
+	if s.proxyProtocol == nil {
+		add("WithProxyProtocol", "off")
+	} else {
+		add("WithProxyProtocol", "from "+prefixes(s.proxyProtocol))
+	}
+	onOff("WithSOCKSOnHTTPListener", s.socksOnHTTP)
 	return d
+}
+
+// describeTLS describes WithTLS's configuration by what a handshake uses:
+// its certificates by the SHA-256 of their leaves (GetCertificate by its
+// identity), the client authentication and its CAs (by a digest of their
+// subjects), the versions, suites and protocols offered.
+func describeTLS(conf *tls.Config) string {
+	if conf == nil {
+		return "off"
+	}
+	var b strings.Builder
+	b.WriteString("certificates")
+	for _, c := range conf.Certificates {
+		if len(c.Certificate) > 0 {
+			sum := sha256.Sum256(c.Certificate[0])
+			b.WriteString(" sha256:" + hex.EncodeToString(sum[:8]))
+		}
+	}
+	if conf.GetCertificate != nil {
+		b.WriteString(" GetCertificate " + identity(conf.GetCertificate))
+	}
+	b.WriteString(", client auth " + conf.ClientAuth.String())
+	if conf.ClientCAs != nil {
+		h := sha256.New()
+		//lint:ignore SA1019 the pool is the caller's, never the system's, whose subjects it cannot list
+		for _, s := range conf.ClientCAs.Subjects() {
+			h.Write(s)
+		}
+		b.WriteString(" from CAs sha256:" + hex.EncodeToString(h.Sum(nil)[:8]))
+	}
+	fmt.Fprintf(&b, ", versions %#x-%#x, suites %v, ALPN %v", conf.MinVersion, conf.MaxVersion, conf.CipherSuites, conf.NextProtos)
+	return b.String()
 }
 
 // hashOf returns the hex SHA-256 of a description.

@@ -65,13 +65,17 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		p.fail(c, w, r, asError(target, err))
 		return nil
 	}
-	client, ok := p.acceptConnect(c, w, r, target)
+	client, ok := p.acceptConnect(c, w, r, target, upstream)
 	if !ok {
 		upstream.Close()
 		return nil
 	}
+	sw := socksWriterOf(w)                                            // before runTunnel, which may detach w (telemetry.go)
 	end := p.runTunnel(c, r.WithContext(ctx), client, upstream, true) // ctx: the user, for Reload
 	held = end == nil
+	if sw != nil && end != nil {
+		sw.handedOver = true // the parked tunnel has the SOCKS client's connection
+	}
 	return end
 }
 
@@ -80,11 +84,15 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 // connection, with the server's deadlines cleared (the tunnel watches
 // idleness itself) and the bytes the server had read ahead of it (a TLS
 // ClientHello sent right behind the CONNECT, say) read first; over
-// HTTP/2 (RFC 9113 §8.5) the stream itself, a netx.StreamConn. A plain
-// tunnel and an intercepted CONNECT both take their client here. It
-// reports false when the client cannot be taken; the client has then been
-// answered, or is gone.
-func (p *Proxy) acceptConnect(c *config, w http.ResponseWriter, r *http.Request, target string) (net.Conn, bool) {
+// HTTP/2 (RFC 9113 §8.5) the stream itself, a netx.StreamConn; from a
+// SOCKS client (socks.go) its connection, after a success reply that gives
+// upstream's local address (nil: none). A plain tunnel and an intercepted
+// CONNECT both take their client here. It reports false when the client
+// cannot be taken; the client has then been answered, or is gone.
+func (p *Proxy) acceptConnect(c *config, w http.ResponseWriter, r *http.Request, target string, upstream net.Conn) (net.Conn, bool) {
+	if sw := socksWriterOf(w); sw != nil {
+		return p.acceptSOCKS(sw, r, upstream)
+	}
 	if r.ProtoMajor >= 2 {
 		w.WriteHeader(http.StatusOK)
 		if err := http.NewResponseController(w).Flush(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/fwdproxy/fwdproxy/internal/netx"
+	proxies "github.com/fwdproxy/fwdproxy/internal/upstream"
 )
 
 // Kinds of failure. Every error the proxy reports to a client is an *Error
@@ -112,6 +113,23 @@ func asError(target string, err error) *Error {
 	if errors.As(err, &e) {
 		return e.withTarget(target)
 	}
+	var ve *viaError
+	if errors.As(err, &ve) {
+		e := asError(target, ve.err)
+		e.Reason += " (through the upstream proxy " + ve.via + ")"
+		e.Err = err
+		return e
+	}
+	var pe *proxies.Error
+	if errors.As(err, &pe) {
+		// An upstream proxy failed or refused: its message names it
+		// without credentials.
+		kind := ErrUpstream
+		if pe.Timeout() {
+			kind = ErrUpstreamTimeout
+		}
+		return newError(kind, target, pe.Error(), err)
+	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
 		what := dnsErr.Err
@@ -195,11 +213,13 @@ func kindName(kind error) string {
 // with e's reason (logAccess); otherwise it is a Warn line with message
 // msg. The first failure of a request is the one reported.
 func (p *Proxy) logFailure(r *http.Request, e *Error, msg string) {
-	if rs := reqStateFrom(r.Context()); rs != nil && rs.logging {
+	if rs := reqStateFrom(r.Context()); rs != nil && (rs.logging || rs.rec != nil) {
 		if rs.failure == nil {
-			rs.failure = e
+			rs.failure = e // for the access record and the flow record
 		}
-		return
+		if rs.logging {
+			return
+		}
 	}
 	p.logError(r, e, msg)
 }

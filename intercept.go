@@ -133,7 +133,7 @@ const clientFirstWait = time.Second
 // CONNECT's configuration; each request inside is served under the
 // configuration in force when it starts (serveIntercepted).
 func (p *Proxy) serveIntercept(c *config, w http.ResponseWriter, r *http.Request, target string) {
-	raw, ok := p.acceptConnect(c, w, r, target) // connect.go
+	raw, ok := p.acceptConnect(c, w, r, target, nil) // connect.go
 	if !ok {
 		return
 	}
@@ -289,14 +289,26 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.leave()
 	conn.requests.Add(1)
+	scheme := "https"
+	if conn.plain {
+		scheme = "http"
+	}
 	if r.Method == http.MethodConnect {
-		p.fail(c, w, r, newError(ErrMalformed, conn.target, "CONNECT inside an intercepted connection is not supported", nil))
+		if !extendedConnect(r) {
+			p.fail(c, w, r, newError(ErrMalformed, conn.target, "CONNECT inside an intercepted connection is not supported", nil))
+			return
+		}
+		// A WebSocket over HTTP/2 (h2.go), which a browser opens when the
+		// server offers extended CONNECT (GODEBUG=http2xconnect=1).
+		up, e := webSocketUpgrade(r, scheme, conn.target)
+		if e != nil {
+			p.fail(c, w, r, e)
+			return
+		}
+		p.observe(c, w, up, p.forwardOnly)
 		return
 	}
-	r.URL.Scheme = "https"
-	if conn.plain {
-		r.URL.Scheme = "http"
-	}
+	r.URL.Scheme = scheme
 	r.URL.Host = conn.target
 	p.observe(c, w, r, p.forwardOnly) // telemetry.go: its own span, access-log record, Stats
 }

@@ -2,6 +2,7 @@ package fwdproxy
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -21,9 +22,9 @@ import (
 
 // The With… constructors live by concern in options_upstream.go,
 // options_client.go, options_access.go, options_hooks.go,
-// options_telemetry.go and options_intercept.go, and the resolver's in
-// dnsoptions.go. This file holds the Option type, the defaults and
-// buildConfig, which applies the options.
+// options_telemetry.go, options_intercept.go and options_front.go, and the
+// resolver's in dnsoptions.go. This file holds the Option type, the
+// defaults and buildConfig, which applies the options.
 
 // An Option configures a Proxy; New takes them, and the functions named
 // With… make them (a ResolverOption is an Option too: given to New, it
@@ -110,6 +111,19 @@ type settings struct {
 	// TLS interception (options_intercept.go); nil: off.
 	interception *interceptSettings
 
+	// Front ends (options_front.go).
+	tls           *tls.Config    // WithTLS, as given (a clone); nil: no ServeTLS
+	h2MaxStreams  int            // WithHTTP2MaxStreams
+	h2c           bool           // WithCleartextHTTP2
+	proxyProtocol []netip.Prefix // WithProxyProtocol's trusted ranges; nil: off
+	socksOnHTTP   bool           // WithSOCKSOnHTTPListener
+	// Routing through upstream proxies (options_route.go).
+	routes                []Route
+	pacSrc                []byte
+	pacCredentials        []string
+	upstreamResolvesNames bool
+	probe                 probeSettings
+
 	// What a Reload does besides installing the configuration (reload.go);
 	// no part of the configuration itself.
 	reloadClosesDenied bool
@@ -158,6 +172,7 @@ func defaultSettings(pseudonym string) settings {
 		maxConns:              DefaultMaxConns,
 		maxTunnels:            DefaultMaxTunnels,
 		logQueueSize:          defaultLogQueueSize,
+		h2MaxStreams:          DefaultHTTP2MaxStreams,
 	}
 }
 
@@ -212,6 +227,12 @@ func buildConfig(base settings, opts []Option) (*config, error) {
 		if c.intercept, err = newInterceptor(s.interception); err != nil { // options_intercept.go
 			return nil, fmt.Errorf("WithInterception: %w", err)
 		}
+	}
+	if c.front, err = buildFront(&s); err != nil { // options_front.go
+		return nil, err
+	}
+	if c.routing, err = compileRouting(&s); err != nil { // route.go
+		return nil, err
 	}
 	c.via = newViaValues(s.pseudonym)
 	c.h1srv = h1.ServerSettings{

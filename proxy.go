@@ -30,9 +30,10 @@ type Proxy struct {
 	cfg  atomic.Pointer[config]
 	base settings // the defaults New started from, its Via pseudonym chosen
 
-	dialer      net.Dialer   // keep-alive only: each dial's timeout is its request's (dial)
-	conns       atomic.Int64 // client connections open in Serve, against the snapshot's maxConns
-	tunnelsOpen atomic.Int64 // tunnels admitted, against the snapshot's maxTunnels (connect.go)
+	dialer      net.Dialer    // keep-alive only: each dial's timeout is its request's (dial)
+	viaSeq      atomic.Uint64 // numbers the upstream proxies' connection pools (route.go)
+	conns       atomic.Int64  // client connections open in Serve, against the snapshot's maxConns
+	tunnelsOpen atomic.Int64  // tunnels admitted, against the snapshot's maxTunnels (connect.go)
 	log         *slog.Logger
 
 	// Reload (reload.go, upstream.go): reloadMu serialises reloads, and
@@ -58,14 +59,29 @@ type Proxy struct {
 	// pipes.
 	parker *park.Parker
 	pipes  pipePool
+	// The other front ends (front.go, socks.go): what Serve, ServeTLS and
+	// ServeSOCKS run, the ServeSOCKS listeners and the SOCKS connections
+	// being served.
+	listening listeners
+	socksLns  map[*socksListener]struct{}
+	socks     socksConns
+	socksLog  logLimiter
+	tlsLog    logLimiter // failed TLS handshakes of ServeTLS (front.go)
 	// closedDenied is the last reload that closed the tunnels its
 	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
 	closedDenied *deniedCheck
 
 	// Telemetry (telemetry.go, accesslog.go, stats.go).
-	tel   *telemetry.Telemetry
-	stats proxyStats
-	logq  *lazyAsync
+	tel       *telemetry.Telemetry
+	stats     proxyStats
+	logq      *lazyAsync
+	upMetrics upstreamMetrics // routestats.go
+
+	// The open Admin's recorder, nil when none is (admin.go, flowrec.go),
+	// and Serve's listeners for its /readyz.
+	rec        atomic.Pointer[recorder]
+	serving    atomic.Int32 // Serve and ServeTLS calls running
+	servedOnce atomic.Bool
 }
 
 // New returns a Proxy configured by opts. With no options it is a working,
@@ -85,10 +101,15 @@ func New(opts ...Option) (*Proxy, error) {
 	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
+	if err := p.attachRouting(nil, c); err != nil { // route.go: the upstream proxies
+		c.up.close()
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
 	p.describe(c, nil) // reload.go: generation 1, its hash
 	p.retired = make(map[*retired]struct{})
 	p.servers = make(map[*http.Server]struct{})
 	p.loops = make(map[*h1.Server]struct{})
+	p.socksLns = make(map[*socksListener]struct{})
 	p.tunnels = make(map[trackedTunnel]struct{})
 	if err := p.initTelemetry(c); err != nil { // telemetry.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
@@ -96,8 +117,12 @@ func New(opts ...Option) (*Proxy, error) {
 	if err := p.initReloadMetrics(c); err != nil { // reload.go
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}
-	_ = p.netServers(nil, c) // reload.go: the hand-off and interception servers, which log through p.log as initTelemetry made it
-	p.swap(c)                // config.go: the first configuration, complete
+	if err := p.initUpstreamMetrics(c); err != nil { // routestats.go
+		return nil, fmt.Errorf("fwdproxy.New: %w", err)
+	}
+	_ = p.netServers(nil, c)  // reload.go: the hand-off and interception servers, which log through p.log as initTelemetry made it
+	p.swap(c)                 // config.go: the first configuration, complete
+	c.routing.startProbing(c) // route.go: WithUpstreamProbe
 	return p, nil
 }
 
@@ -117,14 +142,20 @@ func New(opts ...Option) (*Proxy, error) {
 // ServeHTTP serves a request: CONNECT opens a tunnel, an absolute-form
 // request goes upstream, anything else to the fallback handler (or 400).
 // It loads the configuration in force once; the request keeps it to its
-// end.
+// end. An HTTP/2 request for another host is made absolute-form first
+// (h2.go), so that the access record, the span and the metrics name its
+// target and URL as they do over HTTP/1.1.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor >= 2 && r.Method != http.MethodConnect && !r.URL.IsAbs() && proxiedOverH2(r) {
+		r = absoluteH2(r)
+	}
 	p.observe(p.cfg.Load(), w, r, p.dispatch) // telemetry.go: spans, metrics, access log, Stats
 }
 
-// dispatch sends a request where it belongs: CONNECT to a tunnel,
-// absolute-form requests upstream, anything else to the fallback handler
-// (or 400). A request on a connection past WithMaxConns gets 503.
+// dispatch sends a request where it belongs: CONNECT to a tunnel (an
+// extended CONNECT to a WebSocket), absolute-form requests (and HTTP/2
+// requests for another host) upstream, anything else to the fallback
+// handler (or 400). A request on a connection past WithMaxConns gets 503.
 // A CONNECT tunnel that outlives its handler returns the request's end,
 // for observe (telemetry.go) to end the request when the tunnel ends.
 func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) *requestEnd {
@@ -135,8 +166,12 @@ func (p *Proxy) dispatch(c *config, w http.ResponseWriter, r *http.Request) *req
 	}
 	switch {
 	case r.Method == http.MethodConnect:
+		if extendedConnect(r) {
+			p.serveExtendedConnect(c, w, r) // h2.go: a WebSocket over HTTP/2
+			return nil
+		}
 		return p.serveConnect(c, w, r) // connect.go
-	case r.URL.IsAbs():
+	case r.URL.IsAbs(): // HTTP/2 requests for another host too (ServeHTTP)
 		p.forward(c, w, r)
 	case c.fallback != nil:
 		c.fallback.ServeHTTP(w, r)
@@ -192,6 +227,7 @@ func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 	var body *clientBody // taken now: a hook may replace out.Body
 	if out.Body != http.NoBody && out.Body != nil {
 		body = watchRequestBody(c.bodyIdleTimeout, w, out.Body) // bodyidle.go
+		body.counted = &p.stats.reqBytes
 		defer body.w.Stop()
 		out.Body = body
 	}

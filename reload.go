@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -53,8 +52,15 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // WithLogger (records already queued go to the logger they were logged
 // for), interception (on, off, its bypass list and function; the minted
 // certificates are kept when the CA and the certificate store stay the
-// same), the upstream settings, and the resolver (its options, or
-// WithResolver). The client-side settings (WithReadHeaderTimeout,
+// same), the upstream settings, the routes through upstream proxies
+// (WithUpstreams, WithPAC, WithUpstreamResolvesNames, WithUpstreamProbe: an
+// upstream whose URL is the same keeps its health and pooled connections, a
+// PAC file that is the same its cache; the probes of the configuration
+// replaced stop), the resolver (its options, or WithResolver), and the front
+// ends' settings (options_front.go: the TLS certificate and client CAs for
+// the next handshake, the PROXY protocol's trusted ranges and SOCKS5 on the
+// HTTP listener for the next connection, the HTTP/2 settings for the next
+// HTTP/2 connection). The client-side settings (WithReadHeaderTimeout,
 // WithClientIdleTimeout, WithMaxHeaderBytes) apply to the next request or
 // keep-alive wait of a connection Serve's own loop serves, and to the
 // connections handed to net/http or intercepted from then on; one that
@@ -74,7 +80,9 @@ var ErrShutDown = errors.New("fwdproxy: the Proxy is shut down")
 // What cannot change while the Proxy runs, and is refused: WithTracerProvider,
 // WithMeterProvider and WithPropagator (the instruments and the tracer are
 // made from them once), and WithLogQueueSize (the log queue is made once).
-// Giving the values New was given again is no change.
+// Giving the values New was given again is no change. Nor can a
+// configuration leave out WithTLS while ServeTLS runs, or bring in
+// WithProxyProtocol while a listener runs that was started without it.
 //
 // An invalid configuration, or one that changes what cannot change, makes
 // Reload return an error naming the option at fault; the configuration in
@@ -127,6 +135,8 @@ func (p *Proxy) reload(old *config, opts []Option) (*config, error) {
 	}
 	p.swap(c)
 	p.retireUpstream(old.up, c.up, old.dialTimeout) // upstream.go
+	old.routing.stopProbing()                       // route.go
+	c.routing.startProbing(c)
 	return c, nil
 }
 
@@ -137,6 +147,9 @@ func (p *Proxy) reload(old *config, opts []Option) (*config, error) {
 // released.
 func (p *Proxy) prepare(old, c *config) error {
 	if err := unchangeable(old, c); err != nil {
+		return err
+	}
+	if err := p.frontChangeAllowed(old, c); err != nil { // front.go
 		return err
 	}
 	if c.limiter != nil && old.limiter != nil && c.rate == old.rate && c.burst == old.burst {
@@ -153,20 +166,32 @@ func (p *Proxy) prepare(old, c *config) error {
 		return err
 	}
 	c.up = up
+	if err := p.attachRouting(old, c); err != nil { // route.go
+		if up != old.up {
+			up.closeUnused(old.up)
+		}
+		return err
+	}
 	p.describe(c, old)
 	return nil
 }
 
 // netServers gives c its net/http servers, which read their timeouts and
-// limits from their fields (the hand-off server, newHandOffServer, and the
+// limits (and HTTP/2 settings) from their fields (the hand-off server, newHandOffServer, and the
 // interception server, newInterceptServer): old's when c keeps the
 // settings they read (old is nil for New's configuration), new ones
 // otherwise. Connections those of old serve keep them. New servers are
 // registered for Shutdown; once Shutdown has begun, netServers fails (a
-// server registered after Shutdown collected them would outlive it).
+// server registered after Shutdown collected them would outlive it). It
+// also gives Serve's loops the SOCKS5 front end when c asks for it
+// (WithSOCKSOnHTTPListener).
 func (p *Proxy) netServers(old, c *config) error {
+	if c.socksOnHTTP {
+		c.h1srv.SOCKS = p.serveSOCKSFromLoop // socks.go
+	}
 	if old != nil && old.readHeaderTimeout == c.readHeaderTimeout &&
-		old.clientIdleTimeout == c.clientIdleTimeout && old.maxHeaderBytes == c.maxHeaderBytes {
+		old.clientIdleTimeout == c.clientIdleTimeout && old.maxHeaderBytes == c.maxHeaderBytes &&
+		old.h2MaxStreams == c.h2MaxStreams && old.h2c == c.h2c {
 		c.h1srv.HandOff, c.isrv = old.h1srv.HandOff, old.isrv
 		return nil
 	}
@@ -290,13 +315,18 @@ type tunnelInfo struct {
 	dialed netip.Addr // the upstream address, when known
 	user   string     // the authenticated user, "" without
 	client string     // the client's address
+	// certUser is the user the client's verified certificate names
+	// (clientCertUser, front.go), "" without one: a reload that keeps
+	// client certificates authenticating keeps the tunnel.
+	certUser string
 	// header is what the authenticator is given again of a CONNECT's
 	// header: all of it when the admitting configuration authenticated,
 	// else its Proxy-Authorization field alone (nil without one).
 	header http.Header
 	req    *http.Request // the request upgraded (not a CONNECT), which its handler keeps anyway
 	port   uint16
-	// Of a CONNECT: its protocol version.
+	// Of a CONNECT: its protocol (HTTP/1.1, HTTP/2.0, SOCKS5) and version.
+	proto        string
 	connect      bool
 	major, minor uint8
 }
@@ -305,12 +335,13 @@ type tunnelInfo struct {
 // intercepted connection, which has none of its own) under configuration
 // c. r's context carries the authenticated user.
 func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
-	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()), client: r.RemoteAddr}
+	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()), client: r.RemoteAddr,
+		certUser: clientCertUser(r.Context())}
 	var err error
 	if ti.connect {
 		ti.target = r.Host
 		ti.host, ti.port, err = httpx.ParseTarget(r.Host)
-		ti.major, ti.minor = uint8(r.ProtoMajor), uint8(r.ProtoMinor)
+		ti.proto, ti.major, ti.minor = r.Proto, uint8(r.ProtoMajor), uint8(r.ProtoMinor)
 		if c.auth != nil {
 			ti.header = r.Header
 		} else if v := r.Header["Proxy-Authorization"]; len(v) > 0 {
@@ -323,6 +354,9 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 	}
 	if err != nil {
 		ti.host = "" // checked when the tunnel opened; nothing to check again
+	}
+	if _, proxied := upstream.(*viaConn); proxied {
+		return ti // dialed to an upstream proxy (via.go), not to the target
 	}
 	if c, ok := upstream.(net.Conn); ok {
 		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
@@ -345,7 +379,7 @@ func (ti *tunnelInfo) request() *http.Request {
 		h = http.Header{}
 	}
 	r := &http.Request{Method: http.MethodConnect, URL: &url.URL{Host: ti.target}, Host: ti.target, Header: h,
-		Proto: "HTTP/" + strconv.Itoa(int(ti.major)) + "." + strconv.Itoa(int(ti.minor)), ProtoMajor: int(ti.major), ProtoMinor: int(ti.minor),
+		Proto: ti.proto, ProtoMajor: int(ti.major), ProtoMinor: int(ti.minor),
 		RemoteAddr: ti.client, Body: http.NoBody}
 	if ti.user != "" {
 		r = r.WithContext(withAuthUser(context.Background(), ti.user))
@@ -418,6 +452,9 @@ func tunnelRefusal(c *config, ti *tunnelInfo, authChanged bool) string {
 		}
 	}
 	if authChanged && c.auth != nil {
+		if c.front.certAuth && ti.certUser != "" {
+			return "" // its client certificate authenticates it (front.go)
+		}
 		r := ti.request()
 		if _, ok := c.auth.Authenticate(r.Context(), r); !ok {
 			return "proxy credentials rejected"

@@ -982,6 +982,7 @@ func TestDescribeCoversEverySetting(t *testing.T) {
 		reflect.TypeFor[*x509.CertPool]():                reflect.ValueOf(x509.NewCertPool()),
 		reflect.TypeFor[*Resolver]():                     reflect.ValueOf(&Resolver{}),
 		reflect.TypeFor[InterceptFunc]():                 reflect.ValueOf(InterceptFunc(func(context.Context, string, *http.Request) bool { return true })),
+		reflect.TypeFor[*tls.Config]():                   reflect.ValueOf(&tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}),
 	}
 	var walk func(path string, v reflect.Value)
 	walk = func(path string, v reflect.Value) {

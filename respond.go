@@ -3,12 +3,14 @@ package fwdproxy
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
 
 // writeResponse sends an upstream (or hook-made) response to the client,
@@ -50,8 +52,9 @@ func (p *Proxy) writeResponse(c *config, w http.ResponseWriter, r *http.Request,
 		}
 	}
 	watch := watchResponseBody(c.bodyIdleTimeout, resp.Body) // bodyidle.go; nil when the body is all in memory
-	_, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
+	n, readErr, writeErr := copyBody(w, resp.Body, stream, watch)
 	watch.Stop()
+	p.stats.respBytes.Add(uint64(n))
 	if writeErr != nil {
 		p.logClientGone(r, writeErr)
 		return
@@ -97,6 +100,10 @@ func (p *Proxy) relayUpgrade(c *config, w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	defer p.closeTunnel()
+	if r.ProtoMajor >= 2 {
+		p.relayExtendedConnect(c, w, r, out, resp, upConn)
+		return
+	}
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		p.fail(c, w, r, newError(ErrMalformed, target, "protocol upgrade needs an HTTP/1.1 client connection", err))
@@ -115,6 +122,31 @@ func (p *Proxy) relayUpgrade(c *config, w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	p.runTunnel(c, r.WithContext(out.Context()), withReadAhead(client, brw.Reader), upConn, false) // out's context: the user, for Reload
+}
+
+// relayExtendedConnect completes relayUpgrade for an extended CONNECT
+// (RFC 8441 §5, h2.go), whose client is an HTTP/2 stream: the origin's
+// 101 is checked as a WebSocket client checks it (RFC 6455 §4.1), the
+// client gets 200 with the origin's header, and its stream is relayed to
+// upConn.
+func (p *Proxy) relayExtendedConnect(c *config, w http.ResponseWriter, r, out *http.Request, resp *http.Response, upConn io.ReadWriteCloser) {
+	target := r.URL.Host
+	if key := out.Header.Get("Sec-Websocket-Key"); key != "" && resp.Header.Get("Sec-Websocket-Accept") != websocketAccept(key) {
+		upConn.Close()
+		p.fail(c, w, r, newError(ErrUpstream, target, "upstream "+target+" answered the WebSocket handshake with a wrong Sec-WebSocket-Accept", nil))
+		return
+	}
+	h := w.Header()
+	filterHeader(h, resp.Header, c.via.forProto(resp.ProtoMajor, resp.ProtoMinor))
+	delete(h, "Sec-Websocket-Accept")
+	w.WriteHeader(http.StatusOK)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		upConn.Close()
+		return
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	client := netx.NewStreamConn(r.Body, w, local, r.RemoteAddr)
+	p.runTunnel(c, r.WithContext(out.Context()), client, upConn, false) // out's context: the user, for Reload
 }
 
 // roundTripFailed answers a request whose round trip failed with err,
@@ -152,6 +184,9 @@ func (p *Proxy) roundTripFailed(c *config, w http.ResponseWriter, r *http.Reques
 // fail answers the client with e's status and reason and logs it.
 func (p *Proxy) fail(c *config, w http.ResponseWriter, r *http.Request, e *Error) {
 	p.noteFailure(r, e) // telemetry.go: Stats, span error type, denials
+	if sw := socksWriterOf(w); sw != nil {
+		sw.failure = e // socks.go: the cause picks the reply code
+	}
 	p.logFailure(r, e, "request refused")
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}

@@ -21,8 +21,25 @@ import (
 // Bodyless proxy requests and CONNECT are served by a loop of the proxy's
 // own (internal/h1's Server); a connection that sends anything else is
 // handed, with what was read of it, to an http.Server with the same
-// settings.
+// settings. That server also takes HTTP/2 with prior knowledge
+// (WithCleartextHTTP2). With WithProxyProtocol the listener reads the
+// PROXY protocol header first; with WithSOCKSOnHTTPListener it serves
+// SOCKS5 clients as ServeSOCKS does. ServeTLS serves TLS.
 func (p *Proxy) Serve(l net.Listener) error {
+	l, done, err := p.openListener(l, false) // front.go: the PROXY protocol
+	if err != nil {
+		return err
+	}
+	defer done()
+	return p.serveLoop(l)
+}
+
+// serveLoop runs internal/h1's loop on l, for Serve and ServeTLS (whose
+// TLS connections it hands to net/http as they are accepted).
+func (p *Proxy) serveLoop(l net.Listener) error {
+	p.servedOnce.Store(true)
+	p.serving.Add(1) // for /readyz (admin.go)
+	defer p.serving.Add(-1)
 	s := h1.NewServer(l, h1.ServerConfig{
 		Handler:  p,
 		HandOff:  p.cfg.Load().h1srv.HandOff, // the configuration in force names its own (ServerSettings.HandOff)
@@ -68,16 +85,29 @@ func (p *Proxy) newHTTPServer(c *config, h http.Handler, connContext func(contex
 		MaxHeaderBytes:    c.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ConnContext:       connContext,
+		HTTP2: &http.HTTP2Config{ // options_front.go: windows sized for tunnels
+			MaxConcurrentStreams:          c.h2MaxStreams,
+			MaxReceiveBufferPerStream:     h2StreamWindow,
+			MaxReceiveBufferPerConnection: h2ConnWindow,
+		},
 	}
 }
 
 // newHandOffServer makes the net/http server that takes the connections
 // Serve's loops hand off, with the timeouts and limits of configuration c;
 // the loops take it from the configuration in force
-// (ServerSettings.HandOff).
+// (ServerSettings.HandOff). It serves HTTP/1.1 and, over TLS (ServeTLS),
+// HTTP/2, and HTTP/2 with prior knowledge with WithCleartextHTTP2.
 func (p *Proxy) newHandOffServer(c *config) *http.Server {
 	srv := p.newHTTPServer(c, p, p.countConn)
 	srv.ConnState = p.connState
+	srv.ErrorLog = slog.NewLogLogger(handshakeLog{p.log.Handler(), p}, slog.LevelWarn) // front.go: ServeTLS's failed handshakes
+	if c.h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetHTTP2(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	return srv
 }
 
@@ -107,6 +137,7 @@ func (p *Proxy) countConn(ctx context.Context, c net.Conn) context.Context {
 	if h1.HandedOff(c) {
 		return ctx
 	}
+	ctx = withTLSConn(ctx, c) // front.go: the client certificate
 	if p.conns.Add(1) > int64(p.cfg.Load().maxConns) {
 		return context.WithValue(ctx, ctxKeyOverLimit{}, true)
 	}
@@ -152,6 +183,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for s := range p.loops {
 		loops = append(loops, s)
 	}
+	for l := range p.socksLns {
+		l.close() // socks.go; its connections are p.socks's
+	}
 	p.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -175,6 +209,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if p.socks.shutdown(ctx) != nil { // socks.go
+			forced.Store(true)
+		}
+	}()
 	tunnelsDone := make(chan struct{})
 	go func() {
 		p.tunnelWG.Wait()
@@ -203,6 +244,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.pipes.closeAll() // tunnelpark_linux.go: the free splice pipes
 	p.closeUpstreams() // upstream.go: pooled connections, the Proxy's own Resolvers
 	p.closeReloadMetrics()
+	p.closeUpstreamMetrics()                       // routestats.go
 	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
 		err = cerr
 	}

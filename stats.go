@@ -15,18 +15,23 @@ type Stats struct {
 	Requests uint64
 	// Errors counts the requests refused or failed, by kind.
 	Errors ErrorCounts
-	// Denials counts requests refused by access control (403 and 407;
-	// 429 and 413 are counted in Errors).
+	// Denials counts requests refused by access control: rules, the
+	// private-address guard, authentication, the rate limit, the body
+	// size limit and hooks (their 403, 407, 429 and 413 answers are also
+	// counted in Errors). DeniedBy splits it by reason.
 	Denials uint64
+	// DeniedBy counts Denials by reason.
+	DeniedBy DenialCounts
 	// ActiveRequests is the number of requests being served, open
 	// tunnels included.
 	ActiveRequests int64
 	// ActiveConnections is the number of client connections open on the
-	// Proxy's own servers (Serve), not counting those taken over by
-	// tunnels.
+	// Proxy's own servers (Serve, ServeTLS, ServeSOCKS), not counting those
+	// taken over by tunnels.
 	ActiveConnections int64
-	// RefusedConnections counts the client connections Serve refused at
-	// accept, with 503, because WithMaxConns were open.
+	// RefusedConnections counts the client connections Serve, ServeTLS and
+	// ServeSOCKS refused at accept (with 503, or SOCKS5's "no acceptable
+	// methods") because WithMaxConns were open.
 	RefusedConnections uint64
 	// ActiveTunnels is the number of open CONNECT and upgraded tunnels.
 	ActiveTunnels int64
@@ -34,6 +39,11 @@ type Stats struct {
 	// headers to the end of the response, over the last minute. Tunnels
 	// (CONNECT) are left out: they last as long as the client wants.
 	Latency LatencyStats
+	// Bytes counts the bytes relayed between clients and upstreams.
+	Bytes ByteCounts
+	// Reuse counts the requests sent upstream and the connections
+	// opened for them: how well the upstream pools are reused.
+	Reuse ReuseStats
 	// LogDropped is the number of log records dropped because the log
 	// queue was full (see WithLogQueueSize).
 	LogDropped uint64
@@ -42,6 +52,10 @@ type Stats struct {
 	DNS ResolverStats
 	// Config describes the configuration in force and the reloads.
 	Config ConfigStats
+	// Upstreams are the health and counters of the upstreams of the routes
+	// in force (WithUpstreams; with WithPAC, those its answers named so
+	// far), nil without routes. Stats allocates this list only.
+	Upstreams []UpstreamStats
 }
 
 // ErrorCounts counts failed requests by the kind of their error.
@@ -56,6 +70,40 @@ type ErrorCounts struct {
 	RateLimited     uint64 // ErrRateLimited, 429
 	TooLarge        uint64 // ErrTooLarge, 413
 	ClientTimeout   uint64 // ErrClientTimeout, 408
+}
+
+// DenialCounts counts refusals by access control by reason; the names in
+// parentheses are those of the fwdproxy.denials metric's reason attribute.
+type DenialCounts struct {
+	Rule           uint64 // WithDenyHosts, WithAllowHosts, WithAllowPorts ("rule")
+	PrivateAddress uint64 // the private-address guard ("private_address")
+	Auth           uint64 // missing or rejected proxy credentials ("auth")
+	RateLimit      uint64 // WithRateLimit ("rate_limit")
+	BodySize       uint64 // WithMaxRequestBodyBytes ("body_size")
+	Hook           uint64 // an AccessHook ("hook")
+	Forbidden      uint64 // other 403 answers: a ConnectHook's or RequestHook's Deny ("forbidden")
+	AuthRequired   uint64 // other 407 answers, from hooks ("auth_required")
+}
+
+// ByteCounts counts the bytes of bodies and tunnels relayed, each
+// direction apart. Headers are not counted, nor the TLS records of an
+// intercepted connection (its requests' bodies are). A tunnel's bytes are
+// counted when it closes.
+type ByteCounts struct {
+	RequestBodies  uint64 // request body bytes read from clients
+	ResponseBodies uint64 // response body bytes written to clients
+	TunnelUp       uint64 // tunnel bytes from clients to upstreams
+	TunnelDown     uint64 // tunnel bytes from upstreams to clients
+}
+
+// ReuseStats counts the requests the Proxy sent upstream (tunnels left
+// out) and the connections it dialed for them; the requests that did not
+// need a new connection took one from the pool (or an HTTP/2 connection
+// already open). A connection the shared transport dials for a request
+// that then takes an idle one is counted, and kept for the next.
+type ReuseStats struct {
+	Requests uint64 // requests sent upstream, failed ones included
+	NewConns uint64 // connections dialed for them
 }
 
 // LatencyStats summarises request durations over a sliding window.
@@ -81,7 +129,34 @@ type proxyStats struct {
 	active            atomic.Int64
 	tunnels           atomic.Int64
 	errors            [10]atomic.Uint64 // indexed by errorIndex
+	deniedBy          [8]atomic.Uint64  // indexed by denialIndex
 	latency           *latency.Window
+
+	// Bytes and upstream requests (ByteCounts, ReuseStats).
+	reqBytes, respBytes atomic.Uint64
+	tunUp, tunDown      atomic.Uint64
+	upRequests, upConns atomic.Uint64
+}
+
+// denialIndex is the index in deniedBy of a denial reason (countDenial).
+func denialIndex(reason string) int {
+	switch reason {
+	case "rule":
+		return 0
+	case "private_address":
+		return 1
+	case "auth":
+		return 2
+	case "rate_limit":
+		return 3
+	case "body_size":
+		return 4
+	case "hook":
+		return 5
+	case "auth_required":
+		return 7
+	}
+	return 6 // "forbidden" and anything else
 }
 
 func errorIndex(kind error) int {
@@ -111,11 +186,13 @@ func errorIndex(kind error) int {
 func (s *proxyStats) countError(kind error) { s.errors[errorIndex(kind)].Add(1) }
 
 // Stats returns a snapshot of the Proxy's counters. It takes no lock that
-// requests take and does not allocate, so it can be called every second.
+// requests take and, but for Stats.Upstreams, does not allocate, so it can
+// be called every second.
 func (p *Proxy) Stats() Stats {
 	s := &p.stats
 	q := s.latency.Snapshot()
 	e := &s.errors
+	d := &s.deniedBy
 	return Stats{
 		Requests: s.requests.Load(),
 		Errors: ErrorCounts{
@@ -130,14 +207,32 @@ func (p *Proxy) Stats() Stats {
 			TooLarge:        e[8].Load(),
 			ClientTimeout:   e[9].Load(),
 		},
-		Denials:            s.denials.Load(),
+		Denials: s.denials.Load(),
+		DeniedBy: DenialCounts{
+			Rule:           d[0].Load(),
+			PrivateAddress: d[1].Load(),
+			Auth:           d[2].Load(),
+			RateLimit:      d[3].Load(),
+			BodySize:       d[4].Load(),
+			Hook:           d[5].Load(),
+			Forbidden:      d[6].Load(),
+			AuthRequired:   d[7].Load(),
+		},
+		Bytes: ByteCounts{
+			RequestBodies:  s.reqBytes.Load(),
+			ResponseBodies: s.respBytes.Load(),
+			TunnelUp:       s.tunUp.Load(),
+			TunnelDown:     s.tunDown.Load(),
+		},
+		Reuse:              ReuseStats{Requests: s.upRequests.Load(), NewConns: s.upConns.Load()},
 		ActiveRequests:     s.active.Load(),
 		ActiveConnections:  p.conns.Load(),
 		RefusedConnections: s.refusedConns.Load(),
 		ActiveTunnels:      s.tunnels.Load(),
 		Latency:            LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
 		LogDropped:         p.logDropped(),
-		DNS:                p.dnsStats(),    // upstream.go
-		Config:             p.configStats(), // reload.go
+		DNS:                p.dnsStats(),      // upstream.go
+		Config:             p.configStats(),   // reload.go
+		Upstreams:          p.upstreamStats(), // routestats.go
 	}
 }

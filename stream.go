@@ -189,13 +189,18 @@ func copyCounting(dst io.Writer, src io.Reader, total *atomic.Int64) error {
 }
 
 // tcpOf returns the *net.TCPConn that c is, or that c reads ahead of
-// (netx.Conn), if there is one.
+// (netx.Conn), or that c carries (a PROXY protocol connection, whose
+// WriteTo and ReadFrom hand over to it), if there is one.
 func tcpOf(c io.ReadWriteCloser) *net.TCPConn {
 	for {
 		switch v := c.(type) {
 		case *net.TCPConn:
 			return v
 		case *netx.Conn:
+			c = v.Conn
+		case h1.TCPCarrier:
+			return v.TCPConn()
+		case *viaConn: // through an upstream proxy (via.go)
 			c = v.Conn
 		default:
 			return nil

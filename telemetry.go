@@ -62,9 +62,10 @@ func (p *Proxy) closeTelemetry(ctx context.Context) error {
 }
 
 // reqState follows one client request (or tunnel) when any telemetry wants
-// it: it wraps the ResponseWriter to see the status and count bytes, and
-// rides in the request context so that the upstream round trip, fail and
-// the tunnel can report to it. With telemetry unused none is made.
+// it, or an Admin records flows: it wraps the ResponseWriter to see the
+// status and count bytes, and rides in the request context so that the
+// upstream round trip, the dial, fail and the tunnel can report to it.
+// With telemetry unused and nothing recording none is made.
 type reqState struct {
 	rw       http.ResponseWriter
 	req      *http.Request // the request as passed on, with this state in its context
@@ -76,7 +77,8 @@ type reqState struct {
 	bytesOut int64
 	body     *countingBody // the request body, when it has one
 	errKind  string        // set by fail, or by the round trip on failure
-	upstream string        // upstream address, when known
+	upAddr   net.Addr      // upstream address, when known
+	via      string        // the upstream proxy's name (redacted), when one served it (via.go)
 	user     string        // the authenticated user, set by admit
 	tunnel   bool
 	tunUp    int64
@@ -101,6 +103,19 @@ type reqState struct {
 	traceUsed   bool
 	traceTel    *telemetry.Telemetry
 	traceCtx    context.Context
+
+	// For the flow record when an Admin records (flowrec.go): the
+	// recorder, the response header the handler used, and the timing
+	// phases. The dial and the TLS handshake may run on a transport's
+	// goroutine, even after the request is over: their phases are atomics.
+	rec          *recorder
+	mayIntercept bool // not from the own HTTP/1.1 loop, which never serves a request inside an intercepted CONNECT
+	respHeader   http.Header
+	firstByte    time.Duration
+	dnsTime      atomic.Int64 // nanoseconds
+	connTime     atomic.Int64
+	tlsTime      atomic.Int64
+	tlsStart     atomic.Int64 // Unix nanoseconds
 }
 
 type ctxKeyReqState struct{}
@@ -167,14 +182,15 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 	req := *r
 	t := requestTrack{start: time.Now(), connect: req.Method == http.MethodConnect}
 	p.stats.active.Add(1)
+	rec := p.recording(req) // flowrec.go: nil unless an Admin records flows
 	tel := p.tel
-	if tel.Off {
+	if tel.Off && rec == nil {
 		return t
 	}
 	ctx := req.Context()
-	metrics := tel.MetricsOn(ctx)
-	logging := p.accessLogOn(ctx)
-	if !tel.Tracing && !metrics && !logging {
+	metrics := !tel.Off && tel.MetricsOn(ctx)
+	logging := !tel.Off && p.accessLogOn(ctx)
+	if !tel.Tracing && !metrics && !logging && rec == nil {
 		return t
 	}
 	var rs *reqState
@@ -188,7 +204,11 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 	} else {
 		rs = &reqState{}
 	}
-	rs.rw, rs.start, rs.metrics, rs.logging = *w, t.start, metrics, logging
+	rs.rw, rs.start, rs.metrics, rs.logging, rs.rec = *w, t.start, metrics, logging, rec
+	if rec != nil {
+		_, own := (*w).(h1.HeaderAdopter)
+		rs.mayIntercept = !own
+	}
 	if tel.Tracing {
 		ctx, rs.span = tel.StartServer(ctx, req, targetOf(req), t.start, rs.tb)
 	}
@@ -197,8 +217,8 @@ func (p *Proxy) beginRequest(c *config, w *http.ResponseWriter, r **http.Request
 	}
 	ctx = context.WithValue(ctx, ctxKeyReqState{}, rs)
 	req = req.WithContext(ctx)
-	if logging && c.capture {
-		rs.capture = newCapture(c.captureBytes, req.Header)
+	if (logging || rec != nil) && c.capture {
+		rs.capture = newCapture(c.captureBytes, req.Header, logging)
 	}
 	if !t.connect && req.Body != nil && req.Body != http.NoBody {
 		rs.body = &countingBody{rc: req.Body, capture: rs.capture}
@@ -245,7 +265,7 @@ func (p *Proxy) endRequest(t requestTrack) {
 		telemetry.EndServer(rs.span, rs.tb, telemetry.ServerEnd{
 			Status: status, ErrType: errType,
 			Tunnel: rs.tunnel, Sent: rs.tunUp, Received: rs.tunDown,
-			Intercepted: rs.intercepted, Requests: rs.requests,
+			Intercepted: rs.intercepted, Requests: rs.requests, Via: rs.via,
 		})
 	}
 	if rs.metrics {
@@ -254,6 +274,9 @@ func (p *Proxy) endRequest(t requestTrack) {
 	if rs.logging {
 		p.logAccess(ctx, rs, status, d)
 	}
+	if rs.rec != nil {
+		p.recordFlow(rs, status, d) // flowrec.go
+	}
 }
 
 // detach trims rs, the state of a CONNECT whose tunnel outlives its
@@ -261,11 +284,14 @@ func (p *Proxy) endRequest(t requestTrack) {
 // the handler's request, context, ResponseWriter and connection state can
 // go while the tunnel lives: req, the request as the tunnel keeps it
 // (tunnelInfo.request), with the User-Agent of r, the handler's request,
-// for the access record, becomes rs.req, with rs (and the span) in its
-// context; the ResponseWriter becomes a stand-in (with the response
-// header, when captured). It returns the new rs.req.
+// for the access record (all of r's header for a flow record), becomes
+// rs.req, with rs (and the span) in its context; the ResponseWriter
+// becomes a stand-in (with the response header, when used or captured).
+// It returns the new rs.req.
 func (rs *reqState) detach(r, req *http.Request) *http.Request {
-	if ua := r.Header["User-Agent"]; len(ua) > 0 && req.Header["User-Agent"] == nil {
+	if rs.rec != nil {
+		req.Header = r.Header // the flow record shows the CONNECT's header (flowrec.go)
+	} else if ua := r.Header["User-Agent"]; len(ua) > 0 && req.Header["User-Agent"] == nil {
 		h := make(http.Header, len(req.Header)+1)
 		for k, v := range req.Header {
 			h[k] = v
@@ -278,8 +304,8 @@ func (rs *reqState) detach(r, req *http.Request) *http.Request {
 		ctx = trace.ContextWithSpan(ctx, rs.span)
 	}
 	rs.req = req.WithContext(ctx)
-	var h http.Header
-	if rs.capture != nil {
+	h := rs.respHeader
+	if h == nil && rs.capture != nil {
 		h = rs.rw.Header()
 	}
 	rs.rw = detachedWriter{h}
@@ -305,12 +331,23 @@ func (detachedWriter) WriteHeader(int)           {}
 // ResponseWriter the handler uses; http.ResponseController reaches the
 // server's own through Unwrap (Hijack, EnableFullDuplex).
 
-func (rs *reqState) Header() http.Header { return rs.rw.Header() }
+// Header returns the server's header map, and keeps it for the flow record:
+// a writer's header map, once made, stays the same map.
+func (rs *reqState) Header() http.Header {
+	if rs.respHeader == nil {
+		rs.respHeader = rs.rw.Header()
+	}
+	return rs.respHeader
+}
 
 // AdoptHeader passes h1.HeaderAdopter's call on to the server's writer.
 func (rs *reqState) AdoptHeader(h http.Header) bool {
 	a, ok := rs.rw.(h1.HeaderAdopter)
-	return ok && a.AdoptHeader(h)
+	if ok && a.AdoptHeader(h) {
+		rs.respHeader = h
+		return true
+	}
+	return false
 }
 
 func (rs *reqState) WriteHeader(code int) {
@@ -400,6 +437,7 @@ func (p *Proxy) noteFailure(r *http.Request, e *Error) {
 // short, low-cardinality word such as "forbidden" or "auth_required").
 func (p *Proxy) countDenial(ctx context.Context, reason string) {
 	p.stats.denials.Add(1)
+	p.stats.deniedBy[denialIndex(reason)].Add(1)
 	p.tel.Denial(ctx, reason)
 }
 
@@ -408,7 +446,7 @@ func (p *Proxy) countDenial(ctx context.Context, reason string) {
 // fast, or the shared transport), inside a client span whose context is
 // injected into out's header, and measures it for rs. c is the request's
 // configuration.
-func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, addr string, fast bool) (*http.Response, error) {
+func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, h hop) (*http.Response, error) {
 	ctx := out.Context()
 	start := time.Now()
 	var span trace.Span
@@ -418,8 +456,8 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 		ctx, span = p.tel.StartClient(ctx, out, len(c.requestHooks) > 0, rs.tb)
 	}
 	var obs h1.ConnObserver
-	if rs.metrics || rs.logging {
-		if fast && ctx == out.Context() {
+	if rs.metrics || rs.logging || rs.rec != nil {
+		if h.fast && ctx == out.Context() {
 			// The own transport reports the connection to rs itself
 			// (rs.GotConn): no client trace, no copy of the request.
 			rs.traceTel, rs.traceCtx = p.tel, ctx
@@ -431,13 +469,16 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 	if ctx != out.Context() {
 		out = out.WithContext(ctx)
 	}
-	resp, err := p.send(c, out, addr, fast, obs) // transport.go
+	resp, err := p.send(c, out, h, obs) // transport.go
+	if rs.rec != nil && err == nil {
+		rs.firstByte = time.Since(rs.start)
+	}
 	status, errType := 0, ""
 	if err != nil {
 		errType = kindName(asError(out.URL.Host, err).Kind)
 		if ctx.Err() != nil {
 			errType = "canceled"
-		} else if cb, _ := out.Body.(*clientBody); cb.failed() != nil {
+		} else if fb, ok := out.Body.(interface{ failed() error }); ok && fb.failed() != nil {
 			errType = kindName(ErrMalformed) // the client's body, not the upstream, failed
 		}
 	} else {
@@ -447,6 +488,9 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 		}
 	}
 	if span != nil {
+		if h.via != nil {
+			telemetry.SetVia(span, h.via.Name())
+		}
 		telemetry.EndClient(span, rs.tb, status, errType)
 	}
 	if rs.metrics {
@@ -461,22 +505,40 @@ func (p *Proxy) observeRoundTrip(c *config, rs *reqState, out *http.Request, add
 // the reuse measurement.
 func (rs *reqState) withClientTrace(ctx context.Context, tel *telemetry.Telemetry) context.Context {
 	rs.traceTel, rs.traceCtx = tel, ctx
-	if !rs.traceUsed {
-		rs.traceUsed = true
-		rs.clientTrace = httptrace.ClientTrace{GotConn: rs.GotConn}
-		return httptrace.WithClientTrace(ctx, &rs.clientTrace)
+	trace := &rs.clientTrace
+	if rs.traceUsed {
+		trace = &httptrace.ClientTrace{}
 	}
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: rs.GotConn})
+	rs.traceUsed = true
+	*trace = httptrace.ClientTrace{GotConn: rs.GotConn}
+	if rs.rec != nil {
+		trace.TLSHandshakeStart, trace.TLSHandshakeDone = rs.tlsStarted, rs.tlsDone // flowrec.go
+	}
+	return httptrace.WithClientTrace(ctx, trace)
 }
 
 // GotConn is the client trace's GotConn, and what the own HTTP/1.1
 // transport reports to as an h1.ConnObserver.
 func (rs *reqState) GotConn(info httptrace.GotConnInfo) {
 	if info.Conn != nil {
-		rs.upstream = info.Conn.RemoteAddr().String()
+		rs.upAddr = info.Conn.RemoteAddr() // made a string only when logged or read
 	}
 	if rs.metrics {
 		rs.traceTel.UpstreamConn(rs.traceCtx, info.Reused)
+	}
+}
+
+// dialed accounts for a dial (transport.go) that looked its host up from
+// start to looked, then connected or failed with err: a connection for
+// requests in Stats, and the DNS and connect phases of the flow being
+// recorded, if any.
+func (p *Proxy) dialed(ctx context.Context, pol dialPolicy, start, looked time.Time, err error) {
+	if err == nil && !pol.connect {
+		p.stats.upConns.Add(1)
+	}
+	if rs := reqStateFrom(ctx); rs != nil && rs.rec != nil {
+		rs.dnsTime.Store(int64(looked.Sub(start)))
+		rs.connTime.Store(int64(time.Since(looked)))
 	}
 }
 
@@ -490,6 +552,10 @@ func (p *Proxy) tunnelStarted(r *http.Request) {
 
 func (p *Proxy) tunnelEnded(r *http.Request, upstream any, up, down int64, d time.Duration) {
 	p.stats.tunnels.Add(-1)
+	if upstream != nil { // not an intercepted connection, whose requests count their bodies
+		p.stats.tunUp.Add(uint64(up))
+		p.stats.tunDown.Add(uint64(down))
+	}
 	rs := reqStateFrom(r.Context())
 	if rs == nil {
 		return
@@ -498,8 +564,8 @@ func (p *Proxy) tunnelEnded(r *http.Request, upstream any, up, down int64, d tim
 	if rs.status == 0 && r.Method != http.MethodConnect {
 		rs.status = http.StatusSwitchingProtocols // written on the hijacked connection
 	}
-	if c, ok := upstream.(net.Conn); ok && rs.upstream == "" {
-		rs.upstream = c.RemoteAddr().String()
+	if c, ok := upstream.(net.Conn); ok && rs.upAddr == nil {
+		rs.upAddr = c.RemoteAddr()
 	}
 	if rs.metrics {
 		p.tel.TunnelEnded(r.Context(), up, down, d)

@@ -10,10 +10,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
+	proxies "github.com/fwdproxy/fwdproxy/internal/upstream"
 )
 
 // The upstream chain. roundTrip is the router: it decides once per request
@@ -53,6 +55,8 @@ func (p *Proxy) newTransport(c *config) *http.Transport {
 	}
 	if c.proxyFromEnvironment {
 		t.Proxy = http.ProxyFromEnvironment
+	} else {
+		proxies.ConfigureTransport(t) // a request whose context names an upstream proxy goes through it (via.go)
 	}
 	return t
 }
@@ -64,35 +68,46 @@ func (p *Proxy) newTransport(c *config) *http.Transport {
 // client-side measurement (observeRoundTrip, telemetry.go), which sends out
 // through send. c is the request's configuration.
 func (p *Proxy) roundTrip(c *config, out *http.Request) (*http.Response, error) {
-	addr, fast := p.route(c, out)
-	if rs := reqStateFrom(out.Context()); rs != nil {
-		return p.observeRoundTrip(c, rs, out, addr, fast)
+	p.stats.upRequests.Add(1)
+	if c.routing != nil {
+		return p.roundTripRouted(c, out) // via.go: the routes (WithUpstreams, WithPAC)
 	}
-	return p.send(c, out, addr, fast, nil)
+	h := p.route(c, out)
+	if rs := reqStateFrom(out.Context()); rs != nil {
+		return p.observeRoundTrip(c, rs, out, h)
+	}
+	return p.send(c, out, h, nil)
 }
 
-// route reports whether out takes the fast path (the own HTTP/1.1
-// transport, pool.go) and, if so, the "host:port" to dial. A request hook
-// may have broken what the server checked; such a request is left to
-// http.Transport, which reports it.
-func (p *Proxy) route(c *config, out *http.Request) (string, bool) {
+// route reports whether out, sent directly, takes the fast path (the own
+// HTTP/1.1 transport, pool.go) and, if so, the "host:port" to dial. A
+// request hook may have broken what the server checked; such a request is
+// left to http.Transport, which reports it.
+func (p *Proxy) route(c *config, out *http.Request) hop {
 	if c.proxyFromEnvironment {
-		return "", false
+		return hop{}
 	}
 	key, ok := h1.CanSend(out)
 	if !ok || (len(c.requestHooks) > 0 && !h1.ValidRequest(out)) {
-		return "", false
+		return hop{}
 	}
-	return key, true
+	return hop{addr: key, fast: true}
 }
 
-// send sends out on the path roundTrip chose: the own transport to addr
-// when fast, which reports the upstream connection to obs (when not nil),
-// or the shared transport.
-func (p *Proxy) send(c *config, out *http.Request, addr string, fast bool, obs h1.ConnObserver) (resp *http.Response, err error) {
-	if fast {
-		resp, err = c.up.h1.Send(out, addr, obs) // upstream.go: the configuration's transports
-	} else {
+// send sends out on the hop the router chose (via.go): the own transport
+// when fast, to addr or through the HTTP proxy h.via, which reports the
+// upstream connection to obs (when not nil), or the shared transport,
+// directly or through h.via.
+func (p *Proxy) send(c *config, out *http.Request, h hop, obs h1.ConnObserver) (resp *http.Response, err error) {
+	switch {
+	case h.fast && h.via == nil:
+		resp, err = c.up.h1.Send(out, h.addr, obs) // upstream.go: the configuration's transports
+	case h.fast:
+		resp, err = c.up.h1.SendVia(out, h.via.Attached().(*h1.Via), obs)
+	default:
+		if h.via != nil {
+			out = out.WithContext(proxies.NewContext(out.Context(), h.via)) // see proxies.ConfigureTransport
+		}
 		noDefaultUserAgent(out)
 		resp, err = c.up.transport.RoundTrip(out)
 	}
@@ -146,7 +161,19 @@ func noDefaultUserAgent(out *http.Request) {
 // the shared transport's, CONNECT tunnels' and intercepted connections'. It
 // dials under the configuration of the request it dials for, which admit
 // put in ctx (dialPolicy).
+//
+// A tunnel's dial (the dialing request is a CONNECT, whichever front end
+// took it) follows the routes of its configuration, when it has any
+// (dialRouted, via.go); every other dial, and DIRECT, is dialDirect.
 func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if pol := p.dialPolicyFrom(ctx); pol.connect && pol.cfg.routing != nil {
+		return p.dialRouted(ctx, pol, network, addr)
+	}
+	return p.dialDirect(ctx, network, addr)
+}
+
+// dialDirect dials addr itself: resolver → address guard → Happy Eyeballs.
+func (p *Proxy) dialDirect(ctx context.Context, network, addr string) (net.Conn, error) {
 	pol := p.dialPolicyFrom(ctx) // access.go
 	// The request's WithDialTimeout bounds the whole dial, DNS included,
 	// as the context's deadline (p.dialer has no timeout of its own).
@@ -158,11 +185,13 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	}
 	res := pol.cfg.up.resolver // upstream.go
 	var ips []netip.Addr
+	start := time.Now()
 	if ip, isIP := policy.ParseHost(host); isIP {
 		ips = []netip.Addr{ip.WithZone("")}
 	} else if ips, err = p.lookup(ctx, res, host); err != nil { // reload.go
 		return nil, err
 	}
+	looked := time.Now()
 	if ips, err = p.vet(ctx, pol, addr, host, port, ips); err != nil {
 		return nil, err
 	}
@@ -172,7 +201,9 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 			return nil, newError(ErrLoop, addr, "request loop: "+addr+" is this proxy's own address", nil)
 		}
 	}
-	return res.dialAddrs(ctx, &p.dialer, network, ips, port)
+	conn, err := res.dialAddrs(ctx, &p.dialer, network, ips, port)
+	p.dialed(ctx, pol, start, looked, err) // telemetry.go: Stats, the flow's phases
+	return conn, err
 }
 
 // isSelf reports whether dialing ip:port would reach the listener that

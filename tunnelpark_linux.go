@@ -90,6 +90,10 @@ type parkedTunnel struct {
 	live    atomic.Int32 // directions not done
 	closed  atomic.Bool  // the connections are closed
 
+	// via is an end that is a tunnel through an upstream proxy (via.go),
+	// counted outstanding on it until closed: closed with the connections.
+	via [2]*viaConn
+
 	info  *tunnelInfo
 	r     *http.Request // for tunnelEnded: the handler's, a detached one (detachRequest), or noRequest
 	start time.Time
@@ -129,7 +133,7 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 	var rcs [2]syscall.RawConn
 	for i, e := range ends {
 		tc := tcpOf(e)
-		if tc == nil {
+		if tc == nil || !drained(e) {
 			return nil, false
 		}
 		rc, err := tc.SyscallConn()
@@ -145,7 +149,7 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 	for i, e := range ends {
 		d := &t.dirs[i]
 		d.t, d.idx = t, int8(i)
-		t.conns[i], early[i] = takeTCP(e)
+		t.conns[i], early[i], t.via[i] = takeTCP(e)
 		d.entry.Init(p.parker, rcs[i], d)
 	}
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
@@ -209,22 +213,47 @@ func (t *parkedTunnel) sendEarly(early [2][]byte) bool {
 	return true
 }
 
-// takeTCP returns the TCP connection under c (tcpOf) and the bytes c had
-// read ahead of it, which it takes.
-func takeTCP(c io.ReadWriteCloser) (*net.TCPConn, []byte) {
+// takeTCP returns the TCP connection under c (tcpOf), the bytes c had
+// read ahead of it, which it takes, and the tunnel through an upstream
+// proxy that c is, if it is one (its Close ends its count there).
+func takeTCP(c io.ReadWriteCloser) (*net.TCPConn, []byte, *viaConn) {
 	var ahead []byte
+	var via *viaConn
 	for {
 		switch v := c.(type) {
 		case *net.TCPConn:
-			return v, ahead
+			return v, ahead, via
 		case *netx.Conn:
 			inner, more := v.Detach()
 			ahead = append(ahead, more...)
 			c = inner
 		case netx.TCPConner:
-			return v.TCPConn(), ahead
+			return v.TCPConn(), ahead, via
+		case *viaConn:
+			via = v
+			c = v.Conn
 		default:
-			return nil, nil // not reached: tcpOf said it is TCP
+			return nil, nil, nil // not reached: tcpOf said it is TCP
+		}
+	}
+}
+
+// drained reports whether every connection c wraps has handed out all it
+// read from its socket (a PROXY protocol connection may hold a few bytes
+// back: proxyproto.Conn.Drained), so that the socket can be waited for
+// and read directly.
+func drained(c io.ReadWriteCloser) bool {
+	for {
+		if d, ok := c.(interface{ Drained() bool }); ok && !d.Drained() {
+			return false
+		}
+		switch v := c.(type) {
+		case *netx.Conn:
+			c = v.Conn
+		case *viaConn:
+			c = v.Conn
+		default:
+			return true
 		}
 	}
 }
@@ -341,6 +370,11 @@ func (t *parkedTunnel) closeConns() {
 	if t.closed.CompareAndSwap(false, true) {
 		t.conns[0].Close()
 		t.conns[1].Close()
+		for _, v := range t.via {
+			if v != nil {
+				v.Close() // via.go: no longer outstanding on its upstream proxy
+			}
+		}
 	}
 }
 

@@ -192,10 +192,28 @@ func (p *Proxy) closeUpstreams() {
 		r.close()
 		delete(p.retired, r)
 	}
-	up := p.cfg.Load().up
+	c := p.cfg.Load()
+	c.routing.stopProbing() // route.go
+	c.up.close()
+}
+
+// close closes up's idle connections and, when the Proxy owns it, its
+// Resolver.
+func (up *upstream) close() {
 	up.transport.CloseIdleConnections()
 	up.h1.CloseIdleConnections()
 	if up.owned {
+		up.resolver.Close()
+	}
+}
+
+// closeUnused closes up, which planUpstream made for a configuration that
+// was then not put in force, but not what it shares with prev: its
+// Resolver when it is prev's.
+func (up *upstream) closeUnused(prev *upstream) {
+	up.transport.CloseIdleConnections()
+	up.h1.CloseIdleConnections()
+	if up.owned && up.resolver != prev.resolver {
 		up.resolver.Close()
 	}
 }

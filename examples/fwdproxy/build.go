@@ -24,13 +24,15 @@ type shared struct {
 	ca     *tls.Certificate   // nil: no interception
 	certs  fwdproxy.CertStore // the leaves minted with ca, kept across reloads; nil: the library's own
 	fdSoft uint64             // 0: unknown
+	cert   *certFiles         // the HTTPS listener's certificate (front.go); nil: no -tls-listen
 }
 
 // built is a configuration ready for fwdproxy.New or (*Proxy).Reload.
 type built struct {
-	opts  []fwdproxy.Option
-	level slog.Level // -log-level, which the server's logger applies
-	fit   fitted     // the limits in the descriptor budget
+	opts       []fwdproxy.Option
+	level      slog.Level // -log-level, which the server's logger applies
+	fit        fitted     // the limits in the descriptor budget
+	adminToken string     // -admin-token or -admin-token-file's (admin.go)
 }
 
 // configure turns the settings into the Proxy's options: a whole
@@ -123,11 +125,22 @@ func configure(l *loaded, sh *shared) (*built, error) {
 	if s.capture.on {
 		opts = append(opts, fwdproxy.WithCapture(int(s.capture.n)))
 	}
+	upOpts, upErrs := s.upstreams.options(l) // upstreams.go
+	opts = append(opts, upOpts...)
+	errs = append(errs, upErrs...)
 	tlsOpts, err := tlsOptions(l, sh) // intercept.go
 	if err != nil {
 		errs = append(errs, err)
 	}
-	b.opts = append(opts, tlsOpts...)
+	opts = append(opts, tlsOpts...)
+	frontOpts, err := frontOptions(l, sh) // front.go
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if b.adminToken, err = adminToken(l); err != nil { // admin.go
+		errs = append(errs, err)
+	}
+	b.opts = append(opts, frontOpts...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -135,20 +148,22 @@ func configure(l *loaded, sh *shared) (*built, error) {
 }
 
 // checkFixed checks the settings that are used once, at start, before
-// anything is started with them: the listen addresses and the log format.
+// anything is started with them: the listen addresses, the log format, and
+// that an HTTPS listener has its certificate.
 func checkFixed(l *loaded) error {
 	var errs []error
 	if err := checkAddr(l.s.listen); err != nil {
 		errs = append(errs, l.problem("listen", err.Error()))
 	}
-	if a := l.s.metricsListen; a != "" {
+	if a := l.s.adminListen; a != "" {
 		if err := checkAddr(a); err != nil {
-			errs = append(errs, l.problem("metrics-listen", err.Error()))
+			errs = append(errs, l.problem("admin-listen", err.Error()))
 		}
 	}
 	if f := l.s.logFormat; f != "text" && f != "json" {
 		errs = append(errs, l.problem("log-format", fmt.Sprintf("want text or json, got %q", f)))
 	}
+	errs = append(errs, checkFront(l)...) // front.go
 	return errors.Join(errs...)
 }
 
@@ -189,7 +204,7 @@ var optionKeys = map[string][]string{
 	"WithMaxTunnels":             {"max-tunnels"},
 	"WithMaxIdleConns":           {"max-idle-conns-per-host", "max-idle-conns"},
 	"WithTracerProvider":         {"trace-file"},
-	"WithMeterProvider":          {"metrics-listen"},
+	"WithMeterProvider":          {"admin-listen"},
 	"WithAllowPrivate":           {"allow-private"},
 	"WithReportOnly":             {"report-only"},
 	"WithProxyFromEnvironment":   {"proxy-from-environment"},
@@ -206,6 +221,13 @@ var optionKeys = map[string][]string{
 	"WithInterception":           {"mitm-ca-dir"},
 	"BypassHosts":                {"mitm-bypass"},
 	"WithInterceptBypass":        {"mitm-bypass"},
+	"WithTLS":                    {"tls-cert", "tls-client-ca", "tls-listen"},
+	"WithHTTP2MaxStreams":        {"http2-max-streams"},
+	"WithProxyProtocol":          {"proxy-protocol-from"},
+	"WithUpstreams":              {"upstreams", "upstream"},
+	"WithPAC":                    {"pac", "pac-credentials"},
+	"WithUpstreamResolvesNames":  {"upstream-resolves-names"},
+	"WithUpstreamProbe":          {"upstream-probe-interval", "upstream-probe-target"},
 }
 
 // locate turns an error of fwdproxy.New or (*Proxy).Reload, whose lines
@@ -244,7 +266,8 @@ func (l *loaded) locate(err error) error {
 				break
 			}
 		}
-		errs = append(errs, l.problem(key, line))
+		at, msg := l.s.upstreams.refine(key, l.origins[key], line) // upstreams.go: a route's own line
+		errs = append(errs, &settingError{key: key, at: at, msg: msg})
 		located = true
 	}
 	if !located {

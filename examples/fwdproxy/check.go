@@ -54,7 +54,11 @@ func checkBuild(l *loaded, notes io.Writer) error {
 	if note != "" {
 		fmt.Fprintf(notes, "%s: %s\n", l.s.config, note)
 	}
-	b, err := configure(l, &shared{logger: slog.New(slog.DiscardHandler), ca: ca})
+	sh := &shared{logger: slog.New(slog.DiscardHandler), ca: ca}
+	if l.s.tlsCert != "" {
+		sh.cert = newCertFiles(l.s.tlsCert, l.s.tlsKey) // front.go: configure reads it
+	}
+	b, err := configure(l, sh)
 	if err != nil {
 		return err
 	}

@@ -37,11 +37,16 @@ type origin struct {
 	line int
 	env  string
 	flag bool
+	name string // the alias it was given by, if one was (settings.go)
 }
 
 // where names the setting key as it was given there: "FILE:LINE: key",
-// "FWDPROXY_KEY", "-key", or just the key for a default.
+// "FWDPROXY_KEY", "-key", or just the key for a default; by the alias it
+// was given by, if one was.
 func (o origin) where(key string) string {
+	if o.name != "" {
+		key = o.name
+	}
 	switch {
 	case o.flag:
 		return "-" + key
@@ -123,17 +128,31 @@ func load(args, environ []string, output io.Writer) (*loaded, error) {
 		errs = append(errs, err)
 	}
 	l.unknownEnv = unknown
+	given := map[string]string{} // setting → the name it was given by on the command line
 	cli.Visit(func(fl *flag.Flag) {
 		if r, ok := l.fs.Lookup(fl.Name).Value.(interface{ reset() }); ok {
 			r.reset()
 		}
-		l.origins[fl.Name] = origin{flag: true}
+		key := canonical(fl.Name)
+		if other, twice := given[key]; twice {
+			errs = append(errs, fmt.Errorf("-%s and -%s: both given, and one is an alias of the other; give one", other, fl.Name))
+		}
+		given[key] = fl.Name
+		l.origins[key] = origin{flag: true, name: aliasName(fl.Name)}
 	})
 	if err := l.fs.Parse(args); err != nil {
 		return nil, err // cannot be: the same args parsed above
 	}
 	l.s.config = path
 	return l, errors.Join(errs...)
+}
+
+// aliasName is name when it is an alias, else "" (for origin.name).
+func aliasName(name string) string {
+	if canonical(name) != name {
+		return name
+	}
+	return ""
 }
 
 // configPath is the configuration file: -config, else FWDPROXY_CONFIG, else
@@ -218,7 +237,8 @@ func applyFile(fs *flagSet, path string, data []byte, origins map[string]origin)
 		return []error{&fileError{path, root.Line, "want a mapping of settings (listen: 127.0.0.1:8080), one key per flag"}}
 	}
 	var errs []error
-	seen := make(map[string]int)
+	seen := make(map[string]int)      // by setting: the line
+	seenAs := make(map[string]string) // by setting: the key it was set by
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		key := k.Value
@@ -226,11 +246,15 @@ func applyFile(fs *flagSet, path string, data []byte, origins map[string]origin)
 			errs = append(errs, &fileError{path, k.Line, "a key must be a flag name"})
 			continue
 		}
-		if first, dup := seen[key]; dup {
-			errs = append(errs, &fileError{path, k.Line, fmt.Sprintf("%s: set twice (first at line %d)", key, first)})
+		if first, dup := seen[canonical(key)]; dup {
+			msg := fmt.Sprintf("%s: set twice (first at line %d)", key, first)
+			if as := seenAs[canonical(key)]; as != key {
+				msg = fmt.Sprintf("%s: set twice (first at line %d as %s, which it is an alias of or the other way round)", key, first, as)
+			}
+			errs = append(errs, &fileError{path, k.Line, msg})
 			continue
 		}
-		seen[key] = k.Line
+		seen[canonical(key)], seenAs[canonical(key)] = k.Line, key
 		fl := fs.Lookup(key)
 		switch {
 		case commandOnly[key] && key == "config":
@@ -251,7 +275,7 @@ func applyFile(fs *flagSet, path string, data []byte, origins map[string]origin)
 			errs = append(errs, &fileError{path, line, key + ": " + msg})
 			continue
 		}
-		origins[key] = origin{file: path, line: k.Line}
+		origins[canonical(key)] = origin{file: path, line: k.Line, name: aliasName(key)}
 	}
 	return errs
 }
@@ -263,6 +287,11 @@ func setFromNode(fl *flag.Flag, v *yaml.Node) (int, string) {
 		v = v.Alias
 	}
 	want := accepts(fl)
+	if n, ok := fl.Value.(interface {
+		setNode(*yaml.Node) (int, string)
+	}); ok {
+		return n.setNode(v) // a structured value (upstreams.go)
+	}
 	if list, ok := fl.Value.(*listFlag); ok {
 		list.reset()
 		items := []*yaml.Node{v}

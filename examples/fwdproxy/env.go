@@ -40,6 +40,10 @@ func applyEnv(fs *flagSet, environ []string, origins map[string]origin) (unknown
 			unknown = append(unknown, unknownVar{name, closestEnvName(known, name)})
 			continue
 		}
+		key := canonical(fl.Name)
+		if o, twice := origins[key]; twice && o.env != "" {
+			return nil, fmt.Errorf("%s and %s: both set, and one is an alias of the other; set one", o.env, name)
+		}
 		if isBoolFlag(fl) {
 			b, ok := parseEnvBool(value)
 			if !ok {
@@ -53,7 +57,7 @@ func applyEnv(fs *flagSet, environ []string, origins map[string]origin) (unknown
 		if e := fl.Value.Set(value); e != nil {
 			return nil, fmt.Errorf("%s=%q: %w", name, value, e)
 		}
-		origins[fl.Name] = origin{env: name}
+		origins[key] = origin{env: name}
 	}
 	slices.SortFunc(unknown, func(a, b unknownVar) int { return strings.Compare(a.name, b.name) })
 	return unknown, nil

@@ -28,7 +28,7 @@ func (l *limitFlags) register(fs *flag.FlagSet, def func(name string)) {
 }
 
 // fdReserve is kept out of the budget for everything that is not a proxied
-// connection: the listeners, the metrics listener's connections, log and
+// connection: the listeners, the admin listener's connections, log and
 // trace files, DNS sockets, a CA file read at start.
 const fdReserve = 64
 

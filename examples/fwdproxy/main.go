@@ -57,6 +57,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -154,6 +155,9 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 		return err
 	}
 	sh := &shared{logger: logger, tel: tel.opts, ca: ca, certs: certs, fdSoft: soft}
+	if l.s.tlsListen != "" {
+		sh.cert = newCertFiles(l.s.tlsCert, l.s.tlsKey) // front.go: configure reads it
+	}
 	b, err := configure(l, sh) // build.go
 	if err != nil {
 		return err
@@ -164,15 +168,37 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err != nil {
 		return l.locate(err)
 	}
-	ln, err := net.Listen("tcp", l.s.listen)
+	lns, err := listenAll(l) // the listeners, each with the Proxy's method that serves it
 	if err != nil {
-		return l.problem("listen", err.Error())
+		return err
 	}
-	attrs := []any{"addr", ln.Addr().String(), "allow_private", l.s.allowPrivate}
+	attrs := []any{"addr", lns[0].ln.Addr().String(), "allow_private", l.s.allowPrivate}
+	for _, x := range lns[1:] {
+		attrs = append(attrs, x.key, x.ln.Addr().String())
+	}
+	admin, err := startAdmin(l, tel, p, b.adminToken, lns[0].ln.Addr(), logger) // admin.go
+	if err != nil {
+		for _, x := range lns {
+			x.ln.Close()
+		}
+		return err
+	}
+	closeAdmin := sync.OnceFunc(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
+		defer cancel()
+		if err := admin.close(ctx); err != nil {
+			logger.Warn("admin listener shutdown", "error", err)
+		}
+	})
+	defer closeAdmin()
 	if l.s.config != "" {
 		attrs = append(attrs, "config", l.s.config)
 	}
 	logger.Info("fwdproxy listening", attrs...)
+	if sh.cert != nil {
+		logger.Info("TLS certificate loaded", append([]any{"file", l.s.tlsCert}, sh.cert.describe()...)...)
+		defer watchCert(sh.cert, logger)() // front.go
+	}
 
 	var rl *reloader // nil without a file to reload
 	stopWatch := func() {}
@@ -181,12 +207,15 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 		// whole and swaps them into the running Proxy, or keeps the
 		// running configuration and says why.
 		rl = newReloader(l, args, environ, sh, level, p.Reload) // reload.go
-		stopWatch = watchConfig(rl, logger)                     // watch.go
+		rl.applied = func(b *built) { admin.setToken(b.adminToken) }
+		stopWatch = watchConfig(rl, logger) // watch.go
 	}
 	defer stopWatch()
 
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
+	served := make(chan error, len(lns))
+	for _, x := range lns {
+		go func() { served <- x.serve(p, x.ln) }()
+	}
 	sig, err := waitForStop(served, rl)
 	if err != nil {
 		return err
@@ -198,10 +227,46 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err := p.Shutdown(sctx); err != nil {
 		logger.Warn("shutdown forced open connections closed", "error", err)
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	closeAdmin() // after the drain: the HAR file holds every request
+	for range lns {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
 	return nil
+}
+
+// listener is a listener of the server and what serves it.
+type listener struct {
+	key   string // the setting it comes from
+	ln    net.Listener
+	serve func(*fwdproxy.Proxy, net.Listener) error
+}
+
+// listenAll opens -listen and, when set, -tls-listen and -socks-listen.
+func listenAll(l *loaded) ([]listener, error) {
+	var lns []listener
+	for _, x := range []struct {
+		key, addr string
+		serve     func(*fwdproxy.Proxy, net.Listener) error
+	}{
+		{"listen", l.s.listen, (*fwdproxy.Proxy).Serve},
+		{"tls-listen", l.s.tlsListen, (*fwdproxy.Proxy).ServeTLS},
+		{"socks-listen", l.s.socksListen, (*fwdproxy.Proxy).ServeSOCKS},
+	} {
+		if x.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", x.addr)
+		if err != nil {
+			for _, o := range lns {
+				o.ln.Close()
+			}
+			return nil, l.problem(x.key, err.Error())
+		}
+		lns = append(lns, listener{key: x.key, ln: ln, serve: x.serve})
+	}
+	return lns, nil
 }
 
 // waitForStop handles signals until one stops the server, and returns it,

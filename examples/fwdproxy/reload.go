@@ -31,6 +31,7 @@ type reloader struct {
 	level         *slog.LevelVar // the server's log level, set once apply took the rest
 	logger        *slog.Logger
 	apply         func(...fwdproxy.Option) error
+	applied       func(*built) // what else a configuration applied sets (the admin token); nil for nothing
 
 	mu      sync.Mutex // one reload at a time
 	running *loaded    // the settings in force
@@ -92,6 +93,9 @@ func (r *reloader) reloadLocked(trigger string) error {
 	}
 	changed := r.changed(l)
 	r.level.Set(b.level)
+	if r.applied != nil {
+		r.applied(b)
+	}
 	r.running = l
 	attrs := []any{"trigger", trigger, "file", file, "changed", changed}
 	if b.fit.lowered {

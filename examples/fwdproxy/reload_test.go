@@ -291,6 +291,9 @@ func TestChangedNamesEverySetting(t *testing.T) {
 			if _, isDuration := fl.Value.(flag.Getter).Get().(time.Duration); isDuration {
 				v = "7s"
 			}
+			if _, structured := fl.Value.(*routesFlag); structured {
+				v = "[{via: [DIRECT]}]"
+			}
 		}
 		l, err := load([]string{"-config", base, "-" + k + "=" + v}, nil, io.Discard)
 		if err != nil {

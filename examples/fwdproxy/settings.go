@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy"
+	"github.com/fwdproxy/fwdproxy/internal/flows"
 )
 
 // settings is everything the server can be told. Each field is a flag; the
@@ -40,21 +41,41 @@ type settings struct {
 	limits limitFlags // fdlimit.go: connections, tunnels, upstream pool
 
 	// Sizes and timeouts.
-	maxHeader     byteSize
-	maxRespHead   byteSize
-	timeouts      timeouts
-	dnsServers    listFlag
-	proxyFromEnv  bool
-	logFormat     string
-	metricsListen string // telemetry.go
-	traceFile     string
-	capture       captureSize
-	logQueue      int
+	maxHeader    byteSize
+	maxRespHead  byteSize
+	timeouts     timeouts
+	dnsServers   listFlag
+	proxyFromEnv bool
+	upstreams    upstreamFlags // upstreams.go: upstream proxies, routes, PAC
+	logFormat    string
+	traceFile    string
+	capture      captureSize
+	logQueue     int
+
+	// The admin listener (admin.go).
+	adminListen    string
+	adminToken     string
+	adminTokenFile string
+	maxFlows       int
+	maxFlowBytes   byteSize
+	harFile        string
+	harFileMax     byteSize
 
 	// TLS (intercept.go).
 	mitmCADir  string
 	mitmBypass listFlag
 	upstreamCA string
+
+	// Front ends (front.go).
+	tlsListen            string
+	tlsCert, tlsKey      string
+	tlsClientCA          string
+	tlsRequireClientCert bool
+	h2MaxStreams         int
+	h2c                  bool
+	socksListen          string
+	socksOnHTTP          bool
+	proxyProtocolFrom    listFlag
 }
 
 // timeouts are the library's timeouts, each a flag.
@@ -76,10 +97,26 @@ var (
 	noEnv       = map[string]bool{"check-config": true, "version": true}
 
 	// fixedKeys are set up once at start and cannot change on reload: the
-	// listeners, the CA, where and how the log and the spans are written.
-	// A reload that changes one is refused whole.
-	fixedKeys = []string{"listen", "metrics-listen", "mitm-ca-dir", "log-format", "trace-file"}
+	// listeners, the CA, the files of the proxy's certificate (their
+	// contents are read again when they change), where and how the log,
+	// the spans and the flows are written and kept. A reload that changes
+	// one is refused whole.
+	fixedKeys = []string{"listen", "admin-listen", "max-flows", "max-flow-bytes", "har-file", "har-file-max-bytes",
+		"mitm-ca-dir", "log-format", "trace-file", "tls-listen", "tls-cert", "tls-key", "socks-listen"}
+
+	// aliases are other names of settings, as flags, variables and keys:
+	// old names kept working. They are not in -h's table of the README,
+	// nor in the sample file; the setting's own help names them.
+	aliases = map[string]string{"metrics-listen": "admin-listen"}
 )
+
+// canonical is the setting an alias names, or name itself.
+func canonical(name string) string {
+	if c, ok := aliases[name]; ok {
+		return c
+	}
+	return name
+}
 
 // flagSet is the flag set of s, every flag in the order of the README's
 // table (order).
@@ -140,16 +177,37 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 	duration(&t.bodyIdle, "body-idle-timeout", fwdproxy.DefaultBodyIdleTimeout, "give up on a request or response body that moves no byte for `D` (408 to a stalled upload, a cut connection for a stalled download)")
 	value(&s.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
 	boolean(&s.proxyFromEnv, "proxy-from-environment", "forward through the upstream proxy named by HTTP_PROXY, HTTPS_PROXY and NO_PROXY (ignored without it)")
+	s.upstreams.register(fs.FlagSet, def) // upstreams.go
 
 	str(&s.logFormat, "log-format", "text", "log `format` on stderr: text or json")
-	str(&s.metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and pprof at /debug/pprof/ on `host:port`")
 	str(&s.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")
-	value(&s.capture, "capture", "also log request and response headers and the first `SIZE` bytes of each body, credentials redacted (0: headers only; off: nothing)")
+	value(&s.capture, "capture", "also log request and response headers and the first `SIZE` bytes of each body, credentials redacted (0: headers only; off: nothing); the flow inspector shows them too")
 	integer(&s.logQueue, "log-queue-size", logQueueSize, "log records that may wait to be written; past `N` they are dropped and counted")
+
+	str(&s.adminListen, "admin-listen", "", "serve the admin pages on `host:port` (loopback when the host is left out, as in :9090): the dashboard at /, the flow inspector at /flows and /flows.har, Prometheus metrics at /metrics, pprof at /debug/pprof/, /healthz and /readyz; -metrics-listen, its old name, is an alias")
+	str(&s.adminToken, "admin-token", "", "require the bearer `TOKEN` on the admin listener but for /healthz and /readyz (a browser: open it once with ?token=TOKEN); -admin-token-file keeps it out of the process list")
+	str(&s.adminTokenFile, "admin-token-file", "", "read the admin token from `FILE` (read again on reload)")
+	integer(&s.maxFlows, "max-flows", flows.DefaultMaxFlows, "keep the `N` most recent flows for the inspector")
+	s.maxFlowBytes = flows.DefaultMaxBytes
+	value(&s.maxFlowBytes, "max-flow-bytes", "keep at most `SIZE` of flows for the inspector, headers and captured bodies included")
+	str(&s.harFile, "har-file", "", "write every flow to `PATH` as HAR 1.2, complete at shutdown (records flows even without -admin-listen)")
+	value(&s.harFileMax, "har-file-max-bytes", "past `SIZE`, complete the HAR file, rename it with the time, and start a new one (0: one file)")
+	fs.Var(fs.Lookup("admin-listen").Value, "metrics-listen", "an alias of -admin-listen, its old name: the admin listener's `host:port` (fixed: a reload cannot change it)")
 
 	str(&s.mitmCADir, "mitm-ca-dir", "", "intercept TLS in CONNECTs with the CA in `DIR` (ca.pem and ca-key.pem, created if both are missing); plain HTTP in a CONNECT is served too, other protocols are tunnelled")
 	value(&s.mitmBypass, "mitm-bypass", "tunnel, not intercept, CONNECTs to destinations matching `PATTERN`: host, *.domain, IP or CIDR, as for -deny-host; IPs and CIDRs match IP targets (repeatable or comma-separated)")
 	str(&s.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root certificates trusted for upstream TLS (read again on reload)")
+
+	str(&s.tlsListen, "tls-listen", "", "also serve an HTTPS proxy (TLS to the proxy; HTTP/1.1 and HTTP/2 by ALPN) on `host:port`, with -tls-cert and -tls-key")
+	str(&s.tlsCert, "tls-cert", "", "PEM `FILE` of the HTTPS listener's certificate (chain); read again when it changes")
+	str(&s.tlsKey, "tls-key", "", "PEM `FILE` of the HTTPS listener's private key; read again when it changes")
+	str(&s.tlsClientCA, "tls-client-ca", "", "PEM `FILE` of the CAs of client certificates: a client whose certificate verifies is the user its certificate names (CN, else first URI SAN), without a password (read again on reload)")
+	boolean(&s.tlsRequireClientCert, "tls-require-client-cert", "refuse TLS clients without a client certificate that -tls-client-ca verifies (and requests without one on the other listeners, unless -auth lets them in)")
+	integer(&s.h2MaxStreams, "http2-max-streams", fwdproxy.DefaultHTTP2MaxStreams, "streams (requests and CONNECT tunnels) a client may have open at once on one HTTP/2 connection")
+	boolean(&s.h2c, "h2c", "serve cleartext HTTP/2 with prior knowledge on -listen (curl --http2-prior-knowledge, h2load)")
+	str(&s.socksListen, "socks-listen", "", "also serve SOCKS5 (CONNECT, with -auth as username/password) on `host:port`")
+	boolean(&s.socksOnHTTP, "socks-on-http-listener", "serve SOCKS5 on -listen too, told from HTTP by the first byte (refused without it)")
+	value(&s.proxyProtocolFrom, "proxy-protocol-from", "take the PROXY protocol (v1, v2) from load balancers at `CIDR`: they must send it, others may not (repeatable or comma-separated)")
 
 	str(&s.config, "config", "", "read settings from the YAML `FILE` (keys are the flag names); with it, SIGHUP and changes to the file reload it (command line and environment only)")
 	value(&s.checkConfig, "check-config", "check the configuration (-config FILE, or -check-config FILE) and exit: 0 when it is valid, else 1 with FILE:LINE: key: problem (command line only)")

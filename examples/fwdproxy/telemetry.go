@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,14 +36,20 @@ func newLogger(format string, w io.Writer, level slog.Leveler) (*slog.Logger, er
 	return nil, fmt.Errorf("-log-format: %q is neither text nor json", format)
 }
 
-// telemetry is what -metrics-listen and -trace-file set up.
+// telemetry is what -trace-file and -admin-listen set up before the Proxy
+// is made: the providers it is given, the metrics handler and the admin
+// listener, bound, which startAdmin (admin.go) serves once the Proxy
+// exists.
 type telemetry struct {
 	opts    []fwdproxy.Option
 	closers []func(context.Context) error
+	adminLn net.Listener // nil without -admin-listen
+	metrics http.Handler // Prometheus text of the meter provider, with -admin-listen
 }
 
-// setupTelemetry starts the metrics listener (Prometheus text at /metrics,
-// pprof under /debug/pprof/) and the trace file, as the flags ask.
+// setupTelemetry opens the trace file and, with -admin-listen, makes the
+// meter provider whose metrics /metrics serves and binds the admin
+// listener.
 func setupTelemetry(l *loaded, logger *slog.Logger) (*telemetry, error) {
 	t := &telemetry{}
 	f := l.s
@@ -64,39 +69,32 @@ func setupTelemetry(l *loaded, logger *slog.Logger) (*telemetry, error) {
 			return errors.Join(tp.Shutdown(ctx), file.Close())
 		})
 	}
-	if f.metricsListen != "" {
+	if f.adminListen != "" {
 		reg := prometheus.NewRegistry()
 		exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 		if err != nil {
 			t.close(context.Background())
-			return nil, l.problem("metrics-listen", err.Error())
+			return nil, l.problem("admin-listen", err.Error())
 		}
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
-		ml, err := net.Listen("tcp", f.metricsListen)
+		ln, err := net.Listen("tcp", adminAddr(f.adminListen)) // admin.go
 		if err != nil {
 			_ = mp.Shutdown(context.Background())
 			t.close(context.Background())
-			return nil, l.problem("metrics-listen", err.Error())
+			return nil, l.problem("admin-listen", err.Error())
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: fwdproxy.DefaultReadHeaderTimeout}
-		go func() { _ = srv.Serve(ml) }()
-		logger.Info("metrics listening", "addr", ml.Addr().String())
+		t.adminLn = ln
+		t.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 		t.opts = append(t.opts, fwdproxy.WithMeterProvider(mp))
 		t.closers = append(t.closers, func(ctx context.Context) error {
-			return errors.Join(srv.Shutdown(ctx), mp.Shutdown(ctx))
+			ln.Close() // if startAdmin never served it
+			return mp.Shutdown(ctx)
 		})
 	}
 	return t, nil
 }
 
-// close flushes the trace file and stops the metrics listener.
+// close flushes the trace file and the meter provider.
 func (t *telemetry) close(ctx context.Context) error {
 	var errs []error
 	for i := len(t.closers) - 1; i >= 0; i-- {

@@ -99,9 +99,8 @@ func stop(t *testing.T, cmd *exec.Cmd, l *logLines) {
 }
 
 var (
-	textListen   = regexp.MustCompile(`fwdproxy listening.*addr=(\S+)`)
-	jsonListen   = regexp.MustCompile(`"msg":"fwdproxy listening".*"addr":"([^"]+)"`)
-	metricsAddrs = regexp.MustCompile(`metrics listening.*addr=(\S+)`)
+	textListen = regexp.MustCompile(`fwdproxy listening.*addr=(\S+)`)
+	jsonListen = regexp.MustCompile(`"msg":"fwdproxy listening".*"addr":"([^"]+)"`)
 )
 
 func helloOrigin(t *testing.T) *httptest.Server {
@@ -124,36 +123,6 @@ func get(t *testing.T, c *http.Client, u string) string {
 		t.Fatalf("GET %s: %d %q", u, resp.StatusCode, b)
 	}
 	return string(b)
-}
-
-// TestMetricsListenFlag: /metrics serves the proxy's metrics in Prometheus
-// text after a request, and /debug/pprof/ answers on the same listener.
-func TestMetricsListenFlag(t *testing.T) {
-	bin := build(t)
-	o := helloOrigin(t)
-	_, logs := startLogged(t, bin, "-metrics-listen", "127.0.0.1:0")
-	addr := logs.waitFor(t, textListen)
-	maddr := logs.waitFor(t, metricsAddrs)
-	get(t, proxyClient(t, addr), o.URL)
-	plain := &http.Client{Timeout: 10 * time.Second}
-	metrics := get(t, plain, "http://"+maddr+"/metrics")
-	for _, want := range []string{"http_server_request_duration_seconds_bucket", "http_client_request_duration_seconds_count", `http_request_method="GET"`, "fwdproxy_dns_hits"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics lacks %s:\n%s", want, metrics)
-		}
-	}
-	if body := get(t, plain, "http://"+maddr+"/debug/pprof/"); !strings.Contains(body, "goroutine") {
-		t.Errorf("/debug/pprof/ = %.200q", body)
-	}
-	// The proxy's own listener does not serve them.
-	resp, err := plain.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode == 200 {
-		t.Error("the proxy listener serves /metrics")
-	}
 }
 
 // TestTraceFileFlag: finished spans are written to the file as one JSON

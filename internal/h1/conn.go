@@ -19,7 +19,7 @@ import (
 type srvConn struct {
 	s      *Server
 	c      net.Conn
-	tcp    *net.TCPConn // c (the loop serves TCP connections only)
+	tcp    *net.TCPConn // c, or the TCP connection c carries (TCPCarrier): for writes, splices and half-closes
 	br     *bufio.Reader
 	state  atomic.Int32
 	remote string
@@ -118,6 +118,10 @@ func (sc *srvConn) loop(first bool) {
 			return // closed, idle too long, or closed by shutdown
 		}
 		if first {
+			if b[0] == socks5Version && st.SOCKS != nil {
+				keep = sc.handSOCKS(st.SOCKS)
+				return
+			}
 			if proto, answer, ok := nonHTTP(b[0]); ok {
 				sc.refuseNonHTTP(proto, answer) // TLS or SOCKS: no HTTP will come
 				return
@@ -187,13 +191,17 @@ func (sc *srvConn) lingered() bool {
 // park gives the idle connection to the Server's Parker, with its read
 // buffer given back, until it is readable (Wake) or has been idle, since
 // idleFrom, for st.IdleTimeout (at most an eighth more). It reports
-// false, having parked nothing, when there is no Parker or the Parker
-// would not take it: the loop then waits itself.
+// false, having parked nothing, when there is no Parker, the connection
+// holds bytes it read from its socket (a TCPCarrier that is not drained),
+// or the Parker would not take it: the loop then waits itself.
 func (sc *srvConn) park(st *ServerSettings, idleFrom time.Time) bool {
 	pk := sc.s.parker
 	sc.dlValid = false // the next wait sets its own read deadline
 	if pk == nil {
 		return false
+	}
+	if d, ok := sc.c.(interface{ Drained() bool }); ok && !d.Drained() {
+		return false // a PROXY protocol connection holds bytes back: read them first
 	}
 	if !sc.parkable {
 		rc, err := sc.tcp.SyscallConn()

@@ -3,6 +3,7 @@ package h1
 import (
 	"net"
 	"sync"
+	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/netx"
 )
@@ -21,6 +22,22 @@ func (sc *srvConn) handoff(read []byte) bool {
 		return false
 	}
 	sc.br = nil // the handed-off connection reads it empty
+	return true
+}
+
+// handSOCKS gives the connection to socks (ServerSettings.SOCKS) with the
+// bytes buffered of it, and serves it there on this goroutine. It reports
+// false when the connection was closed by Shutdown first. The connection
+// stays counted: socks takes it out.
+func (sc *srvConn) handSOCKS(socks func(net.Conn)) bool {
+	if !sc.state.CompareAndSwap(connIdle, connGone) {
+		return false
+	}
+	c := netx.NewBufferedConn(sc.c, nil, sc.br, putReader)
+	sc.br = nil
+	_ = sc.c.SetDeadline(time.Time{})
+	sc.dlValid = false
+	socks(c)
 	return true
 }
 

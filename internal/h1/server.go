@@ -27,7 +27,8 @@ import (
 // (srvResponse, response.go).
 //
 // Connections that are not plain TCP (a TLS listener of the caller's, say)
-// go to the hand-off http.Server as they are accepted, for its TLS handshake
+// go to the hand-off http.Server as they are accepted (a TCPCarrier, a
+// PROXY protocol connection, counts as TCP), for its TLS handshake
 // and HTTP/2. On a TCP connection, the first request the loop does not take
 // — one with a body, Expect, Upgrade or HTTP2-Settings, an origin-form
 // request, HTTP/2, a header block over 4 KiB or MaxHeaderBytes, anything
@@ -78,6 +79,13 @@ type ServerSettings struct {
 	MaxConns int
 	// OverLimitReason is the body of that 503, one line of text.
 	OverLimitReason string
+	// SOCKS, when not nil, takes the connections whose first byte is a
+	// SOCKS5 version (5), instead of the refusal the loop answers them
+	// with: it is called on the connection's goroutine with the
+	// connection, the bytes read of it first, and serves it to its end. The
+	// connection stays counted in ServerConfig.Conns, for SOCKS to take out
+	// once it closes or becomes a tunnel. SOCKS4 is refused either way.
+	SOCKS func(c net.Conn)
 	// HandOff, when not nil, is the http.Server that takes the
 	// connections handed off from now on, instead of ServerConfig.HandOff
 	// (so that a new value of its own timeouts and limits can apply). The
@@ -242,7 +250,8 @@ func (s *Server) acceptLoop() error {
 			continue
 		}
 		delay = 0
-		if _, ok := c.(*net.TCPConn); !ok {
+		tcp := tcpConnOf(c)
+		if tcp == nil {
 			// A TLS (or other wrapped) connection from a listener of the
 			// caller's keeps all of net/http's handling: its handshake,
 			// HTTP/2 by ALPN, Request.TLS. net/http counts it.
@@ -256,7 +265,7 @@ func (s *Server) acceptLoop() error {
 			s.refuseOverLimit(c, st)
 			continue
 		}
-		sc := s.newConn(c)
+		sc := s.newConn(c, tcp)
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
@@ -270,6 +279,10 @@ func (s *Server) acceptLoop() error {
 		go sc.serve()
 	}
 }
+
+// RetryableAccept reports whether an Accept error may pass (see
+// retryableAccept), for the accept loops of other front ends.
+func RetryableAccept(err error) bool { return retryableAccept(err) }
 
 // retryableAccept reports whether an Accept error may pass: a timeout, or
 // a shortage of file descriptors or buffers, or a connection aborted before
@@ -290,9 +303,28 @@ func retryableAccept(err error) bool {
 	return false
 }
 
-func (s *Server) newConn(c net.Conn) *srvConn {
-	sc := &srvConn{s: s, c: c, remote: c.RemoteAddr().String()}
-	sc.tcp = c.(*net.TCPConn)
+// TCPCarrier is a connection that carries a TCP connection and is read
+// through it, such as a PROXY protocol connection (internal/proxyproto),
+// whose first bytes were a header: the loop serves it, reading it as it
+// is and writing, splicing and half-closing the TCP connection itself.
+type TCPCarrier interface {
+	net.Conn
+	TCPConn() *net.TCPConn
+}
+
+// tcpConnOf returns the TCP connection c is or carries, or nil.
+func tcpConnOf(c net.Conn) *net.TCPConn {
+	switch v := c.(type) {
+	case *net.TCPConn:
+		return v
+	case TCPCarrier:
+		return v.TCPConn()
+	}
+	return nil
+}
+
+func (s *Server) newConn(c net.Conn, tcp *net.TCPConn) *srvConn {
+	sc := &srvConn{s: s, c: c, tcp: tcp, remote: c.RemoteAddr().String()}
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	sc.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
 	return sc

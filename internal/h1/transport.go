@@ -206,6 +206,48 @@ func replayable(out *http.Request) bool {
 // httptrace.ClientTrace, if it has one, or else to obs (when not nil),
 // which costs no allocation.
 func (t *Transport) Send(out *http.Request, addr string, obs ConnObserver) (*http.Response, error) {
+	return t.roundTrip(out, addr, nil, obs)
+}
+
+// Via is an HTTP proxy that SendVia sends requests through: each goes in
+// absolute-form ("GET http://host/path HTTP/1.1") on a connection to the
+// proxy, with the proxy's credentials, and the connections are pooled under
+// Key like those to an upstream host.
+type Via struct {
+	// Key names the connections to this proxy in the pool. It must differ
+	// from every "host:port" that Send dials (a prefix no host has, such
+	// as "via ", does) and from every other Via's.
+	Key string
+	// Authorization is the Proxy-Authorization value sent with every
+	// request, or "" for none. It is a secret: never log it.
+	Authorization string
+	// Dial connects to the proxy (with TLS for an https:// proxy).
+	Dial func(ctx context.Context) (net.Conn, error)
+}
+
+// SendVia sends out, a request CanSend accepted, through the HTTP proxy
+// via, as Send sends it to the upstream host: pooled connections, the one
+// replay of a replayable request on a fresh connection, the same settings.
+// Failures after the first byte of a response head arrived are
+// *ResponseStartedError values, for both Send and SendVia.
+func (t *Transport) SendVia(out *http.Request, via *Via, obs ConnObserver) (*http.Response, error) {
+	return t.roundTrip(out, via.Key, via, obs)
+}
+
+// ResponseStartedError is a failure after a byte of the response head
+// arrived: the upstream has read the request and begun to answer it, so a
+// request that is not idempotent must not be sent again elsewhere. Its
+// message is its cause's.
+type ResponseStartedError struct{ Err error }
+
+func (e *ResponseStartedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *ResponseStartedError) Unwrap() error { return e.Err }
+
+// roundTrip is Send and SendVia: to the pool key addr, through via when it
+// is not nil.
+func (t *Transport) roundTrip(out *http.Request, addr string, via *Via, obs ConnObserver) (*http.Response, error) {
 	ctx := out.Context()
 	st := t.settings()
 	fresh := false
@@ -221,7 +263,13 @@ func (t *Transport) Send(out *http.Request, addr string, obs ConnObserver) (*htt
 			}
 		}
 		if pc == nil {
-			c, err := t.dial(ctx, "tcp", addr)
+			var c net.Conn
+			var err error
+			if via != nil {
+				c, err = via.Dial(ctx)
+			} else {
+				c, err = t.dial(ctx, "tcp", addr)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -232,7 +280,7 @@ func (t *Transport) Send(out *http.Request, addr string, obs ConnObserver) (*htt
 		} else if obs != nil {
 			obs.GotConn(httptrace.GotConnInfo{Conn: pc.conn, Reused: pc.reused}) // no client trace: no allocation
 		}
-		resp, err, retry := t.send(ctx, pc, out, st)
+		resp, err, retry := t.send(ctx, pc, out, via, st)
 		if err == nil {
 			return resp, nil
 		}
@@ -246,7 +294,7 @@ func (t *Transport) Send(out *http.Request, addr string, obs ConnObserver) (*htt
 // send writes out on pc and reads the response header. On error pc is
 // closed, and retry reports whether the failure is a stale pooled
 // connection that a replayable request may be retried after.
-func (t *Transport) send(ctx context.Context, pc *pconn, out *http.Request, st *TransportSettings) (resp *http.Response, err error, retry bool) {
+func (t *Transport) send(ctx context.Context, pc *pconn, out *http.Request, via *Via, st *TransportSettings) (resp *http.Response, err error, retry bool) {
 	stop := context.AfterFunc(ctx, pc.cancelFunc)
 	fail := func(err error, stale bool) (*http.Response, error, bool) {
 		stop()
@@ -254,9 +302,12 @@ func (t *Transport) send(ctx context.Context, pc *pconn, out *http.Request, st *
 		if stale && pc.reused && ctx.Err() == nil && !netx.IsTimeout(err) && replayable(out) {
 			return nil, err, true
 		}
+		if !stale {
+			err = &ResponseStartedError{Err: err}
+		}
 		return nil, err, false
 	}
-	if err := writeRequest(pc, out); err != nil {
+	if err := writeRequest(pc, out, via); err != nil {
 		return fail(err, true)
 	}
 	pc.setReadDeadline(time.Now().Add(st.ResponseHeaderTimeout))
@@ -336,7 +387,7 @@ func (t *Transport) send(ctx context.Context, pc *pconn, out *http.Request, st *
 // Content-Length: 0 for POST, PUT and PATCH only), except that a request
 // without a User-Agent goes without one (a proxy passes what came; the
 // proxy makes http.Transport send none either).
-func writeRequest(pc *pconn, out *http.Request) error {
+func writeRequest(pc *pconn, out *http.Request, via *Via) error {
 	bw := h1Writers.Get().(*bufio.Writer)
 	bw.Reset(pc.conn)
 	defer func() {
@@ -353,9 +404,19 @@ func writeRequest(pc *pconn, out *http.Request) error {
 	}
 	bw.WriteString(method)
 	bw.WriteByte(' ')
+	if via != nil {
+		// Absolute-form to a proxy (RFC 9112 §3.2.2); CanSend admits
+		// plain-http URLs only.
+		bw.WriteString("http://")
+		bw.WriteString(out.URL.Host)
+	}
 	bw.WriteString(out.URL.RequestURI())
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
+	if via != nil && via.Authorization != "" {
+		bw.WriteString("\r\nProxy-Authorization: ")
+		bw.WriteString(via.Authorization)
+	}
 	h := out.Header
 	ua := ""
 	if v := h["User-Agent"]; len(v) > 0 {
@@ -375,6 +436,10 @@ func writeRequest(pc *pconn, out *http.Request) error {
 		switch k {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
+		case "Proxy-Authorization":
+			if via != nil && via.Authorization != "" {
+				continue // the proxy's, written above
+			}
 		}
 		for _, v := range vv {
 			bw.WriteString("\r\n")

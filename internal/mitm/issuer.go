@@ -263,6 +263,11 @@ func (i *Issuer) TLSConfig(nextProtos ...string) *tls.Config {
 	}
 }
 
+// AEADSuites returns the TLS 1.2 cipher suites the proxy's TLS servers
+// offer (aeadSuites): the interception listener's, and the HTTPS proxy
+// listener's. The slice is the caller's.
+func AEADSuites() []uint16 { return slices.Clone(aeadSuites) }
+
 // aeadSuites are the TLS 1.2 cipher suites an intercepting server offers, in
 // order of preference (crypto/tls reorders them by the client's hardware):
 // ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, for ECDSA leaves (the

@@ -32,8 +32,9 @@ func (t *Telemetry) RequestStarted(ctx context.Context, method string) {
 func (t *Telemetry) RequestEnded(ctx context.Context, r *http.Request, status int, errType string, d time.Duration) {
 	method := MethodAttr(r.Method)
 	t.activeRequests.Add(ctx, -1, methodAddOpts[method]...)
+	name, version := protocol(r)
 	t.serverDuration.Record(ctx, d.Seconds(), t.serverDurationOpts(serverSetKey{
-		method: method, proto: versionString(r.ProtoMajor, r.ProtoMinor), status: status, errType: errType})...)
+		method: method, protoName: name, proto: version, status: status, errType: errType})...)
 }
 
 // ClientRequestEnded records the duration d of out, an upstream request,
@@ -87,8 +88,8 @@ const maxCachedSets = 1024
 // serverSetKey is what tells apart the attribute sets of
 // http.server.request.duration.
 type serverSetKey struct {
-	method, proto, errType string
-	status                 int
+	method, protoName, proto, errType string // protoName: "" for HTTP
+	status                            int
 }
 
 // clientSetKey is what tells apart the attribute sets of
@@ -125,12 +126,16 @@ func (c *setCache[K]) get(k K, mk func(K) []attribute.KeyValue) []metric.RecordO
 }
 
 // serverDurationOpts are the attribute set of a server request's duration:
-// method, protocol version, status (when there is one) and error type
-// (when there is one).
+// method, protocol name (when not HTTP: socks for SOCKS5) and version,
+// status (when there is one) and error type (when there is one).
 func (t *Telemetry) serverDurationOpts(k serverSetKey) []metric.RecordOption {
 	return t.serverSets.get(k, func(k serverSetKey) []attribute.KeyValue {
-		attrs := make([]attribute.KeyValue, 0, 4)
-		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(k.method), semconv.NetworkProtocolVersionKey.String(k.proto))
+		attrs := make([]attribute.KeyValue, 0, 5)
+		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(k.method))
+		if k.protoName != "" {
+			attrs = append(attrs, semconv.NetworkProtocolNameKey.String(k.protoName))
+		}
+		attrs = append(attrs, semconv.NetworkProtocolVersionKey.String(k.proto))
 		if k.status > 0 {
 			attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(k.status))
 		}

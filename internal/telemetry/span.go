@@ -26,7 +26,7 @@ var (
 // only when tracing is on, so that spans cost no allocation of their own.
 type SpanBufs struct {
 	attrBuf   [6]attribute.KeyValue
-	endBuf    [5]attribute.KeyValue
+	endBuf    [6]attribute.KeyValue
 	clientEnd [2]attribute.KeyValue
 	startOpts [3]trace.SpanStartOption
 	attrs     []attribute.KeyValue // the server span's request attributes, reused by the client span
@@ -54,6 +54,9 @@ type ServerEnd struct {
 	// Requests requests inside.
 	Intercepted bool
 	Requests    int64
+	// Via names the upstream proxy that served the request or tunnel,
+	// without credentials; "" when it went directly.
+	Via string
 }
 
 // EndServer ends span, a server span that StartServer started with b,
@@ -74,6 +77,9 @@ func EndServer(span trace.Span, b *SpanBufs, e ServerEnd) {
 	}
 	if e.Intercepted {
 		attrs = append(attrs, attribute.Int64("fwdproxy.intercept.requests", e.Requests))
+	}
+	if e.Via != "" {
+		attrs = append(attrs, attribute.String("fwdproxy.upstream.proxy", e.Via))
 	}
 	span.SetAttributes(attrs...)
 	if e.Status >= 500 || (e.Status == 0 && e.ErrType != "") {
@@ -116,6 +122,12 @@ func EndClient(span trace.Span, b *SpanBufs, status int, errType string) {
 	span.End()
 }
 
+// SetVia records on span, a client span, the upstream proxy (its name,
+// without credentials) that the request was sent through.
+func SetVia(span trace.Span, via string) {
+	span.SetAttributes(attribute.String("fwdproxy.upstream.proxy", via))
+}
+
 // MethodAttr maps methods outside the known set to _OTHER, as the semantic
 // conventions ask, to bound cardinality. It is also a span's name.
 func MethodAttr(m string) string {
@@ -130,11 +142,15 @@ func MethodAttr(m string) string {
 // requestAttrs appends to attrs the span attributes of a request to target.
 func requestAttrs(attrs []attribute.KeyValue, r *http.Request, target string) []attribute.KeyValue {
 	host, port := splitTarget(target, r.URL.Scheme)
+	name, version := protocol(r)
 	attrs = append(attrs,
 		semconv.HTTPRequestMethodKey.String(MethodAttr(r.Method)),
 		semconv.ServerAddressKey.String(host),
-		semconv.NetworkProtocolVersionKey.String(versionString(r.ProtoMajor, r.ProtoMinor)),
 	)
+	if name != "" {
+		attrs = append(attrs, semconv.NetworkProtocolNameKey.String(name))
+	}
+	attrs = append(attrs, semconv.NetworkProtocolVersionKey.String(version))
 	if port > 0 {
 		attrs = append(attrs, semconv.ServerPortKey.Int(port))
 	}
@@ -171,6 +187,21 @@ func splitTarget(target, scheme string) (string, int) {
 }
 
 // versionString is the network.protocol.version of HTTP major.minor.
+// SOCKS5Proto is the Proto of the CONNECT request that stands for a SOCKS5
+// client's CONNECT (the root package's socks.go makes it): its spans and
+// metrics say network.protocol.name socks, version 5, not HTTP's.
+const SOCKS5Proto = "SOCKS5"
+
+// protocol returns the network.protocol.name and .version of r as the
+// proxy received it: "" (HTTP, which the HTTP conventions leave implied)
+// and HTTP's version, or socks and 5 for a SOCKS5 client's request.
+func protocol(r *http.Request) (name, version string) {
+	if r.Proto == SOCKS5Proto {
+		return "socks", "5"
+	}
+	return "", versionString(r.ProtoMajor, r.ProtoMinor)
+}
+
 func versionString(major, minor int) string {
 	switch {
 	case major == 1 && minor == 1:

@@ -112,6 +112,8 @@ func TestDurationSets(t *testing.T) {
 			[]attribute.KeyValue{method("POST"), semconv.NetworkProtocolVersionKey.String("2"), semconv.HTTPResponseStatusCodeKey.Int(502), semconv.ErrorTypeKey.String("upstream")}},
 		{"server aborted", tel.serverDurationOpts(serverSetKey{method: "GET", proto: "1.1", errType: "aborted"}),
 			[]attribute.KeyValue{method("GET"), semconv.NetworkProtocolVersionKey.String("1.1"), semconv.ErrorTypeKey.String("aborted")}},
+		{"server SOCKS5", tel.serverDurationOpts(serverSetKey{method: "CONNECT", protoName: "socks", proto: "5", status: 200}),
+			[]attribute.KeyValue{method("CONNECT"), semconv.NetworkProtocolNameKey.String("socks"), semconv.NetworkProtocolVersionKey.String("5"), semconv.HTTPResponseStatusCodeKey.Int(200)}},
 		{"client ok", tel.clientDurationOpts(clientSetKey{method: "GET", host: "example.com", port: 80, status: 200, proto: "1.1"}),
 			[]attribute.KeyValue{method("GET"), semconv.ServerAddressKey.String("example.com"), semconv.ServerPortKey.Int(80),
 				semconv.HTTPResponseStatusCodeKey.Int(200), semconv.NetworkProtocolVersionKey.String("1.1")}},

@@ -18,12 +18,20 @@ import (
 
 type scenario struct {
 	name, desc string
-	tool       string // "wrk", or a loadgen mode: "tunnel", "https", "tunnels-idle", "conns-idle"
+	tool       string // "wrk", or a loadgen mode: "tunnel", "https", "abs", "tunnels-idle", "conns-idle"
 	path       string
 	conns      int // load: connections or workers; idle: connections held
 	intercept  bool
 	bytes      bool // figures in MiB/s and CPU s per GiB, not req/s and CPU s per 10k requests
 	close      bool // wrk sends Connection: close: a new connection per request
+	// front is the proxy's front end the load goes through: "" (plain
+	// HTTP/1.1), "tls" (HTTPS to the proxy), "socks", "h2c" or "h2" (CONNECT
+	// streams on one HTTP/2 connection, cleartext or TLS). Only fwdproxy
+	// has the others here.
+	front string
+	// tlsOrigin: abs requests for the origin's https URL, which the proxy
+	// fetches over TLS itself.
+	tlsOrigin bool
 }
 
 // idle reports whether s holds connections open rather than loading them
@@ -50,6 +58,17 @@ var scenarios = []scenario{
 	{name: "tunnels-idle-9000", desc: "9000 idle CONNECT tunnels to the origin's echo sink, loadgen", tool: "tunnels-idle", conns: 9000},
 	{name: "conns-idle-1000", desc: "1000 idle keep-alive connections, one GET /small on each, loadgen", tool: "conns-idle", path: "/small", conns: 1000},
 	{name: "conns-idle-9000", desc: "9000 idle keep-alive connections, one GET /small on each, loadgen", tool: "conns-idle", path: "/small", conns: 9000},
+
+	// The front ends (issue 17): TLS to the proxy against TLS to the origin,
+	// on the same client (absolute-form requests written by loadgen), and
+	// tunnels through each front end.
+	{name: "abs-c50", desc: "GET http://origin/small in absolute form, 50 keep-alive HTTP/1.1 workers, plain TCP to the proxy, loadgen", tool: "abs", path: "/small", conns: 50},
+	{name: "abs-tlsorigin-c50", desc: "GET https://origin/small in absolute form (the proxy speaks TLS to the origin), 50 workers, plain TCP to the proxy, loadgen", tool: "abs", path: "/small", conns: 50, tlsOrigin: true},
+	{name: "abs-tlsproxy-c50", desc: "GET http://origin/small in absolute form, 50 workers, TLS to the proxy (HTTPS listener, HTTP/1.1), loadgen", tool: "abs", path: "/small", conns: 50, front: "tls"},
+	{name: "socks-tunnel-c4", desc: "SOCKS5 tunnel to the origin's zero source, 4 connections reading, loadgen", tool: "tunnel", conns: 4, bytes: true, front: "socks"},
+	{name: "h2c-tunnel-s4", desc: "CONNECT tunnels to the zero source as 4 streams of one cleartext HTTP/2 connection, loadgen", tool: "tunnel", conns: 4, bytes: true, front: "h2c"},
+	{name: "tls-tunnel-c4", desc: "CONNECT tunnels over TLS to the proxy (HTTP/1.1), 4 connections reading, loadgen", tool: "tunnel", conns: 4, bytes: true, front: "tls"},
+	{name: "h2-tunnel-s4", desc: "CONNECT tunnels as 4 streams of one HTTP/2 connection over TLS to the proxy, loadgen", tool: "tunnel", conns: 4, bytes: true, front: "h2"},
 }
 
 // loadResult is the JSON line that both the wrk script and loadgen print.
@@ -95,12 +114,20 @@ func (h *harness) load(ctx context.Context, s scenario, proxy, ca string, d time
 		secs := max(1, int(math.Ceil(d.Seconds()))) // wrk takes whole seconds
 		argv = []string{h.wrk, "-t", strconv.Itoa(min(h.loadThreads, s.conns)), "-c", strconv.Itoa(s.conns),
 			"-d", strconv.Itoa(secs) + "s", "--timeout", "5s", "-s", script, url}
-	case "tunnel", "https":
+	case "tunnel", "https", "abs":
 		argv = []string{filepath.Join(h.tmp, "loadgen"), "-mode", s.tool, "-c", strconv.Itoa(s.conns),
 			"-duration", d.String(), "-proxy", proxy}
-		if s.tool == "tunnel" {
-			argv = append(argv, "-target", h.originRaw)
-		} else {
+		if s.front != "" {
+			argv = append(argv, "-front", s.front)
+		}
+		switch {
+		case s.tool == "tunnel":
+			argv = append(argv, "-target", h.originRaw, "-ca", h.proxyCert)
+		case s.tool == "abs" && s.tlsOrigin:
+			argv = append(argv, "-url", "https://"+h.originHTTPS+s.path, "-ca", h.proxyCert+","+h.originCert)
+		case s.tool == "abs":
+			argv = append(argv, "-url", "http://"+h.originHTTP+s.path, "-ca", h.proxyCert)
+		default:
 			cas := h.originCert
 			if ca != "" {
 				cas += "," + ca

@@ -39,6 +39,7 @@ type harness struct {
 	programs              map[string]string // Debian-packaged proxies: name → path ("" if missing)
 	fwdproxy, fwdproxyErr string            // the built example server, or why it did not build
 	fwdproxyMITM          bool
+	fwdproxyFront         bool     // has the front-end flags (-tls-listen, -socks-listen, -h2c)
 	fwdproxyBase          string   // the example server built from -fwdproxy-base-src, or ""
 	env                   []string // environment of the proxies
 	loadThreads           int
@@ -47,6 +48,11 @@ type harness struct {
 
 	origin                                                     *proc
 	originHTTP, originHTTPS, originRaw, originSink, originCert string
+	// The certificate of fwdproxy's HTTPS listener, for the front-end
+	// scenarios (front.go).
+	proxyCert, proxyKey string
+
+	chainHop string // the second fwdproxy of a chain target, while its run starts
 }
 
 func main() {
@@ -227,6 +233,7 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 	} else {
 		h.fwdproxy = filepath.Join(h.tmp, "fwdproxy")
 		h.fwdproxyMITM = fwdproxySupportsMITM(h.fwdproxy)
+		h.fwdproxyFront = fwdproxyHasFlag(h.fwdproxy, "-socks-listen")
 	}
 	if baseSrc != "" {
 		build = fwdproxyBuild(baseSrc, filepath.Join(h.tmp, "fwdproxy-base"), overlay)
@@ -237,6 +244,9 @@ func (h *harness) setup(fwdSrc, baseSrc string) error {
 		}
 	}
 
+	if h.proxyCert, h.proxyKey, err = writeProxyCert(h.tmp); err != nil { // front.go
+		return err
+	}
 	ports := make([]int, 4)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
@@ -288,7 +298,26 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 	rr := &runResult{Round: round, Scenario: s.name, Target: t.name, Ratio: -1}
 	name := fmt.Sprintf("r%d-%s-%s", round, s.name, t.name)
 	proxy, ca := "", ""
-	var p *proc
+	var p, hop *proc
+	if t.chain {
+		port, err := freePort()
+		if err != nil {
+			return rr.fail(err)
+		}
+		argv, _, err := launchFwdproxyQuiet(h, port, "", scenario{}) // the hop: plain HTTP/1.1, no interception
+		if err != nil {
+			return rr.fail(err)
+		}
+		if hop, err = h.procs.start(h.pinned(proxyCPU, argv), h.env, filepath.Join(h.logDir, name+"-hop.log")); err != nil {
+			return rr.fail(err)
+		}
+		defer h.procs.stop(hop)
+		if err := waitReady(hop, port, ""); err != nil {
+			return rr.fail(err)
+		}
+		h.chainHop = addr(port)
+		defer func() { h.chainHop = "" }()
+	}
 	if t.launch != nil {
 		port, err := freePort()
 		if err != nil {
@@ -310,7 +339,7 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 			return rr.fail(err)
 		}
 		proxy, ca = addr(port), caFile
-		if s.tool == "wrk" {
+		if s.tool == "wrk" && s.front == "" {
 			keepAlive, err := h.probeKeepAlive(proxy, s.path)
 			if err != nil {
 				return rr.fail(err)
@@ -328,9 +357,12 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		return rr.fail(fmt.Errorf("warm-up: %w", err))
 	}
 
-	var proxyTicks, originTicks cpuTicks
+	var proxyTicks, hopTicks, originTicks cpuTicks
 	if p != nil {
 		proxyTicks = treeTicks(p.pid())
+	}
+	if hop != nil {
+		hopTicks = treeTicks(hop.pid())
 	}
 	originTicks = treeTicks(h.origin.pid())
 	mach, t0 := machineStat(), time.Now()
@@ -348,6 +380,17 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 			return rr.fail(fmt.Errorf("proxy exited during the run: %s", p.tail()))
 		}
 		used := treeTicks(p.pid()).sub(proxyTicks)
+		if hop != nil {
+			if hop.exited() {
+				return rr.fail(fmt.Errorf("the second proxy exited during the run: %s", hop.tail()))
+			}
+			hopUsed := treeTicks(hop.pid()).sub(hopTicks)
+			hopCPU := float64(hopUsed.total()) / h.tck
+			rr.HopCPU = perUnit(s, res, hopCPU)
+			rr.FirstCPU = perUnit(s, res, float64(used.total())/h.tck)
+			used.user += hopUsed.user
+			used.sys += hopUsed.sys
+		}
 		cpu := float64(used.total()) / h.tck
 		ours += cpu
 		if used.total() > 0 {
@@ -359,6 +402,9 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 			rr.CPU = cpu / float64(res.Requests) * 1e4
 		}
 		rr.RSSMiB = float64(treeHWM(p.pid())) / (1 << 20)
+		if hop != nil {
+			rr.RSSMiB += float64(treeHWM(hop.pid())) / (1 << 20)
+		}
 	}
 	if dt := mach2.total - mach.total; dt > 0 {
 		rr.IdlePct = 100 * float64(dt-(mach2.busy-mach.busy)) / float64(dt)
@@ -375,6 +421,14 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		rr.Notes = append(rr.Notes, "first error: "+res.Error)
 	}
 	return rr
+}
+
+// perUnit is cpu seconds per 10k requests, or per GiB in byte scenarios.
+func perUnit(s scenario, res loadResult, cpu float64) float64 {
+	if s.bytes {
+		return cpu / (float64(res.Bytes) / (1 << 30))
+	}
+	return cpu / float64(res.Requests) * 1e4
 }
 
 func freePort() (int, error) {

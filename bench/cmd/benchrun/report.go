@@ -15,6 +15,7 @@ type runResult struct {
 	Ratio                 float64 // Throughput over direct's in the same round; 0 when unknown
 	P50ms, P99ms          float64
 	CPU                   float64 // proxy CPU seconds per 10k requests, or per GiB in byte scenarios
+	FirstCPU, HopCPU      float64 // a chain target's: CPU of the first and of the second proxy, in CPU's unit
 	KernelPct             float64 // the share of the proxy's CPU time spent in the kernel
 	RSSMiB                float64 // proxy peak RSS (VmHWM, summed over its process tree)
 	Errors                int64   // non-2xx/3xx responses plus socket errors
@@ -200,6 +201,16 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 				proxyOnly(func(r *runResult) float64 { return r.KernelPct }, "%.0f"),
 				proxyOnly(func(r *runResult) float64 { return r.RSSMiB }, "%.0f"),
 				errs, spread(get(func(r *runResult) float64 { return r.OthersCPU }), "%.2f"))
+		}
+		for _, t := range ts {
+			if !t.chain {
+				continue
+			}
+			first, hop := collect(runs, s, t, func(r *runResult) float64 { return r.FirstCPU }), collect(runs, s, t, func(r *runResult) float64 { return r.HopCPU })
+			if len(first) > 0 {
+				notes = append(notes, fmt.Sprintf("%s: its %s is both proxies': the first (which forwards through the second) %s, the second %s",
+					t.name, cpuUnit, spread(first, "%.2f"), spread(hop, "%.2f")))
+			}
 		}
 		for _, n := range m.Skipped[s.name] {
 			notes = append(notes, "skipped "+n)

@@ -22,9 +22,14 @@ type target struct {
 	// freed memory to the system on SIGUSR1 (the idle scenarios' forced
 	// reading): gopeer, and the example server built with the overlay.
 	freesOnSignal bool
-	// launch returns the command that runs the proxy on 127.0.0.1:port for
-	// scenario s with dir as scratch space, and in intercept mode the CA
-	// clients must trust.
+	// chain runs a second fwdproxy (-log-level warn) before the proxy, which
+	// forwards through it (h.chainHop is its address while launch runs); the
+	// CPU and RSS reported are both proxies', and the second's share is
+	// reported beside them.
+	chain bool
+	// launch returns the command that runs the proxy on 127.0.0.1:port with
+	// dir as scratch space for scenario s (in intercept mode, with the CA
+	// clients must trust; with a front end, that front end on port).
 	launch func(h *harness, port int, dir string, s scenario) (argv []string, ca string, err error)
 }
 
@@ -32,7 +37,9 @@ var targets = []target{
 	{name: "direct"},
 	{name: "fwdproxy", intercepts: true, freesOnSignal: true, launch: launchFwdproxy},
 	{name: "fwdproxy-quiet", intercepts: true, freesOnSignal: true, launch: launchFwdproxyQuiet},
+	{name: "fwdproxy-admin", intercepts: true, freesOnSignal: true, launch: launchFwdproxyAdmin},
 	{name: "fwdproxy-base", freesOnSignal: true, launch: launchFwdproxyBase},
+	{name: "fwdproxy-chain", freesOnSignal: true, launch: launchFwdproxyChain, chain: true},
 	{name: "goproxy", intercepts: true, freesOnSignal: true, launch: launchGopeer("goproxy")},
 	{name: "goproxy-tuned", intercepts: true, freesOnSignal: true, launch: launchGopeer("goproxy-tuned")},
 	{name: "naive", freesOnSignal: true, launch: launchGopeer("naive")},
@@ -42,7 +49,8 @@ var targets = []target{
 }
 
 func launchFwdproxy(h *harness, port int, _ string, s scenario) ([]string, string, error) {
-	argv := append([]string{h.fwdproxy, "-listen", addr(port), "-allow-private"}, h.originConnectPorts()...)
+	argv := append([]string{h.fwdproxy, "-allow-private"}, h.originConnectPorts()...)
+	argv = append(argv, h.frontFlags(port, s)...) // front.go: -listen, or the scenario's front end on port
 	argv = append(argv, fwdproxyLimitArgs(s, h.fdLimit)...)
 	if !s.intercept {
 		return argv, "", nil
@@ -58,6 +66,22 @@ func launchFwdproxy(h *harness, port int, _ string, s scenario) ([]string, strin
 func launchFwdproxyQuiet(h *harness, port int, dir string, s scenario) ([]string, string, error) {
 	argv, ca, err := launchFwdproxy(h, port, dir, s)
 	return append(argv, "-log-level", "warn"), ca, err
+}
+
+// launchFwdproxyChain runs the example server as fwdproxy-quiet does,
+// forwarding every request and tunnel through the second fwdproxy at
+// h.chainHop (-upstream): fwdproxy → fwdproxy → origin.
+func launchFwdproxyChain(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
+	return append(argv, "-upstream", "http://"+h.chainHop), ca, err
+}
+
+// launchFwdproxyAdmin runs fwdproxy-quiet with its admin listener on (on
+// a free loopback port that nothing reads): every request is recorded in
+// the flow ring and counted for the dashboard, with nobody watching.
+func launchFwdproxyAdmin(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
+	return append(argv, "-admin-listen", "127.0.0.1:0"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
@@ -193,16 +217,28 @@ func (h *harness) skip(t target, s scenario) string {
 		return "fwdproxy did not build: " + h.fwdproxyErr
 	case t.name == "fwdproxy-base" && h.fwdproxyBase == "":
 		return "no -fwdproxy-base-src given, or it did not build"
+	case t.chain && !fwdproxyHasFlag(h.fwdproxy, "-upstream "):
+		return "this fwdproxy build has no -upstream flag yet"
 	case s.intercept && !t.intercepts && t.name != "direct":
 		return "cannot intercept TLS"
 	case s.intercept && isFwdproxy(t) && !h.fwdproxyMITM:
 		return "this fwdproxy build has no -mitm-ca-dir flag yet"
+	case s.front != "" && t.name != "direct" && !isFwdproxy(t):
+		return "no " + frontName(s.front) + " front end configured here (fwdproxy only)"
+	case s.front != "" && isFwdproxy(t) && !h.fwdproxyFront:
+		return "this fwdproxy build has no -tls-listen, -socks-listen or -h2c flag yet"
 	}
 	return ""
 }
 
 // isFwdproxy reports whether t runs the example server built from -fwdproxy-src.
-func isFwdproxy(t target) bool { return t.name == "fwdproxy" || t.name == "fwdproxy-quiet" }
+func isFwdproxy(t target) bool {
+	switch t.name {
+	case "fwdproxy", "fwdproxy-quiet", "fwdproxy-chain", "fwdproxy-admin":
+		return true
+	}
+	return false
+}
 
 // fwdproxySupportsMITM reports whether the example server's -h output
 // lists the interception flag.

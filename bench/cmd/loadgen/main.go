@@ -1,9 +1,15 @@
 // Command loadgen is the benchmark's Go load client for what wrk cannot do:
 //
-//	-mode tunnel: c connections each CONNECT through -proxy to -target (the
-//	              origin's raw source) and read for -duration; reports bytes.
+//	-mode tunnel: c connections each open a tunnel through -proxy to -target
+//	              (the origin's raw source) and read for -duration; reports
+//	              bytes. -front says how: an HTTP/1.1 CONNECT over plain TCP
+//	              (plain) or TLS (tls), SOCKS5 (socks), or c CONNECT streams
+//	              on one HTTP/2 connection, cleartext (h2c) or TLS (h2).
 //	-mode https:  c workers GET -url over keep-alive HTTP/1.1 with TLS,
 //	              tunnelled through -proxy; reports requests and latency.
+//	-mode abs:    c workers send absolute-form GET -url requests to -proxy
+//	              over keep-alive HTTP/1.1, over plain TCP or, with -front
+//	              tls, TLS to the proxy; reports requests and latency.
 //	-mode tunnels-idle, conns-idle: hold -n idle tunnels or keep-alive
 //	              connections, driven phase by phase over stdin (idle.go).
 //
@@ -63,7 +69,9 @@ func (w *worker) fail(err error, status bool) {
 }
 
 func main() {
-	mode := flag.String("mode", "tunnel", "tunnel, https, tunnels-idle or conns-idle")
+	mode := flag.String("mode", "tunnel", "tunnel, https, abs, tunnels-idle or conns-idle")
+	front := flag.String("front", "plain", "tunnel and abs: how to reach the proxy: plain, tls, socks, h2c or h2")
+	h2Frame := flag.Int("h2-max-frame", 0, "h2c and h2: the largest DATA frame the client takes (SETTINGS_MAX_FRAME_SIZE; 0: Go's default, 16 KiB)")
 	proxy := flag.String("proxy", "", "proxy host:port (empty: direct)")
 	target := flag.String("target", "", "tunnel: host:port of the raw byte source; tunnels-idle: of the echo sink")
 	rawURL := flag.String("url", "", "https, conns-idle: the URL to GET")
@@ -78,13 +86,29 @@ func main() {
 		os.Exit(idleMain(*mode, *proxy, *target, *rawURL, *n, *parallel, *warm))
 	}
 
+	roots, err := loadRoots(*caFiles)
+	if err != nil {
+		log.Fatal("loadgen: ", err)
+	}
 	var run func(*worker, time.Time)
 	switch *mode {
 	case "tunnel":
 		if *target == "" {
 			log.Fatal("loadgen: -target required")
 		}
-		run = func(w *worker, end time.Time) { tunnel(w, *proxy, *target, end) }
+		open := openTunnel
+		switch {
+		case *proxy == "":
+		case *front == "h2" || *front == "h2c":
+			open = h2Tunnels(*front, roots, *h2Frame)
+		default:
+			open = func(proxy, target string) (io.Reader, net.Conn, error) {
+				return dialTunnel(*front, roots, proxy, target)
+			}
+		}
+		run = func(w *worker, end time.Time) { tunnel(w, open, *proxy, *target, end) }
+	case "abs":
+		run = func(w *worker, end time.Time) { absLoop(w, *front, roots, *proxy, *rawURL, end) }
 	case "https":
 		client, err := newClient(*proxy, *caFiles, *conns)
 		if err != nil {
@@ -129,10 +153,10 @@ func main() {
 }
 
 // tunnel keeps one connection reading until end, reconnecting after a failure.
-func tunnel(w *worker, proxy, target string, end time.Time) {
+func tunnel(w *worker, open func(proxy, target string) (io.Reader, net.Conn, error), proxy, target string, end time.Time) {
 	buf := make([]byte, 256<<10)
 	for time.Now().Before(end) {
-		r, c, err := openTunnel(proxy, target)
+		r, c, err := open(proxy, target)
 		if err != nil {
 			w.fail(err, false)
 			continue
@@ -180,7 +204,8 @@ func openTunnel(proxy, target string) (io.Reader, net.Conn, error) {
 	return br, c, nil
 }
 
-func newClient(proxy, caFiles string, conns int) (*http.Client, error) {
+// loadRoots reads the comma-separated PEM files of CAs to trust.
+func loadRoots(caFiles string) (*x509.CertPool, error) {
 	roots := x509.NewCertPool()
 	for f := range strings.SplitSeq(caFiles, ",") {
 		if f == "" {
@@ -193,6 +218,14 @@ func newClient(proxy, caFiles string, conns int) (*http.Client, error) {
 		if !roots.AppendCertsFromPEM(b) {
 			return nil, fmt.Errorf("%s: no certificates", f)
 		}
+	}
+	return roots, nil
+}
+
+func newClient(proxy, caFiles string, conns int) (*http.Client, error) {
+	roots, err := loadRoots(caFiles)
+	if err != nil {
+		return nil, err
 	}
 	tr := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: roots}, // HTTP/1.1: one tunnel per worker
