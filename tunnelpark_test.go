@@ -567,3 +567,162 @@ func TestParkedTunnelBytes(t *testing.T) {
 	wg.Wait()
 	quiesce(t, tp.Proxy)
 }
+
+// TestParkedTunnelThroughUpstream: a tunnel dialed through an upstream
+// proxy (via.go) over plain TCP is parked like a direct one, moves bytes
+// after it woke, and stays outstanding on its upstream until it is
+// closed, then no longer.
+func TestParkedTunnelThroughUpstream(t *testing.T) {
+	echoAddr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
+	up := upstreamFwdproxy(t, "hop")
+	name := "http://" + up.Addr
+	tp := startProxy(t, WithUpstreams(Route{Upstreams: []string{"http://" + chainUser + ":" + chainPass + "@" + up.Addr}}))
+	tuns := openTunnels(t, tp, echoAddr, 3)
+	for _, o := range tuns {
+		if err := o.echoed("before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitParked(t)
+	tp.mu.Lock()
+	for tun := range tp.tunnels {
+		pt, ok := tun.(*parkedTunnel)
+		if !ok {
+			t.Errorf("a %T in the registry, want every tunnel parked", tun)
+		} else if pt.via[1] == nil {
+			t.Error("a parked tunnel through the upstream does not know its viaConn")
+		}
+	}
+	tp.mu.Unlock()
+	if s, ok := upstreamState(tp.Proxy, name); !ok || s.Outstanding != 3 {
+		t.Errorf("upstream %s: %+v (found %v), want 3 outstanding", name, s, ok)
+	}
+	for _, o := range tuns {
+		if err := o.echoed("after"); err != nil {
+			t.Errorf("after parking: %v", err)
+		}
+	}
+	for _, o := range tuns {
+		o.c.Close()
+	}
+	eventually(t, "no tunnel outstanding once closed", func() bool {
+		s, _ := upstreamState(tp.Proxy, name)
+		return s.Outstanding == 0
+	})
+	quiesce(t, tp.Proxy)
+}
+
+// TestParkedTunnelFlow: an open Admin records a parked tunnel once, when
+// it ends (nothing while it is parked), with the bytes it moved before and
+// after parking, the CONNECT's protocol and header (User-Agent and a field
+// of its own, without authentication configured: a parked tunnel keeps
+// the header for the record), and the same Stats as a tunnel a handler
+// relays.
+func TestParkedTunnelFlow(t *testing.T) {
+	echoAddr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
+	tp := startProxy(t)
+	_, srv := openAdmin(t, tp.Proxy, AdminOptions{})
+	c, br := tp.rawConn(t)
+	mustWrite(t, c, "CONNECT "+echoAddr+" HTTP/1.1\r\nHost: "+echoAddr+"\r\nUser-Agent: park-test\r\nX-Flow: kept\r\n\r\n")
+	if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	o := openTunnel{c: c, br: br}
+	if err := o.echoed("before"); err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t)
+	connectFlows := func() int {
+		var list struct {
+			Flows []struct{ Method string }
+		}
+		adminJSON(t, srv, "/api/flows?method=CONNECT", &list)
+		return len(list.Flows)
+	}
+	if n := connectFlows(); n != 0 {
+		t.Errorf("%d CONNECT flows while the tunnel is parked, want none yet", n)
+	}
+	if st := tp.Stats(); st.ActiveTunnels != 1 || st.ActiveRequests != 1 {
+		t.Errorf("while parked: %d tunnels, %d requests active, want 1 and 1", st.ActiveTunnels, st.ActiveRequests)
+	}
+	if err := o.echoed("after!"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	quiesce(t, tp.Proxy)
+	if n := connectFlows(); n != 1 {
+		t.Fatalf("%d CONNECT flows after the tunnel ended, want 1", n)
+	}
+	f := latestFlow(t, srv)
+	want := int64(len("before") + len("after!"))
+	if f.Method != "CONNECT" || f.URL != echoAddr || f.Status != 200 || !f.Tunnel || f.Proto != "HTTP/1.1" ||
+		f.BytesIn != want || f.BytesOut != want {
+		t.Errorf("flow %+v; want CONNECT %s 200 HTTP/1.1, a tunnel, %d bytes each way", f, echoAddr, want)
+	}
+	if ua, x := f.header(true, "User-Agent"), f.header(true, "X-Flow"); len(ua) != 1 || ua[0] != "park-test" || len(x) != 1 || x[0] != "kept" {
+		t.Errorf("request header User-Agent %q, X-Flow %q", ua, x)
+	}
+	if !strings.HasPrefix(f.Upstream, "127.0.0.1:") || f.Timings.Connect <= 0 || f.Timings.Total <= 0 {
+		t.Errorf("upstream %q, timings %+v", f.Upstream, f.Timings)
+	}
+	if st := tp.Stats(); st.ActiveTunnels != 0 || st.ActiveRequests != 0 || st.Bytes.TunnelUp != uint64(want) || st.Bytes.TunnelDown != uint64(want) {
+		t.Errorf("after: %+v", st)
+	}
+}
+
+// TestParkedTunnelEveryTCPFrontEnd: a tunnel from each front end whose
+// client connection is TCP (plain HTTP/1.1, SOCKS5 on its own listener and
+// on the HTTP listener, the PROXY protocol) parks with no goroutine left
+// for it, the SOCKS client's serveSOCKS included (the tunnel has its
+// connection), moves bytes after it woke, and, closed, ends its request
+// once: one access record with its front end's protocol, its client's
+// address and the bytes both ways.
+func TestParkedTunnelEveryTCPFrontEnd(t *testing.T) {
+	addr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
+	for i := range ingresses {
+		fe := &ingresses[i]
+		if fe.h2 || fe.options != nil && strings.HasPrefix(fe.name, "HTTPS") {
+			continue
+		}
+		t.Run(fe.name, func(t *testing.T) {
+			fp := startFront(t, fe, WithAllowPrivate(), allowAnyConnectPort())
+			c, _ := fp.tunnel(t, addr, creds{})
+			if c == nil {
+				t.Fatal("no tunnel")
+			}
+			br := bufio.NewReader(c)
+			roundTrip := func(msg string) {
+				t.Helper()
+				mustWrite(t, c, msg+"\n")
+				if line, err := br.ReadString('\n'); err != nil || line != msg+"\n" {
+					t.Fatalf("echo: %q %v", line, err)
+				}
+			}
+			roundTrip("before")
+			eventually(t, "no goroutine for the tunnel", func() bool {
+				buf := make([]byte, 1<<20)
+				s := string(buf[:runtime.Stack(buf, true)])
+				return tunnelGoroutines() == 0 && !strings.Contains(s, "fwdproxy.(*Proxy).serveSOCKS(")
+			})
+			roundTrip("after")
+			c.Close()
+			quiesce(t, fp.Proxy)
+			recs := fp.logRecords(t, "tunnel")
+			if len(recs) != 1 {
+				t.Fatalf("%d tunnel records, want 1: %v", len(recs), recs)
+			}
+			r := recs[0]
+			proto := "HTTP/1.1"
+			if fe.socks {
+				proto = "SOCKS5"
+			}
+			host, _, _ := net.SplitHostPort(fmt.Sprint(r["client"]))
+			if r["proto"] != proto || host != fe.client || r["bytes_in"] != float64(len("before\nafter\n")) || r["bytes_out"] != float64(len("before\nafter\n")) {
+				t.Errorf("record %v; want proto %s, client %s, %d bytes each way", r, proto, fe.client, len("before\nafter\n"))
+			}
+			if st := fp.Stats(); st.ActiveTunnels != 0 || st.ActiveRequests != 0 {
+				t.Errorf("after: %d tunnels, %d requests active", st.ActiveTunnels, st.ActiveRequests)
+			}
+		})
+	}
+}
