@@ -343,6 +343,7 @@ func (p *Proxy) socksRefused(c net.Conn, cfg *config, err error) {
 			slog.String("client", c.RemoteAddr().String()))
 		return
 	}
+	p.stats.refusedSOCKS.Add(1)
 	n, ok := p.socksLog.allow(time.Now())
 	if !ok {
 		return
