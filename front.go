@@ -82,7 +82,8 @@ type listeners struct {
 func (p *Proxy) openListener(l net.Listener, isTLS bool) (net.Listener, func(), error) {
 	wrap := p.cfg.Load().front.proxyTrust != nil
 	if wrap {
-		pl, err := proxyproto.NewListener(l, proxyproto.Config{Trust: p.trustsProxyHeader, Logger: p.log})
+		pl, err := proxyproto.NewListener(l, proxyproto.Config{Trust: p.trustsProxyHeader, Logger: p.log,
+			Refused: func() { p.stats.refusedProxyHeader.Add(1) }})
 		if err != nil {
 			l.Close()
 			return nil, nil, err
@@ -221,7 +222,8 @@ func (p *Proxy) serveAccepted(l net.Listener, closing func() bool, serve func(ne
 // the other front ends' refusals are written: a client that closed before
 // finishing (a TCP health check, a port probe) at Debug, anything else as
 // a Warn line with the client, the error and a hint, at most one a second
-// with the count of those held back. Other lines pass unchanged.
+// with the count of those held back, and counted in Stats.RefusedHandshakes.
+// Other lines pass unchanged.
 type handshakeLog struct {
 	slog.Handler
 	p *Proxy
@@ -229,9 +231,17 @@ type handshakeLog struct {
 
 const tlsHandshakeError = "http: TLS handshake error from "
 
+// Enabled is true at every level, so that a failed handshake is counted
+// (Stats.RefusedHandshakes) whatever the log's level; Handle asks the
+// handler beneath before it writes.
+func (h handshakeLog) Enabled(context.Context, slog.Level) bool { return true }
+
 func (h handshakeLog) Handle(ctx context.Context, r slog.Record) error {
 	rest, ok := strings.CutPrefix(r.Message, tlsHandshakeError)
 	if !ok {
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
 		return h.Handler.Handle(ctx, r)
 	}
 	client, reason, _ := strings.Cut(rest, ": ")
@@ -242,6 +252,10 @@ func (h handshakeLog) Handle(ctx context.Context, r slog.Record) error {
 		out := slog.NewRecord(r.Time, slog.LevelDebug, "TLS client closed before its handshake ended", r.PC)
 		out.AddAttrs(slog.String("client", client))
 		return h.Handler.Handle(ctx, out)
+	}
+	h.p.stats.refusedTLS.Add(1)
+	if !h.Handler.Enabled(ctx, slog.LevelWarn) {
+		return nil
 	}
 	n, ok := h.p.tlsLog.allow(r.Time)
 	if !ok {

@@ -403,8 +403,9 @@ func TestTLSListenerSettings(t *testing.T) {
 // TestTLSHandshakeFailuresLogged: a TLS handshake on the HTTPS listener
 // that fails is logged as the other front ends' refusals are: one Warn
 // line with the client, the error and a hint that says what to change, at
-// most one a second (a burst of failures is one line); a client that
-// connects and closes (a TCP health check) is no Warn line at all.
+// most one a second (a burst of failures is one line), each counted in
+// Stats.RefusedHandshakes; a client that connects and closes (a TCP health
+// check) is neither a Warn line nor counted.
 func TestTLSHandshakeFailuresLogged(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -467,6 +468,12 @@ func TestTLSHandshakeFailuresLogged(t *testing.T) {
 			if l["level"] != "WARN" || host != "127.0.0.1" || !strings.Contains(fmt.Sprint(l["error"]), tc.error) ||
 				!strings.Contains(fmt.Sprint(l["hint"]), tc.hint) || l["refused_since_last_line"] != float64(0) {
 				t.Errorf("line %v, want a Warn line with the client, an error saying %q and a hint saying %q", l, tc.error, tc.hint)
+			}
+			// The 5 failures, not the health check.
+			eventually(t, "Stats.RefusedHandshakes.TLS 5", func() bool { return fp.Stats().RefusedHandshakes == HandshakeRefusals{TLS: 5} })
+			time.Sleep(50 * time.Millisecond)
+			if got := fp.Stats().RefusedHandshakes; got != (HandshakeRefusals{TLS: 5}) {
+				t.Errorf("Stats.RefusedHandshakes %+v, want the 5 failures", got)
 			}
 			if strings.Contains(fp.logs.String(), "TLS handshake error") {
 				t.Errorf("net/http's own line is in the log:\n%s", fp.logs.String())

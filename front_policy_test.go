@@ -2,6 +2,7 @@ package fwdproxy
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -14,8 +15,9 @@ import (
 )
 
 // TestPolicyOnEveryFrontEnd runs the policy cases of the HTTP/1.1 tests
-// (the private-address guard, a deny rule, proxy authentication, the rate
-// limit, the tunnel limit) on every front end, from one table: plain
+// (the private-address guard, a deny rule, proxy authentication, a rule
+// on the client's address in an access hook, the rate limit, the tunnel
+// limit) on every front end, from one table: plain
 // HTTP/1.1, HTTPS with HTTP/1.1 and with HTTP/2, cleartext HTTP/2, SOCKS5
 // on its own listener and on the HTTP listener, and HTTP/1.1 under the
 // PROXY protocol. Each must answer alike (a SOCKS client with the reply code
@@ -34,10 +36,11 @@ func TestPolicyOnEveryFrontEnd(t *testing.T) {
 	type policyCase struct {
 		name    string
 		opts    []Option
-		guarded bool  // keep the private-address guard (origin.test is loopback)
-		creds   creds // presented with every request
-		before  int   // requests (or tunnels, held open) that pass first
-		want    int   // the status of the request after those
+		optsFor func(fe *ingress) []Option // options that depend on the front end
+		guarded bool                       // keep the private-address guard (origin.test is loopback)
+		creds   creds                      // presented with every request
+		before  int                        // requests (or tunnels, held open) that pass first
+		want    int                        // the status of the request after those
 		user    string
 		noGET   bool // a tunnel-only case
 	}
@@ -47,6 +50,16 @@ func TestPolicyOnEveryFrontEnd(t *testing.T) {
 		{name: "deny rule", opts: []Option{WithDenyHosts("origin.test")}, want: 403},
 		{name: "credentials rejected", opts: []Option{alice}, creds: creds{"alice", "wrong"}, want: 407},
 		{name: "credentials accepted", opts: []Option{alice}, creds: creds{"alice", "s3cret"}, want: 200, user: "alice"},
+		{name: "client rule (access hook)", optsFor: func(fe *ingress) []Option {
+			// Refuses the front end's client by its address: the PROXY
+			// header's under the PROXY protocol, which loopback is not.
+			return []Option{WithAccessHook(func(_ context.Context, a Access) error {
+				if host, _, _ := net.SplitHostPort(a.Client); host == fe.client {
+					return Deny(http.StatusForbidden, "client "+host+" is not allowed")
+				}
+				return nil
+			})}
+		}, want: 403},
 		{name: "rate limit", opts: []Option{WithRateLimit(0.001, 1)}, before: 1, want: 429},
 		{name: "tunnel limit", opts: []Option{WithMaxTunnels(1)}, before: 1, want: 503, noGET: true},
 	}
@@ -64,6 +77,9 @@ func TestPolicyOnEveryFrontEnd(t *testing.T) {
 					}
 					t.Run(pc.name+"/"+what, func(t *testing.T) {
 						opts := append([]Option{WithDNSServers(ds.Addr()), allowAnyConnectPort()}, pc.opts...)
+						if pc.optsFor != nil {
+							opts = append(opts, pc.optsFor(fe)...)
+						}
 						if !pc.guarded {
 							opts = append(opts, WithAllowPrivate())
 						}

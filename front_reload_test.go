@@ -180,6 +180,9 @@ func TestProxyProtocolClientAddress(t *testing.T) {
 	eventually(t, "the malformed header logged", func() bool {
 		return strings.Contains(m.logs.String(), "malformed PROXY protocol header; closed")
 	})
+	if got := m.Stats().RefusedHandshakes; got != (HandshakeRefusals{ProxyProtocol: 1}) {
+		t.Errorf("Stats.RefusedHandshakes %+v, want the malformed header's", got)
+	}
 }
 
 // TestReloadSOCKS: SOCKS5 authentication follows the configuration in
@@ -221,6 +224,11 @@ func TestReloadSOCKS(t *testing.T) {
 			t.Errorf("%s, right password: %s", a, got)
 		}
 	}
+	// The two handshakes without a method the proxy takes are counted (the
+	// refusal of SOCKS5 on the HTTP listener while off is the loop's).
+	eventually(t, "two SOCKS5 handshakes counted refused", func() bool {
+		return m.Stats().RefusedHandshakes == HandshakeRefusals{SOCKS: 2}
+	})
 }
 
 // TestSOCKSReplyCodes: the reply codes of failures to reach the target,

@@ -350,6 +350,7 @@ func (p *Proxy) socksRefused(c net.Conn, cfg *config, err error) {
 			slog.String("client", c.RemoteAddr().String()))
 		return
 	}
+	p.stats.refusedSOCKS.Add(1)
 	n, ok := p.socksLog.allow(time.Now())
 	if !ok {
 		return
@@ -376,10 +377,10 @@ func (p *Proxy) socksRefused(c net.Conn, cfg *config, err error) {
 // answer to its greeting, and closes it, on the accept loop; counted as
 // Serve's refusals are and logged at most once a second.
 func (p *Proxy) refuseSOCKSOverLimit(c net.Conn) {
+	p.stats.refusedConns.Add(1) // before the answer: a client that has it finds it counted
 	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = c.Write([]byte{socks5.Version, socks5.MethodNoAcceptable})
 	c.Close()
-	p.stats.refusedConns.Add(1)
 	if n, ok := p.socksLog.allow(time.Now()); ok {
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "SOCKS connection refused: "+tooManyConnsReason,
 			slog.String("client", c.RemoteAddr().String()), slog.Int64("refused_since_last_line", n))

@@ -33,6 +33,9 @@ type Stats struct {
 	// ServeSOCKS refused at accept (with 503, or SOCKS5's "no acceptable
 	// methods") because WithMaxConns were open.
 	RefusedConnections uint64
+	// RefusedHandshakes counts the client connections closed before any
+	// request because their front end's handshake failed, by front end.
+	RefusedHandshakes HandshakeRefusals
 	// ActiveTunnels is the number of open CONNECT and upgraded tunnels.
 	ActiveTunnels int64
 	// Latency is the distribution of request durations, from the request
@@ -56,6 +59,21 @@ type Stats struct {
 	// in force (WithUpstreams; with WithPAC, those its answers named so
 	// far), nil without routes. Stats allocates this list only.
 	Upstreams []UpstreamStats
+}
+
+// HandshakeRefusals counts, by front end, the client connections closed
+// before any request because their handshake failed. Each is a Warn line
+// too (at most one a second, with the count of those held back); a client
+// that closes before it sent anything (a TCP health check) is neither.
+type HandshakeRefusals struct {
+	// ProxyProtocol: a PROXY protocol header from an untrusted peer, or a
+	// missing, malformed or late one from a trusted peer (WithProxyProtocol).
+	ProxyProtocol uint64
+	// TLS: a TLS handshake on ServeTLS's listener that failed.
+	TLS uint64
+	// SOCKS: a SOCKS5 handshake that failed (ServeSOCKS,
+	// WithSOCKSOnHTTPListener).
+	SOCKS uint64
 }
 
 // ErrorCounts counts failed requests by the kind of their error.
@@ -126,11 +144,14 @@ func newLatencyWindow() *latency.Window { return latency.New(latencyWindow, late
 type proxyStats struct {
 	requests, denials atomic.Uint64
 	refusedConns      atomic.Uint64
-	active            atomic.Int64
-	tunnels           atomic.Int64
-	errors            [10]atomic.Uint64 // indexed by errorIndex
-	deniedBy          [8]atomic.Uint64  // indexed by denialIndex
-	latency           *latency.Window
+	// HandshakeRefusals' counters: the PROXY protocol's,
+	// TLS's and SOCKS5's (front.go, socks.go).
+	refusedProxyHeader, refusedTLS, refusedSOCKS atomic.Uint64
+	active                                       atomic.Int64
+	tunnels                                      atomic.Int64
+	errors                                       [10]atomic.Uint64 // indexed by errorIndex
+	deniedBy                                     [8]atomic.Uint64  // indexed by denialIndex
+	latency                                      *latency.Window
 
 	// Bytes and upstream requests (ByteCounts, ReuseStats).
 	reqBytes, respBytes atomic.Uint64
@@ -228,11 +249,13 @@ func (p *Proxy) Stats() Stats {
 		ActiveRequests:     s.active.Load(),
 		ActiveConnections:  p.conns.Load(),
 		RefusedConnections: s.refusedConns.Load(),
-		ActiveTunnels:      s.tunnels.Load(),
-		Latency:            LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
-		LogDropped:         p.logDropped(),
-		DNS:                p.dnsStats(),      // upstream.go
-		Config:             p.configStats(),   // reload.go
-		Upstreams:          p.upstreamStats(), // routestats.go
+		RefusedHandshakes: HandshakeRefusals{ProxyProtocol: s.refusedProxyHeader.Load(),
+			TLS: s.refusedTLS.Load(), SOCKS: s.refusedSOCKS.Load()},
+		ActiveTunnels: s.tunnels.Load(),
+		Latency:       LatencyStats{Count: q.Count, P50: q.P50, P95: q.P95, P99: q.P99, Max: q.Max},
+		LogDropped:    p.logDropped(),
+		DNS:           p.dnsStats(),      // upstream.go
+		Config:        p.configStats(),   // reload.go
+		Upstreams:     p.upstreamStats(), // routestats.go
 	}
 }

@@ -51,7 +51,9 @@ func (p *Proxy) initTelemetry(c *config) error {
 func (p *Proxy) telemetryCounts() telemetry.Counts {
 	s := p.dnsStats() // upstream.go
 	return telemetry.Counts{DNSHits: s.Hits, DNSMisses: s.Misses, DNSCoalesced: s.Coalesced,
-		DNSStale: s.Stale, DNSEvictions: s.Evictions, DNSErrors: s.Errors, LogDropped: p.logDropped()}
+		DNSStale: s.Stale, DNSEvictions: s.Evictions, DNSErrors: s.Errors, LogDropped: p.logDropped(),
+		RefusedProxyHeader: p.stats.refusedProxyHeader.Load(), RefusedTLS: p.stats.refusedTLS.Load(),
+		RefusedSOCKS: p.stats.refusedSOCKS.Load()}
 }
 
 // closeTelemetry flushes the access log, bounded by ctx, and unregisters

@@ -100,7 +100,7 @@ func TestTelemetryOnEveryFrontEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			addr := serveWith(t, p, tc.serve)
+			addr := serveWith(t, p, tc.serve)[0]
 			if status, body := tc.do(t, addr); status != 200 || body != "hello" {
 				t.Fatalf("through the proxy: %d %q", status, body)
 			}
@@ -151,27 +151,75 @@ func TestTelemetryOnEveryFrontEnd(t *testing.T) {
 	}
 }
 
-// serveWith serves p with serve (Serve, ServeTLS, ServeSOCKS) on a
-// listener on 127.0.0.1 until the test ends, and returns its address.
-func serveWith(t *testing.T, p *fwdproxy.Proxy, serve func(*fwdproxy.Proxy, net.Listener) error) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// TestHandshakeRefusalMetric: the connections the front ends refuse before
+// any request are fwdproxy.handshake.refusals, by front end: a PROXY
+// protocol header missing from a trusted peer, a plain-HTTP client on the
+// HTTPS listener, a SOCKS4 client on the SOCKS5 listener.
+func TestHandshakeRefusalMetric(t *testing.T) {
+	pki := proxytest.NewPKI(t, "fwdproxy test CA")
+	meterOpt, rd := metering(t)
+	p, err := fwdproxy.New(fwdproxy.WithLogger(proxytest.Logger(t)), meterOpt,
+		fwdproxy.WithTLS(&tls.Config{Certificates: []tls.Certificate{pki.Server(t, "127.0.0.1")}}),
+		fwdproxy.WithProxyProtocol(netip.MustParsePrefix("127.0.0.1/32")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- serve(p, l) }()
+	addrs := serveWith(t, p, (*fwdproxy.Proxy).ServeTLS, (*fwdproxy.Proxy).ServeSOCKS)
+	send := func(addr string, header bool, b string) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if header {
+			_, port, _ := net.SplitHostPort(addr)
+			b = "PROXY TCP4 192.0.2.7 127.0.0.1 40000 " + port + "\r\n" + b
+		}
+		proxytest.MustWrite(t, c, b)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.Copy(io.Discard, c) // until the proxy closes it
+	}
+	send(addrs[0], false, "GET / HTTP/1.1\r\n\r\n")              // no PROXY header
+	send(addrs[0], true, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")    // not TLS
+	send(addrs[1], true, "\x04\x01\x00\x50\x7f\x00\x00\x01\x00") // SOCKS4
+	want := fwdproxy.HandshakeRefusals{ProxyProtocol: 1, TLS: 1, SOCKS: 1}
+	proxytest.Quiesce(t, func() (bool, any) { s := p.Stats().RefusedHandshakes; return s == want, s })
+	ms := collect(t, rd)
+	for _, fe := range []string{"proxy_protocol", "tls", "socks"} {
+		if n := sumOf(t, ms["fwdproxy.handshake.refusals"], attribute.String("fwdproxy.front_end", fe)); n != 1 {
+			t.Errorf("fwdproxy.handshake.refusals{fwdproxy.front_end=%s} = %d, want 1", fe, n)
+		}
+	}
+}
+
+// serveWith serves p with each of serves (Serve, ServeTLS, ServeSOCKS) on
+// a listener on 127.0.0.1 until the test ends, and returns their addresses
+// (the first when there is one).
+func serveWith(t *testing.T, p *fwdproxy.Proxy, serves ...func(*fwdproxy.Proxy, net.Listener) error) []string {
+	t.Helper()
+	served := make(chan error, len(serves))
+	var addrs []string
+	for _, serve := range serves {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		go func() { served <- serve(p, l) }()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := p.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("serve returned %v, want ErrServerClosed", err)
+		for range serves {
+			if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("serve returned %v, want ErrServerClosed", err)
+			}
 		}
 	})
-	return l.Addr().String()
+	return addrs
 }
 
 func boolInt(b bool) int {

@@ -74,6 +74,10 @@ type Config struct {
 	// Logger gets a Warn line for each refused connection (rate-limited);
 	// nil means slog.Default().
 	Logger *slog.Logger
+	// Refused, when not nil, is called once for each connection refused
+	// with a Warn line (the lines held back included; not a trusted peer
+	// that closes before sending a byte), on the goroutine that refused it.
+	Refused func()
 }
 
 // Why a connection was refused, as logged (the error attribute) and, for
@@ -118,6 +122,7 @@ type Listener struct {
 	timeout    time.Duration
 	maxPending int
 	log        *slog.Logger
+	onRefused  func() // Config.Refused; nil: none
 
 	ready     chan *Conn // trusted connections whose header a goroutine read
 	closeOnce sync.Once
@@ -152,6 +157,7 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 		timeout:    cfg.HeaderTimeout,
 		maxPending: cfg.MaxPending,
 		log:        cfg.Logger,
+		onRefused:  cfg.Refused,
 		pending:    make(map[net.Conn]struct{}),
 	}
 	if l.timeout < 0 || l.maxPending < 0 {
@@ -445,6 +451,9 @@ func (l *Listener) refused(c net.Conn, msg string, attrs ...slog.Attr) {
 
 // logRefusal logs a refused connection, at most once a second.
 func (l *Listener) logRefusal(msg string, peer net.Addr, attrs ...slog.Attr) {
+	if l.onRefused != nil {
+		l.onRefused()
+	}
 	n, ok := l.logLimit.allow(time.Now())
 	if !ok {
 		return

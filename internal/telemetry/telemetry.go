@@ -52,6 +52,9 @@ type Config struct {
 type Counts struct {
 	DNSHits, DNSMisses, DNSCoalesced, DNSStale, DNSEvictions, DNSErrors uint64
 	LogDropped                                                          uint64
+	// Handshakes refused by front end (the root package's
+	// HandshakeRefusals).
+	RefusedProxyHeader, RefusedTLS, RefusedSOCKS uint64
 }
 
 // Telemetry holds the tracer, propagator and instruments of one Proxy,
@@ -180,12 +183,16 @@ func (t *Telemetry) initMetrics(m metric.Meter, counts func() Counts) error {
 		{"fwdproxy.log.dropped", "{record}", "Log records dropped because the log queue was full.", func(c Counts) uint64 { return c.LogDropped }},
 	}
 	counters := make([]metric.Int64ObservableCounter, len(observed))
-	insts := make([]metric.Observable, len(observed))
+	insts := make([]metric.Observable, len(observed), len(observed)+1)
 	for i, o := range observed {
 		counters[i], err = m.Int64ObservableCounter(o.name, metric.WithUnit(o.unit), metric.WithDescription(o.desc))
 		check(err)
 		insts[i] = counters[i]
 	}
+	refusals, err := m.Int64ObservableCounter("fwdproxy.handshake.refusals", metric.WithUnit("{connection}"),
+		metric.WithDescription("Client connections closed before any request because their front end's handshake failed, by front end."))
+	check(err)
+	insts = append(insts, refusals)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
@@ -197,6 +204,9 @@ func (t *Telemetry) initMetrics(m metric.Meter, counts func() Counts) error {
 		for i, ob := range observed {
 			o.ObserveInt64(counters[i], int64(ob.get(c)))
 		}
+		o.ObserveInt64(refusals, int64(c.RefusedProxyHeader), frontEndOpts[0])
+		o.ObserveInt64(refusals, int64(c.RefusedTLS), frontEndOpts[1])
+		o.ObserveInt64(refusals, int64(c.RefusedSOCKS), frontEndOpts[2])
 		return nil
 	}, insts...)
 	return err
@@ -205,6 +215,13 @@ func (t *Telemetry) initMetrics(m metric.Meter, counts func() Counts) error {
 // Measurement options with fixed attributes, made once rather than per
 // request (each attribute set is hashed when made). They are only read.
 var (
+	// frontEndOpts are fwdproxy.handshake.refusals' attribute sets: the
+	// PROXY protocol's, TLS's and SOCKS5's refusals.
+	frontEndOpts = [3]metric.ObserveOption{
+		metric.WithAttributeSet(attribute.NewSet(attribute.String("fwdproxy.front_end", "proxy_protocol"))),
+		metric.WithAttributeSet(attribute.NewSet(attribute.String("fwdproxy.front_end", "tls"))),
+		metric.WithAttributeSet(attribute.NewSet(attribute.String("fwdproxy.front_end", "socks"))),
+	}
 	methodOpts = func() map[string]metric.MeasurementOption {
 		m := make(map[string]metric.MeasurementOption)
 		for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
