@@ -1039,6 +1039,19 @@ func TestDestination(t *testing.T) {
 	}
 }
 
+// leastAllocs is the fewest allocations per request of five measurements
+// of p (proxytest.ServeHTTPAllocs): what other goroutines allocate meanwhile
+// (the access log's queue writing records, the dashboard's sampling) is
+// counted too, and only ever adds, most under -race, where a measurement
+// takes longer.
+func leastAllocs(p *Proxy) float64 {
+	least := proxytest.ServeHTTPAllocs(p)
+	for range 4 {
+		least = min(least, proxytest.ServeHTTPAllocs(p))
+	}
+	return least
+}
+
 // TestRecordingAllocations: without an Admin, and with one whose ring is
 // paused, a request allocates nothing more than with no Admin at all (the
 // destination count allocates nothing once its host is tracked). While it
@@ -1062,15 +1075,15 @@ func TestRecordingAllocations(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Shutdown(context.Background())
-			none := proxytest.ServeHTTPAllocs(p)
+			none := leastAllocs(p)
 			a, err := p.NewAdmin(AdminOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer a.Close()
-			recording := proxytest.ServeHTTPAllocs(p)
+			recording := leastAllocs(p)
 			a.rec.ring.Pause()
-			paused := proxytest.ServeHTTPAllocs(p)
+			paused := leastAllocs(p)
 			if paused != none || recording != none+tc.more {
 				t.Errorf("allocations per request: %v without an Admin, %v paused, %v recording; want the same twice, then %v more",
 					none, paused, recording, tc.more)
