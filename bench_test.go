@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,11 +47,18 @@ func BenchmarkSmallGET(b *testing.B) {
 		c    *http.Client
 	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}} {
 		run := func(b *testing.B, get func()) {
+			// A full flow ring (1,000 flows) from the first timed request.
+			for range 1000 {
+				get()
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			gc := readGCCPU()
 			for i := 0; i < b.N; i++ {
 				get()
 			}
+			b.StopTimer()
+			reportGCCPU(b, gc)
 		}
 		get := func() {
 			resp, err := bc.c.Get(o.URL + "/small")
@@ -65,13 +74,57 @@ func BenchmarkSmallGET(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) { run(b, get) })
 		b.Run(bc.name+"-parallel", func(b *testing.B) {
 			b.ReportAllocs()
+			gc := readGCCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					get()
 				}
 			})
+			reportGCCPU(b, gc)
 		})
 	}
+}
+
+// gcCPUMetrics are the garbage collector's CPU time that requests pay for:
+// mark assists, the dedicated mark workers and the pauses; not the idle
+// workers, which only take CPU nothing else wanted.
+var gcCPUMetrics = []metrics.Sample{
+	{Name: "/cpu/classes/gc/mark/assist:cpu-seconds"},
+	{Name: "/cpu/classes/gc/mark/dedicated:cpu-seconds"},
+	{Name: "/cpu/classes/gc/pause:cpu-seconds"},
+	{Name: "/gc/cycles/total:gc-cycles"},
+	{Name: "/gc/scan/heap:bytes"},
+	{Name: "/gc/heap/live:bytes"},
+}
+
+type gcCPU struct {
+	seconds    float64
+	cycles     uint64
+	scan, live uint64 // the heap scanned, and live, at the last cycle
+}
+
+func readGCCPU() gcCPU {
+	s := slices.Clone(gcCPUMetrics)
+	metrics.Read(s)
+	var g gcCPU
+	for _, m := range s[:3] {
+		g.seconds += m.Value.Float64()
+	}
+	g.cycles, g.scan, g.live = s[3].Value.Uint64(), s[4].Value.Uint64(), s[5].Value.Uint64()
+	return g
+}
+
+// reportGCCPU reports the GC's CPU time per request since before, the
+// requests per GC cycle, and the heap the last cycle found live and had to
+// scan (the live heap less the objects without pointers).
+func reportGCCPU(b *testing.B, before gcCPU) {
+	after := readGCCPU()
+	b.ReportMetric((after.seconds-before.seconds)*1e9/float64(b.N), "gc-ns/op")
+	if n := after.cycles - before.cycles; n > 0 {
+		b.ReportMetric(float64(b.N)/float64(n), "req/gc")
+	}
+	b.ReportMetric(float64(after.live)/1e3, "live-kB")
+	b.ReportMetric(float64(after.scan)/1e3, "scan-kB")
 }
 
 // BenchmarkAccessControl measures the request path with the access checks
