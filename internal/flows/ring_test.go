@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -342,4 +344,33 @@ func TestAddAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(500, add); n != 2 {
 		t.Errorf("Add with a subscriber: %v allocations, want 2", n)
 	}
+}
+
+// TestRingKeepsFewObjects checks what the garbage collector finds of a
+// kept flow: one object without pointers (its packed bytes), not the
+// dozen a Flow with its header maps, value slices and strings would be,
+// which every GC cycle would mark again for as long as the ring holds it.
+func TestRingKeepsFewObjects(t *testing.T) {
+	const n = 1000
+	r := NewRing(Options{MaxFlows: n})
+	objects := func() uint64 {
+		runtime.GC()
+		s := []metrics.Sample{{Name: "/gc/heap/objects:objects"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	before := objects()
+	for i := range n {
+		f := newFlow(i, 10, 100)
+		f.RequestHeader["Cookie"] = []string{"a=1"} // redacted too
+		f.ResponseHeader["Date"] = []string{time.Now().String()}
+		r.Add(f) // only the ring keeps it
+	}
+	after := objects()
+	per := float64(int64(after)-int64(before)) / n
+	t.Logf("%.2f objects per kept flow", per)
+	if per > 1.2 {
+		t.Errorf("the ring keeps %.2f heap objects per flow, want 1 (its packed bytes)", per)
+	}
+	runtime.KeepAlive(r)
 }
