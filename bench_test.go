@@ -32,8 +32,8 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(direct.CloseIdleConnections)
 	proxied := tp.client(b, nil)
 	proxied.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	// proxy-recording: the same with an Admin open, its flow ring
-	// recording every request, nobody watching.
+	// proxy-recording: the same with an Admin open, its flow ring (1,000
+	// flows, the default) recording every request, nobody watching.
 	tr := startProxy(b)
 	admin, err := tr.NewAdmin(AdminOptions{})
 	if err != nil {
@@ -42,14 +42,28 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(func() { admin.Close() })
 	recorded := tr.client(b, nil)
 	recorded.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// proxy-recording-20k: the same with a ring of 20,000 flows.
+	tr20 := startProxy(b)
+	admin20, err := tr20.NewAdmin(AdminOptions{MaxFlows: 20_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { admin20.Close() })
+	recorded20 := tr20.client(b, nil)
+	recorded20.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	for _, bc := range []struct {
-		name string
-		c    *http.Client
-	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}} {
+		name  string
+		c     *http.Client
+		flows int
+	}{{"direct", direct, 0}, {"proxy", proxied, 0}, {"proxy-recording", recorded, 1000}, {"proxy-recording-20k", recorded20, 20_000}} {
+		filled := false
 		run := func(b *testing.B, get func()) {
-			// A full flow ring (1,000 flows) from the first timed request.
-			for range 1000 {
-				get()
+			// A full flow ring from the first timed request.
+			if !filled {
+				for range bc.flows {
+					get()
+				}
+				filled = true
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -58,7 +58,10 @@ const (
 const redactedPassword = "xxxxx"
 
 // packBuffers are the scratch buffers flows are packed in before they are
-// copied to a slice of their exact length.
+// copied to a slice of their exact length; one grown past maxPackBuffer
+// (two body prefixes of DefaultMaxBodyBytes and their headers fit) is let go.
+const maxPackBuffer = 256 << 10
+
 var packBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // pack returns f packed, redacted, with its body prefixes cut to maxBody
@@ -70,7 +73,7 @@ func pack(f *Flow, maxBody int, bodies bool) []byte {
 	b := appendFlow((*bp)[:0], f, maxBody, bodies)
 	out := make([]byte, len(b))
 	copy(out, b)
-	if cap(b) <= 64<<10 {
+	if cap(b) <= maxPackBuffer {
 		*bp = b
 		packBuffers.Put(bp)
 	}
