@@ -80,13 +80,13 @@ func launchFwdproxyAdmin(h *harness, port int, dir string, s scenario) ([]string
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
-// for before/after comparisons in one run.
+// for before/after comparisons in one run, with -fwdproxy-base-flags.
 func launchFwdproxyBase(h *harness, port int, _ string, _ scenario) ([]string, string, error) {
 	argv := []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}
 	if fwdproxyHasFlag(h.fwdproxyBase, "-allow-port") {
 		argv = append(argv, h.originConnectPorts()...)
 	}
-	return argv, "", nil
+	return append(argv, h.fwdproxyBaseFlags...), "", nil
 }
 
 // originConnectPorts are the -allow-port flags that open CONNECT to the
