@@ -147,17 +147,17 @@ func triangle(x float64) float64 {
 	return x - 4
 }
 
-// TestAdminBrowser drives the admin pages in headless Chromium while real
-// traffic runs through a Proxy: the dashboard, entered with the token,
-// plots non-zero rates, latencies, bytes and connections (read back from
-// the DOM) and lists destinations, errors and denials; the flow inspector
-// lists the flows live, shows a JSON response, an image and a binary body
-// with credentials redacted; the HAR export downloads and validates
-// against HAR 1.2. Screenshots go to -admin-screenshots. Console errors,
-// exceptions and Content Security Policy violations fail it.
-func TestAdminBrowser(t *testing.T) {
-	c := cdptest.StartOrSkip(t)
+// browserScene is the admin pages' browser tests' world: a Proxy (basic
+// auth, capture, a denied host, its own DNS server) and an origin under
+// five names that serves JSON, an image, binary, text, a slow response, a
+// redirect and a POST endpoint, and an echo server for tunnels.
+type browserScene struct {
+	tp      *testProxy
+	origins []string // host:port of the origin under several names
+	echo    string
+}
 
+func newBrowserScene(t *testing.T) *browserScene {
 	img := image.NewRGBA(image.Rect(0, 0, 48, 48))
 	for y := range 48 {
 		for x := range 48 {
@@ -212,17 +212,38 @@ func TestAdminBrowser(t *testing.T) {
 	echoAddr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
 	tp := startProxy(t, WithDNSServers(ds.Addr()), WithCapture(8192), WithDenyHosts("denied.test"),
 		WithBasicAuth(StaticCredentials(map[string]string{"alice": "pw"})))
-	const token = "browser-token"
-	_, srv := openAdmin(t, tp.Proxy, AdminOptions{Token: token})
+	return &browserScene{tp: tp, origins: origins, echo: echoAddr}
+}
 
-	stop := make(chan struct{})
+// traffic starts n clients of browserTraffic through the scene's Proxy;
+// stop ends them and waits for them.
+func (s *browserScene) traffic(t *testing.T, n int) (stop func()) {
+	done := make(chan struct{})
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(stop)
-	for i := range 3 {
-		bt := &browserTraffic{proxyURL: tp.URL, origins: origins, echo: echoAddr, down: closedPort(t), rng: rand.New(rand.NewPCG(uint64(i), 7))}
-		wg.Go(func() { bt.run(t, stop) })
+	for i := range n {
+		bt := &browserTraffic{proxyURL: s.tp.URL, origins: s.origins, echo: s.echo, down: closedPort(t), rng: rand.New(rand.NewPCG(uint64(i), 7))}
+		wg.Go(func() { bt.run(t, done) })
 	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// TestAdminBrowser drives the admin pages in headless Chromium while real
+// traffic runs through a Proxy: the dashboard, entered with the token,
+// plots non-zero rates, latencies, bytes and connections (read back from
+// the DOM) and lists destinations, errors and denials; the flow inspector
+// lists the flows live, shows a JSON response, an image and a binary body
+// with credentials redacted; the HAR export downloads and validates
+// against HAR 1.2. Screenshots go to -admin-screenshots. Console errors,
+// exceptions and Content Security Policy violations fail it.
+func TestAdminBrowser(t *testing.T) {
+	c := cdptest.StartOrSkip(t)
+	s := newBrowserScene(t)
+	const token = "browser-token"
+	_, srv := openAdmin(t, s.tp.Proxy, AdminOptions{Token: token})
+	defer s.traffic(t, 3)()
 	wait := 4 * time.Second
 	if *adminScreenshots != "" {
 		wait = 2 * time.Minute

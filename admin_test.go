@@ -1055,11 +1055,13 @@ func leastAllocs(p *Proxy) float64 {
 // TestRecordingAllocations: without an Admin, and with one whose ring is
 // paused, a request allocates nothing more than with no Admin at all (the
 // destination count allocates nothing once its host is tracked). While it
-// records, the Flow is the one allocation more when the access log is on
-// (its request state is already made for the log line); with the log off,
+// records, the packed record the ring keeps is the one allocation more
+// when the access log is on (its request state is already made for the log
+// line; the Flow handed to the ring stays on the stack); with the log off,
 // the request state is made for the record alone: four more (its reqState,
-// the context value and the request copy that carry it, and the Flow). The
-// headers, URL and upstream address are shared, not copied.
+// the context value and the request copy that carry it, and the record).
+// The headers, URL and upstream address are written into the record, not
+// copied one by one.
 func TestRecordingAllocations(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

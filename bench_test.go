@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,8 +32,8 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(direct.CloseIdleConnections)
 	proxied := tp.client(b, nil)
 	proxied.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	// proxy-recording: the same with an Admin open, its flow ring
-	// recording every request, nobody watching.
+	// proxy-recording: the same with an Admin open, its flow ring (1,000
+	// flows, the default) recording every request, nobody watching.
 	tr := startProxy(b)
 	admin, err := tr.NewAdmin(AdminOptions{})
 	if err != nil {
@@ -40,16 +42,37 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(func() { admin.Close() })
 	recorded := tr.client(b, nil)
 	recorded.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// proxy-recording-20k: the same with a ring of 20,000 flows.
+	tr20 := startProxy(b)
+	admin20, err := tr20.NewAdmin(AdminOptions{MaxFlows: 20_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { admin20.Close() })
+	recorded20 := tr20.client(b, nil)
+	recorded20.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	for _, bc := range []struct {
-		name string
-		c    *http.Client
-	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}} {
+		name  string
+		c     *http.Client
+		flows int
+	}{{"direct", direct, 0}, {"proxy", proxied, 0}, {"proxy-recording", recorded, 1000}, {"proxy-recording-20k", recorded20, 20_000}} {
+		filled := false
 		run := func(b *testing.B, get func()) {
+			// A full flow ring from the first timed request.
+			if !filled {
+				for range bc.flows {
+					get()
+				}
+				filled = true
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			gc := readGCCPU()
 			for i := 0; i < b.N; i++ {
 				get()
 			}
+			b.StopTimer()
+			reportGCCPU(b, gc)
 		}
 		get := func() {
 			resp, err := bc.c.Get(o.URL + "/small")
@@ -65,13 +88,57 @@ func BenchmarkSmallGET(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) { run(b, get) })
 		b.Run(bc.name+"-parallel", func(b *testing.B) {
 			b.ReportAllocs()
+			gc := readGCCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					get()
 				}
 			})
+			reportGCCPU(b, gc)
 		})
 	}
+}
+
+// gcCPUMetrics are the garbage collector's CPU time that requests pay for:
+// mark assists, the dedicated mark workers and the pauses; not the idle
+// workers, which only take CPU nothing else wanted.
+var gcCPUMetrics = []metrics.Sample{
+	{Name: "/cpu/classes/gc/mark/assist:cpu-seconds"},
+	{Name: "/cpu/classes/gc/mark/dedicated:cpu-seconds"},
+	{Name: "/cpu/classes/gc/pause:cpu-seconds"},
+	{Name: "/gc/cycles/total:gc-cycles"},
+	{Name: "/gc/scan/heap:bytes"},
+	{Name: "/gc/heap/live:bytes"},
+}
+
+type gcCPU struct {
+	seconds    float64
+	cycles     uint64
+	scan, live uint64 // the heap scanned, and live, at the last cycle
+}
+
+func readGCCPU() gcCPU {
+	s := slices.Clone(gcCPUMetrics)
+	metrics.Read(s)
+	var g gcCPU
+	for _, m := range s[:3] {
+		g.seconds += m.Value.Float64()
+	}
+	g.cycles, g.scan, g.live = s[3].Value.Uint64(), s[4].Value.Uint64(), s[5].Value.Uint64()
+	return g
+}
+
+// reportGCCPU reports the GC's CPU time per request since before, the
+// requests per GC cycle, and the heap the last cycle found live and had to
+// scan (the live heap less the objects without pointers).
+func reportGCCPU(b *testing.B, before gcCPU) {
+	after := readGCCPU()
+	b.ReportMetric((after.seconds-before.seconds)*1e9/float64(b.N), "gc-ns/op")
+	if n := after.cycles - before.cycles; n > 0 {
+		b.ReportMetric(float64(b.N)/float64(n), "req/gc")
+	}
+	b.ReportMetric(float64(after.live)/1e3, "live-kB")
+	b.ReportMetric(float64(after.scan)/1e3, "scan-kB")
 }
 
 // BenchmarkAccessControl measures the request path with the access checks

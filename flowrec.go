@@ -63,10 +63,11 @@ func flowDestination(r *http.Request) string {
 }
 
 // recordFlow hands the record of the request rs followed, which ended
-// with status after d, to the recorder's ring. The maps and slices it
-// passes are the request's own (the client's header, the response header
-// the handler used, the capture's buffers), not copies: nothing changes
-// them once the request is over, and the ring redacts in copies.
+// with status after d, to the recorder's ring, which packs it into one
+// allocation (flows' pack.go); the Flow itself stays on the stack. The
+// maps and slices it passes are the request's own (the client's header,
+// the response header the handler used, the capture's buffers), not
+// copies: the ring only reads them, and redacts as it packs.
 func (p *Proxy) recordFlow(rs *reqState, status int, d time.Duration) {
 	if rs.intercepted && rs.requests > 0 {
 		return // its requests have their own records, decrypted

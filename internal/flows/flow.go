@@ -11,10 +11,10 @@
 package flows
 
 import (
+	"math"
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/redact"
@@ -24,11 +24,11 @@ import (
 // plain HTTP request, a request decrypted from an intercepted CONNECT, or a
 // tunnel whose bytes the proxy did not see.
 //
-// A Flow given to [Ring.Add] belongs to the ring from then on, and must not
-// be changed by anyone; its header maps and body slices are only read, so
-// they may be maps still being read elsewhere (the response header the
-// server is still sending) but must not change either. The flows that the
-// ring returns are shared and read-only.
+// [Ring.Add] packs a Flow into a byte slice of its own and keeps that, not
+// the Flow: the Flow, its header maps, URL and body slices may be the
+// request's own (the response header the server is still sending), which
+// Add only reads, while it runs. The flows that the ring returns and sends
+// to subscribers are shared and read-only.
 type Flow struct {
 	// ID numbers the flows of a Ring from 1 up in the order they were
 	// added; Add sets it.
@@ -40,8 +40,8 @@ type Flow struct {
 	// URL is the absolute URL of the request, with any password replaced
 	// (url.URL.Redacted); the authority (host:port) for CONNECT. When
 	// it is empty and RawURL is not nil, it is RawURL's String, made when
-	// the flow is read rather than for every request recorded; RawURL must
-	// not change once the flow is added.
+	// the flow is read rather than for every request recorded (the ring
+	// keeps RawURL's parts).
 	URL    string
 	RawURL *url.URL
 	// Host is the destination as host or host:port.
@@ -80,10 +80,10 @@ type Flow struct {
 	// Timings are the phases of the request, each zero when not measured.
 	Timings Timings
 	// RequestHeader and ResponseHeader are the headers of the client's
-	// request and of the response sent to it. Add replaces a header that
-	// holds Authorization, Proxy-Authorization, Cookie or Set-Cookie by a
-	// copy in which their values are redact.Redacted; it never changes
-	// the map it was given.
+	// request and of the response sent to it. The values of
+	// Authorization, Proxy-Authorization, Cookie and Set-Cookie are
+	// redact.Redacted in the flows the ring returns and sends; Add never
+	// changes the maps it was given.
 	RequestHeader, ResponseHeader http.Header
 	// RequestBody and ResponseBody are the captured prefixes of the
 	// bodies.
@@ -105,7 +105,7 @@ type Timings struct {
 
 // Body is a captured body prefix.
 type Body struct {
-	// ContentType is the body's Content-Type; Add fills it from the
+	// ContentType is the body's Content-Type; the ring fills it from the
 	// flow's header when empty.
 	ContentType string
 	// Prefix holds the first bytes of the body, as many as the capture
@@ -114,50 +114,21 @@ type Body struct {
 	Prefix []byte
 }
 
-// flowOverhead is what a Flow costs besides its strings, headers and
-// bodies: the struct, the pointer to it in the ring, and a margin for the
-// allocator's size classes.
-const flowOverhead = 384
+// entryOverhead is what a kept flow costs besides its packed bytes: its
+// slot in the ring and the allocator's rounding, about.
+const entryOverhead = 64
 
-// headerEntryOverhead and headerValueOverhead approximate what a map entry
-// and a value of an http.Header cost besides their bytes.
-const (
-	headerEntryOverhead = 48
-	headerValueOverhead = 16
-)
+// packedSize is what a flow packed in p costs the ring's byte cap.
+func packedSize(p []byte) int64 { return entryOverhead + int64(len(p)) }
 
-// Size estimates the memory the flow holds, in bytes: a fixed overhead,
-// its strings, its headers and its body prefixes. The Ring's byte cap
-// counts it.
+// Size is what f costs the ring that keeps it, in bytes: its packed
+// length (its strings, URL, headers and body prefixes, redacted) and a
+// small overhead. The Ring's byte cap counts it.
 func (f *Flow) Size() int64 {
-	return f.fixedSize() + int64(headerSize(f.RequestHeader)+headerSize(f.ResponseHeader))
-}
-
-// fixedSize is Size without the headers.
-func (f *Flow) fixedSize() int64 {
-	n := flowOverhead + len(f.Method) + len(f.URL) + rawURLSize(f.RawURL) + len(f.Host) + len(f.Proto) + len(f.User) +
-		len(f.Client) + len(f.Upstream) + len(f.ErrorKind) + len(f.ErrorReason) + upstreamAddrSize(f.UpstreamAddr) +
-		len(f.RequestBody.ContentType) + len(f.ResponseBody.ContentType) +
-		len(f.RequestBody.Prefix) + len(f.ResponseBody.Prefix)
-	return int64(n)
-}
-
-// upstreamAddrSize is what an UpstreamAddr costs: its string's length
-// at most, without making it (an address is shared with its connection).
-func upstreamAddrSize(a net.Addr) int {
-	if a == nil {
-		return 0
-	}
-	return len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")
-}
-
-// rawURLSize is what a RawURL costs besides what it shares with the
-// request it came from: the url.URL and its String's length, about.
-func rawURLSize(u *url.URL) int {
-	if u == nil {
-		return 0
-	}
-	return 144 + len(u.Scheme) + len(u.Host) + len(u.Path) + len(u.RawQuery) + len("://?")
+	bp := packBuffers.Get().(*[]byte)
+	defer packBuffers.Put(bp)
+	*bp = appendFlow((*bp)[:0], f, math.MaxInt, true)
+	return packedSize(*bp)
 }
 
 // url is f.URL, or f.RawURL's String when it is empty.
@@ -174,43 +145,6 @@ func (f *Flow) upstream() string {
 		return f.UpstreamAddr.String()
 	}
 	return f.Upstream
-}
-
-// redactSize redacts f (see redactFlow) and returns its Size, walking a
-// header without credentials once.
-func (f *Flow) redactSize() int64 {
-	f.redactURL()
-	return f.fixedSize() + int64(redactedSize(&f.RequestHeader)+redactedSize(&f.ResponseHeader))
-}
-
-// redactedSize replaces *h by its redacted copy when it holds credentials
-// (redactHeader), and returns the size of the header kept.
-func redactedSize(h *http.Header) int {
-	n, secret := measureHeader(*h)
-	if secret {
-		*h = redactHeader(*h)
-		n, _ = measureHeader(*h)
-	}
-	return n
-}
-
-// headerSize returns what h costs.
-func headerSize(h http.Header) int {
-	n, _ := measureHeader(h)
-	return n
-}
-
-// measureHeader returns what h costs, and whether it holds a sensitive
-// field.
-func measureHeader(h http.Header) (n int, secret bool) {
-	for name, values := range h {
-		secret = secret || sensitive(name)
-		n += headerEntryOverhead + len(name)
-		for _, v := range values {
-			n += headerValueOverhead + len(v)
-		}
-	}
-	return n, secret
 }
 
 // redactHeader returns h when it holds no sensitive field, else a copy of
@@ -245,26 +179,18 @@ func sensitive(name string) bool {
 }
 
 // redactFlow redacts the values of sensitive headers (in copies) and a
-// password in the URL. It allocates only when there is something to
-// redact.
-func redactFlow(f *Flow) { f.redactSize() }
-
-// redactURL replaces a password in the URL; it allocates only when the URL
-// holds one.
-func (f *Flow) redactURL() {
+// password in the URL, as pack does. It allocates only when there is
+// something to redact.
+func redactFlow(f *Flow) {
+	f.RequestHeader = redactHeader(f.RequestHeader)
+	f.ResponseHeader = redactHeader(f.ResponseHeader)
 	if f.URL == "" && f.RawURL != nil {
 		if _, ok := f.RawURL.User.Password(); ok {
 			f.URL = f.RawURL.Redacted()
 		}
 		return
 	}
-	if strings.Contains(f.URL, "@") && !f.Tunnel {
-		if u, err := url.Parse(f.URL); err == nil && u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				f.URL = u.Redacted()
-			}
-		}
-	}
+	f.URL = redactURLString(f.URL, f.Tunnel)
 }
 
 // fillContentTypes sets the bodies' content types from the headers when

@@ -1,7 +1,6 @@
 package flows
 
 import (
-	"bytes"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,8 +29,10 @@ type Options struct {
 // MaxBytes of them by [Flow.Size]: adding a flow evicts the oldest ones
 // until both caps hold. It is safe for concurrent use.
 //
-// Adding costs a lock held for a few stores, and no allocation when no one
-// subscribes; each subscriber adds a channel send that never blocks.
+// Adding packs the flow into one allocation, then holds a lock for a few
+// stores; with subscribers it also copies the flow for them (and its
+// headers with credentials, redacted), and each adds a channel send that
+// never blocks. Reading a flow unpacks it (Get, Query).
 type Ring struct {
 	maxBytes int64
 	maxBody  int
@@ -49,9 +50,12 @@ type Ring struct {
 	dropped  uint64 // flows too large even without their bodies
 }
 
+// entry is a flow kept: its ID, its size as the byte cap counts it, and
+// the flow packed (see pack.go).
 type entry struct {
-	f    *Flow
+	id   uint64
 	size int64
+	data []byte
 }
 
 // NewRing returns an empty ring that records.
@@ -87,25 +91,24 @@ func (r *Ring) Pause() { r.paused.Store(true) }
 // Resume starts recording again after Pause.
 func (r *Ring) Resume() { r.paused.Store(false) }
 
-// Add records f, which the ring owns from then on (see [Flow]), and
-// returns its ID; 0 when the ring is paused or f is too large to keep even
-// without its bodies. Before storing f it cuts its body prefixes to
-// MaxBodyBytes, redacts its headers (in copies: see [Flow]) and URL, and
-// fills its bodies' content types from the headers. Flows too large for MaxBytes with their bodies
-// are kept without them. Subscribers are sent f; one whose buffer is full
-// misses it, and its Dropped count grows.
+// Add records f and returns its ID; 0 when the ring is paused or f is too
+// large to keep even without its bodies. The ring keeps f packed (see
+// pack.go): redacted, its body prefixes cut to MaxBodyBytes and its
+// bodies' content types filled from its headers; f itself, its maps and
+// slices are neither kept nor changed, but for its ID, which Add sets.
+// Flows too large for MaxBytes with their bodies are kept without them.
+// Subscribers are sent a copy of f redacted as the ring keeps it; one
+// whose buffer is full misses it, and its Dropped count grows.
 func (r *Ring) Add(f *Flow) uint64 {
 	if r.paused.Load() {
 		return 0
 	}
-	f.RequestBody.Prefix = r.clip(f.RequestBody.Prefix)
-	f.ResponseBody.Prefix = r.clip(f.ResponseBody.Prefix)
-	fillContentTypes(f)
-	size := f.redactSize()
+	data := pack(f, r.maxBody, true)
+	size := packedSize(data)
 	stripped := false
 	if size > r.maxBytes {
-		size -= int64(len(f.RequestBody.Prefix) + len(f.ResponseBody.Prefix))
-		f.RequestBody.Prefix, f.ResponseBody.Prefix = nil, nil
+		data = pack(f, r.maxBody, false)
+		size = packedSize(data)
 		stripped = true
 	}
 
@@ -123,28 +126,41 @@ func (r *Ring) Add(f *Flow) uint64 {
 	}
 	r.nextID++
 	f.ID = r.nextID
-	r.entries[(r.head+r.n)%len(r.entries)] = entry{f: f, size: size}
+	r.entries[(r.head+r.n)%len(r.entries)] = entry{id: f.ID, size: size, data: data}
 	r.n++
 	r.bytes += size
 	r.added++
-	for _, s := range r.subs {
-		select {
-		case s.c <- f:
-		default:
-			s.dropped.Add(1)
+	if len(r.subs) > 0 {
+		g := r.shared(f, stripped)
+		for _, s := range r.subs {
+			select {
+			case s.c <- g:
+			default:
+				s.dropped.Add(1)
+			}
 		}
 	}
 	return f.ID
 }
 
-// clip cuts a prefix longer than MaxBodyBytes, copying it so that the
-// longer array is not kept alive.
-func (r *Ring) clip(p []byte) []byte {
-	if len(p) <= r.maxBody {
-		return p
+// shared is the copy of f sent to subscribers: redacted (in copies of its
+// headers) and filled in as the ring keeps it, without bodies when
+// stripped. It shares f's maps and slices that need no change.
+func (r *Ring) shared(f *Flow, stripped bool) *Flow {
+	g := new(Flow)
+	*g = *f
+	g.RequestBody.Prefix = r.clip(g.RequestBody.Prefix)
+	g.ResponseBody.Prefix = r.clip(g.ResponseBody.Prefix)
+	if stripped {
+		g.RequestBody.Prefix, g.ResponseBody.Prefix = nil, nil
 	}
-	return bytes.Clone(p[:r.maxBody])
+	fillContentTypes(g)
+	redactFlow(g)
+	return g
 }
+
+// clip cuts a prefix longer than MaxBodyBytes.
+func (r *Ring) clip(p []byte) []byte { return clip(p, r.maxBody) }
 
 // evictOldest drops the oldest flow; r.mu is held and r.n > 0.
 func (r *Ring) evictOldest() {
@@ -163,20 +179,22 @@ func (r *Ring) at(i int) *entry { return &r.entries[(r.head+i)%len(r.entries)] }
 // hold it (any more).
 func (r *Ring) Get(id uint64) *Flow {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	// IDs grow from the oldest to the newest: search.
 	lo, hi := 0, r.n
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		if r.at(mid).f.ID < id {
+		if r.at(mid).id < id {
 			lo = mid + 1
 		} else {
 			hi = mid
 		}
 	}
-	if lo < r.n && r.at(lo).f.ID == id {
-		return r.at(lo).f
+	if lo < r.n && r.at(lo).id == id {
+		e := *r.at(lo)
+		r.mu.Unlock()
+		return unpack(e.id, e.data)
 	}
+	r.mu.Unlock()
 	return nil
 }
 
@@ -184,28 +202,27 @@ func (r *Ring) Get(id uint64) *Flow {
 // them (all when f.Limit <= 0).
 func (r *Ring) Query(f Filter) []*Flow {
 	r.mu.Lock()
-	snap := make([]*Flow, 0, r.n)
+	snap := make([]entry, 0, r.n)
 	for i := r.n - 1; i >= 0; i-- {
-		fl := r.at(i).f
-		if f.BeforeID != 0 && fl.ID >= f.BeforeID {
+		e := r.at(i)
+		if f.BeforeID != 0 && e.id >= f.BeforeID {
 			continue
 		}
-		if fl.ID <= f.AfterID {
+		if e.id <= f.AfterID {
 			break
 		}
-		snap = append(snap, fl)
+		snap = append(snap, *e)
 	}
 	r.mu.Unlock()
-	out := snap[:0]
-	for _, fl := range snap {
+	out := make([]*Flow, 0, min(len(snap), max(f.Limit, 0)))
+	for _, e := range snap {
 		if f.Limit > 0 && len(out) == f.Limit {
 			break
 		}
-		if f.Match(fl) {
+		if fl := unpack(e.id, e.data); f.Match(fl) {
 			out = append(out, fl)
 		}
 	}
-	clear(snap[len(out):]) // let the rest go
 	return out
 }
 

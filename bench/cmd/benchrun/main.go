@@ -41,6 +41,7 @@ type harness struct {
 	fwdproxyMITM          bool
 	fwdproxyFront         bool     // has the front-end flags (-tls-listen, -socks-listen, -h2c)
 	fwdproxyBase          string   // the example server built from -fwdproxy-base-src, or ""
+	fwdproxyBaseFlags     []string // -fwdproxy-base-flags, split at spaces
 	env                   []string // environment of the proxies
 	loadThreads           int
 	tck                   float64
@@ -72,6 +73,7 @@ func run() error {
 	pin := flag.Bool("pin", false, "pin the proxy to CPU "+proxyCPU+" and the load generator and origin to CPU "+loadCPU+" (taskset)")
 	fwdSrc := flag.String("fwdproxy-src", "..", "fwdproxy source tree whose examples/fwdproxy is built and measured")
 	baseSrc := flag.String("fwdproxy-base-src", "", "a second fwdproxy source tree (e.g. the previous commit), measured as target fwdproxy-base")
+	baseFlags := flag.String("fwdproxy-base-flags", "", "flags added to fwdproxy-base's, separated by spaces: \"-log-level warn -admin-listen 127.0.0.1:0\" makes it the base's fwdproxy-admin")
 	out := flag.String("out", "", "directory for results.md, results.json and proxy logs (default results/<UTC time>)")
 	flag.Parse()
 	if *quick {
@@ -110,6 +112,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer h.close()
+	h.fwdproxyBaseFlags = strings.Fields(*baseFlags)
 	if err := h.setup(*fwdSrc, *baseSrc); err != nil {
 		return err
 	}

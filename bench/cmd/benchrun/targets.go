@@ -85,7 +85,7 @@ func launchFwdproxyAdmin(h *harness, port int, dir string, s scenario) ([]string
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
-// for before/after comparisons in one run.
+// for before/after comparisons in one run, with -fwdproxy-base-flags.
 func launchFwdproxyBase(h *harness, port int, _ string, s scenario) ([]string, string, error) {
 	argv := []string{h.fwdproxyBase, "-listen", addr(port), "-allow-private"}
 	if fwdproxyHasFlag(h.fwdproxyBase, "-allow-port") {
@@ -94,7 +94,7 @@ func launchFwdproxyBase(h *harness, port int, _ string, s scenario) ([]string, s
 	if fwdproxyHasFlag(h.fwdproxyBase, "-max-tunnels") {
 		argv = append(argv, fwdproxyLimitArgs(s, h.fdLimit)...)
 	}
-	return argv, "", nil
+	return append(argv, h.fwdproxyBaseFlags...), "", nil
 }
 
 // The example server's defaults (fwdproxy.DefaultMaxConns and
