@@ -202,3 +202,12 @@ func (h *recordingHandler) messages() []string {
 	defer h.mu.Unlock()
 	return append([]string(nil), h.msgs...)
 }
+
+func mustAtoi(tb testing.TB, s string) int {
+	tb.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		tb.Fatalf("%q: %v", s, err)
+	}
+	return n
+}
