@@ -111,6 +111,7 @@ type Store struct {
 	consecutive atomic.Int64
 	closed      atomic.Bool
 	done        chan struct{} // closed by Close: stops the probe
+	probeMu     sync.Mutex    // orders startProbe's wg.Add before Close's wg.Wait
 	wg          sync.WaitGroup
 
 	stats counters
@@ -316,9 +317,12 @@ func Open(rawURL string, opts ...Option) (*Store, error) {
 // Close stops the Store's probe and closes its connections. Calls after
 // Close fail with ErrClosed or, where the interface has no error, miss.
 func (s *Store) Close() error {
+	s.probeMu.Lock()
 	if !s.closed.CompareAndSwap(false, true) {
+		s.probeMu.Unlock()
 		return nil
 	}
+	s.probeMu.Unlock()
 	close(s.done)
 	s.wg.Wait()
 	return s.rdb.Close()
@@ -459,6 +463,8 @@ func (s *Store) markUp() {
 // Store is closed. Only one runs: markDown starts it on the up→down
 // transition and it ends with markUp.
 func (s *Store) startProbe() {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
 	if s.closed.Load() {
 		return
 	}
