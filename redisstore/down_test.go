@@ -34,7 +34,7 @@ func TestRedisStoppedDuringLoad(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	r.stop()
 	stopped := time.Now()
-	waitFor(t, time.Second, "both replicas mark Redis down", func() bool { return !a.Up() && !b.Up() })
+	waitFor(t, 2*time.Second, "both replicas mark Redis down", func() bool { return !a.Up() && !b.Up() })
 	t.Logf("both replicas marked Redis down %v after it stopped", time.Since(stopped).Round(time.Millisecond))
 
 	// Down: the fallback decides, fail-open with the local limit.
@@ -54,15 +54,20 @@ func TestRedisStoppedDuringLoad(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	res := load.stop()
 
-	t.Logf("steady load: %d calls, max wait %v (timeout %v), %d fallbacks", res.calls, res.max.Round(time.Microsecond), timeout, res.fallbacks)
-	if res.max > timeout+50*time.Millisecond {
-		t.Errorf("a call waited %v, past the timeout of %v (and 50ms of scheduling)", res.max, timeout)
+	t.Logf("steady load: %d calls, max wait %v (timeout %v; scheduling delay up to %v), %d fallbacks",
+		res.calls, res.max.Round(time.Microsecond), timeout, res.sched.Round(time.Microsecond), res.fallbacks)
+	if res.max > timeout+res.slack() {
+		t.Errorf("a call waited %v, past the timeout of %v and %v of slack", res.max, timeout, res.slack())
 	}
+	// Each replica went down and up once; on a starved machine a call may
+	// also time out before the stop, and so count a brief outage more.
+	var changes uint64
 	for i, s := range stores {
 		st := s.Stats()
 		t.Logf("replica %d: %+v", i, st)
-		if st.StateChanges != 2 || st.Fallbacks == 0 || !st.Up {
-			t.Errorf("replica %d: %+v; want 2 state changes, fallbacks, up", i, st)
+		changes += st.StateChanges
+		if st.StateChanges < 2 || st.StateChanges%2 != 0 || st.Fallbacks == 0 || !st.Up {
+			t.Errorf("replica %d: %+v; want down and up (2 state changes), fallbacks, up", i, st)
 		}
 	}
 	var down, up int
@@ -74,8 +79,8 @@ func TestRedisStoppedDuringLoad(t *testing.T) {
 			up++
 		}
 	}
-	if down != 2 || up != 2 {
-		t.Errorf("logged %d down and %d up transitions for 2 replicas, want 2 and 2: %q", down, up, logs.messages())
+	if down != up || uint64(down+up) != changes || len(logs.messages()) != down+up {
+		t.Errorf("logged %d down and %d up transitions for %d state changes, want one line each: %q", down, up, changes, logs.messages())
 	}
 
 	// Shared again: a burst of 5 across both replicas.
@@ -109,12 +114,13 @@ func TestRedisStuck(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	res := load.stop()
 	st := s.Stats()
-	t.Logf("stuck Redis: %d calls, max wait %v (timeout %v); %+v", res.calls, res.max.Round(time.Microsecond), timeout, st)
+	t.Logf("stuck Redis: %d calls, max wait %v (timeout %v; scheduling delay up to %v); %+v",
+		res.calls, res.max.Round(time.Microsecond), timeout, res.sched.Round(time.Microsecond), st)
 	if st.Timeouts == 0 {
 		t.Error("no timeouts counted")
 	}
-	if res.max > timeout+50*time.Millisecond {
-		t.Errorf("a call waited %v, past the timeout of %v (and 50ms of scheduling)", res.max, timeout)
+	if res.max > timeout+res.slack() {
+		t.Errorf("a call waited %v, past the timeout of %v and %v of slack", res.max, timeout, res.slack())
 	}
 }
 
@@ -173,8 +179,14 @@ func TestQuotaFallbackCatchesUp(t *testing.T) {
 
 type loadResult struct {
 	calls, fallbacks int64
-	max              time.Duration
+	max              time.Duration // the longest call
+	sched            time.Duration // the longest a 1 ms sleep overslept: the machine's scheduling delay
 }
+
+// slack is what a call may take past the timeout: 20 ms, plus the
+// scheduling delay measured meanwhile (these tests share two cores with the
+// race detector and whatever else runs).
+func (r loadResult) slack() time.Duration { return 20*time.Millisecond + r.sched }
 
 type loadRun struct {
 	stop func() loadResult
@@ -185,8 +197,17 @@ type loadRun struct {
 func runLoad(t *testing.T, stores []*Store) loadRun {
 	var done atomic.Bool
 	var calls atomic.Int64
-	var maxNS atomic.Int64
+	var maxNS, schedNS atomic.Int64
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !done.Load() {
+			start := time.Now()
+			time.Sleep(time.Millisecond)
+			if d := int64(time.Since(start) - time.Millisecond); d > schedNS.Load() {
+				schedNS.Store(d)
+			}
+		}
+	})
 	ctx := context.Background()
 	timed := func(f func()) {
 		start := time.Now()
@@ -225,7 +246,7 @@ func runLoad(t *testing.T, stores []*Store) loadRun {
 				if ok {
 					timed(func() { _ = s.Release(ctx, "steady", id) })
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(2 * time.Millisecond)
 			}
 		})
 	}
@@ -236,7 +257,7 @@ func runLoad(t *testing.T, stores []*Store) loadRun {
 		for _, s := range stores {
 			fb += s.Stats().Fallbacks
 		}
-		return loadResult{calls: calls.Load(), fallbacks: int64(fb), max: time.Duration(maxNS.Load())}
+		return loadResult{calls: calls.Load(), fallbacks: int64(fb), max: time.Duration(maxNS.Load()), sched: time.Duration(schedNS.Load())}
 	}}
 }
 
