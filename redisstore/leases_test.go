@@ -64,7 +64,7 @@ func TestLeasesOfDeadReplicaFreeWithinTTL(t *testing.T) {
 	r := startRedis(t)
 	a, b := openStore(t, r), openStore(t, r)
 	ctx := context.Background()
-	const ttl = 500 * time.Millisecond
+	const ttl = time.Second
 	var leases []*Lease
 	for range 10 {
 		l, ok, err := AcquireLease(ctx, a, "tunnels:bob", 10, ttl)
@@ -95,7 +95,7 @@ func TestLeasesOfDeadReplicaFreeWithinTTL(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("a dead replica's lease was free %v after it died (ttl %v)", freed.Round(time.Millisecond), ttl)
-	if freed > ttl+100*time.Millisecond {
+	if freed > ttl+250*time.Millisecond {
 		t.Errorf("freed after %v, want within the ttl of %v", freed, ttl)
 	}
 	for _, l := range leases {
@@ -111,11 +111,11 @@ func TestLeaseRenewsUntilReleased(t *testing.T) {
 	r := startRedis(t)
 	s := openStore(t, r)
 	ctx := context.Background()
-	l, ok, err := AcquireLease(ctx, s, "k", 1, 90*time.Millisecond)
+	l, ok, err := AcquireLease(ctx, s, "k", 1, 300*time.Millisecond)
 	if err != nil || !ok {
 		t.Fatalf("AcquireLease: %v, %v", ok, err)
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(time.Second)
 	if v, _ := r.cli("ZSCORE", DefaultKeyPrefix+"lease:k", l.ID()); v == "" {
 		t.Fatal("the lease expired while it was renewed")
 	}

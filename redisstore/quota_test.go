@@ -15,7 +15,7 @@ func TestAddBytesWindow(t *testing.T) {
 	r := startRedis(t)
 	a, b := openStore(t, r), openStore(t, r)
 	ctx := context.Background()
-	const window = 300 * time.Millisecond
+	const window = time.Second
 	// Start right after a window begins, so that the adds share one.
 	time.Sleep(time.Duration(window.Nanoseconds()-time.Now().UnixNano()%window.Nanoseconds()) + 5*time.Millisecond)
 	used, reset, err := a.AddBytes(ctx, "alice", 1000, window)
