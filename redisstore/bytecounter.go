@@ -133,7 +133,7 @@ func NewByteCounter(qs QuotaStore, key string, limit int64, window time.Duration
 // within the quota (false once the quota is known to be reached).
 func (c *ByteCounter) Add(n int) bool {
 	if n <= 0 {
-		return !c.over.Load()
+		return c.Remaining() > 0
 	}
 	p := c.pending.Add(int64(n))
 	if c.used.Load()+c.inflight.Load()+p >= c.limit {
@@ -152,9 +152,14 @@ func (c *ByteCounter) Add(n int) bool {
 
 // Remaining returns how many more bytes the transfer may move: the quota
 // less the shared usage at the last flush and this counter's bytes not yet
-// in it; 0 when none.
+// in it. At 0 the quota is reached: Exceeded is closed.
 func (c *ByteCounter) Remaining() int64 {
-	return max(0, c.limit-c.used.Load()-c.inflight.Load()-c.pending.Load())
+	left := c.limit - c.used.Load() - c.inflight.Load() - c.pending.Load()
+	if left <= 0 {
+		c.markExceeded()
+		return 0
+	}
+	return left
 }
 
 // Used returns the usage as this counter knows it: the shared usage at the
@@ -259,8 +264,6 @@ func (c *ByteCounter) flush(n int64) error {
 		return err
 	}
 	c.used.Store(used)
-	if used >= c.limit {
-		c.markExceeded()
-	}
+	c.Remaining() // marks the quota reached by others' bytes with ours
 	return nil
 }
