@@ -39,6 +39,7 @@ const (
 	Leases                 // Acquire
 )
 
+// String returns the kind's name, as in log lines.
 func (k Kind) String() string {
 	switch k {
 	case RateLimits:
@@ -69,6 +70,7 @@ const (
 	FailClosed
 )
 
+// String returns "fail-open" or "fail-closed".
 func (p Policy) String() string {
 	switch p {
 	case FailOpen:
