@@ -3,6 +3,9 @@ package redisstore
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +29,7 @@ type redisServer struct {
 	dir  string
 	args []string
 	cmd  *exec.Cmd
+	tls  *tls.Config // when set, the server listens with TLS on port
 }
 
 // startRedis starts a redis-server on a free loopback port, without
@@ -46,6 +50,46 @@ func startRedis(tb testing.TB, extra ...string) *redisServer {
 	r.start()
 	tb.Cleanup(r.stop)
 	return r
+}
+
+// startRedisTLS starts a redis-server that listens with TLS only, with a
+// certificate for 127.0.0.1 signed by the test CA, and returns it with the
+// client configuration that trusts that CA.
+func startRedisTLS(tb testing.TB) (*redisServer, *tls.Config) {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Skip("redis-server not installed (Debian: apt-get install redis-server; .ci/run installs it): skipping the tests with a real Redis")
+	}
+	dir := tb.TempDir()
+	leaf := mintLeaf(tb, "127.0.0.1", time.Hour)
+	pemBytes, err := encodeCert(leaf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ca := testCA()
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate[0]})
+	for name, b := range map[string][]byte{"server.pem": pemBytes, "ca.pem": caPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Leaf)
+	conf := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &redisServer{tb: tb, port: port, dir: dir, tls: conf.Clone()}
+	r.tls.ServerName = "127.0.0.1"
+	r.args = []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+		"--tls-cert-file", filepath.Join(dir, "server.pem"), "--tls-key-file", filepath.Join(dir, "server.pem"),
+		"--tls-ca-cert-file", filepath.Join(dir, "ca.pem"), "--tls-auth-clients", "no"}
+	r.start()
+	tb.Cleanup(r.stop)
+	return r, conf
 }
 
 func (r *redisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
@@ -92,7 +136,13 @@ func (r *redisServer) ping() error {
 // cli sends one inline command and returns the first line of the answer
 // without its type byte; bulk strings are read whole.
 func (r *redisServer) cli(args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
+	var c net.Conn
+	var err error
+	if r.tls != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", r.addr(), r.tls)
+	} else {
+		c, err = net.DialTimeout("tcp", r.addr(), time.Second)
+	}
 	if err != nil {
 		return "", err
 	}

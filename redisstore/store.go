@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -108,6 +109,7 @@ type Store struct {
 	log      *slog.Logger
 
 	certMargin time.Duration
+	tlsConfig  *tls.Config
 
 	up          atomic.Bool
 	consecutive atomic.Int64
@@ -250,6 +252,20 @@ func WithCertCache(n int) Option {
 	}
 }
 
+// WithTLSConfig sets the TLS configuration of a rediss:// URL, for a Redis
+// whose certificate is signed by a private CA (RootCAs) or that wants
+// client certificates; by default the system's roots verify the server and
+// the URL's host is the server name. It is an error with a redis:// URL.
+func WithTLSConfig(c *tls.Config) Option {
+	return func(s *Store) error {
+		if c == nil {
+			return errors.New("nil TLS config")
+		}
+		s.tlsConfig = c.Clone()
+		return nil
+	}
+}
+
 // Open returns a Store on the Redis server of rawURL:
 // redis://[user:password@]host:port[/db] or rediss:// for TLS (also
 // unix:///path?db=N). The URL's query may set go-redis options, but the
@@ -285,6 +301,15 @@ func Open(rawURL string, opts ...Option) (*Store, error) {
 		s.certs, _ = newCertCache(DefaultCertCacheSize)
 	}
 	s.local = newFallback()
+	if s.tlsConfig != nil {
+		if ro.TLSConfig == nil {
+			return nil, errors.New("redisstore: WithTLSConfig needs a rediss:// URL")
+		}
+		if s.tlsConfig.ServerName == "" {
+			s.tlsConfig.ServerName = ro.TLSConfig.ServerName
+		}
+		ro.TLSConfig = s.tlsConfig
+	}
 	// Every wait is bounded by the Store's timeout, through the context
 	// (ContextTimeoutEnabled) and the socket deadlines alike. go-redis's
 	// retries are off: a retried script could count twice, and a retry

@@ -54,11 +54,42 @@ func TestOpenURL(t *testing.T) {
 	}
 	for _, o := range []Option{nil, WithTimeout(0), WithLocalShare(0), WithLocalShare(1.5), WithFailureThreshold(0),
 		WithProbeInterval(0), WithCertCache(-1), WithFailurePolicy(Kind(7), FailOpen), WithFailurePolicy(Leases, Policy(9)),
-		WithLogger(nil), WithCertExpiryMargin(-time.Second)} {
+		WithLogger(nil), WithCertExpiryMargin(-time.Second), WithTLSConfig(nil)} {
 		if s, err := Open(r.url(), o); err == nil {
 			s.Close()
 			t.Errorf("Open accepted a bad option")
 		}
+	}
+}
+
+// rediss:// with WithTLSConfig: a Redis whose certificate a private CA
+// signed.
+func TestOpenTLS(t *testing.T) {
+	r, conf := startRedisTLS(t)
+	u := "rediss://" + r.addr() + "/0"
+	s, err := Open(u, WithTLSConfig(conf), WithLogger(discardLogger()), WithTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Up() {
+		t.Fatal("not up over TLS")
+	}
+	if d, err := s.Allow(context.Background(), "k", Rate{PerSecond: 1, Burst: 1}); err != nil || !d.Allowed {
+		t.Fatalf("Allow over TLS: %+v, %v", d, err)
+	}
+	// Without the CA, the server's certificate is not trusted.
+	bad, err := Open(u, WithLogger(discardLogger()), WithProbeInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if bad.Up() {
+		t.Error("up with a certificate the system's roots do not trust")
+	}
+	if s, err := Open("redis://"+r.addr(), WithTLSConfig(conf)); err == nil {
+		s.Close()
+		t.Error("WithTLSConfig accepted with a redis:// URL")
 	}
 }
 
