@@ -26,9 +26,11 @@ const (
 // The caller cuts the transfer at the quota: before moving a chunk it asks
 // Remaining, moves at most that many bytes and adds them; once Remaining is
 // 0 (or Add returns false, or Exceeded is closed) it stops. Remaining counts
-// this transfer's bytes at once and other transfers' at their flushes, so
-// the quota is passed by at most what other transfers counted and did not
-// flush yet: one batch each.
+// this transfer's bytes at once and other transfers' as of its last flush,
+// so the quota is passed by what other transfers moved that this one has
+// not seen yet: at most about one batch each while flushes keep up. Near the
+// quota the batches shrink (to a quarter of what is left, down to 4 KiB),
+// so that transfers sharing a quota see each other sooner.
 //
 // A ByteCounter is safe for concurrent use, e.g. by both directions of a
 // tunnel. It starts no goroutine while idle. Close it when the transfer
@@ -136,13 +138,14 @@ func (c *ByteCounter) Add(n int) bool {
 		return c.Remaining() > 0
 	}
 	p := c.pending.Add(int64(n))
-	if c.used.Load()+c.inflight.Load()+p >= c.limit {
+	est := c.used.Load() + c.inflight.Load() + p
+	if est >= c.limit {
 		c.markExceeded()
 	}
 	if c.closed.Load() {
 		return !c.over.Load()
 	}
-	if p >= c.flushBytes {
+	if p >= c.threshold(est) {
 		c.startFlush()
 	} else if !c.armed.Load() && c.armed.CompareAndSwap(false, true) {
 		c.timer.Reset(c.flushEvery)
@@ -201,6 +204,22 @@ func (c *ByteCounter) Close() error {
 	return c.flush(n)
 }
 
+// minFlushBytes is the smallest batch: near the quota, batches shrink to
+// a quarter of what is left, down to this.
+const minFlushBytes = 4 << 10
+
+// threshold returns the batch that starts a flush at estimated usage est:
+// FlushBytes, or a quarter of what is left of the quota when that is less,
+// so that transfers sharing a quota learn of each other's bytes more often
+// as it nears, and pass it by less.
+func (c *ByteCounter) threshold(est int64) int64 {
+	left := c.limit - est
+	if left >= 4*c.flushBytes {
+		return c.flushBytes
+	}
+	return min(c.flushBytes, max(minFlushBytes, left/4))
+}
+
 func (c *ByteCounter) markExceeded() {
 	if c.over.CompareAndSwap(false, true) {
 		close(c.exceeded)
@@ -239,7 +258,7 @@ func (c *ByteCounter) startFlush() {
 			// Bytes counted meanwhile: flush them now when they make a
 			// batch, otherwise when the timer fires.
 			p := c.pending.Load()
-			if err == nil && p >= c.flushBytes && !c.closed.Load() && c.flushing.CompareAndSwap(false, true) {
+			if err == nil && p >= c.threshold(c.used.Load()+c.inflight.Load()+p) && !c.closed.Load() && c.flushing.CompareAndSwap(false, true) {
 				continue
 			}
 			if p > 0 && !c.closed.Load() && c.armed.CompareAndSwap(false, true) {
