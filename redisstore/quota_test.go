@@ -193,13 +193,14 @@ func download(t *testing.T, url string, s QuotaStore, key string, quota int64) i
 	return n
 }
 
-// Bytes below a batch are flushed FlushInterval after the first of them;
+// Bytes below a batch are flushed FlushInterval after the first of them
+// (300 ms here, so that a busy machine does not flush before the check);
 // Close flushes the rest at once.
 func TestByteCounterFlushes(t *testing.T) {
 	r := startRedis(t)
 	s := openStore(t, r)
 	ctx := context.Background()
-	c, err := NewByteCounter(s, "k", 1<<30, time.Hour, InitialUsage(10))
+	c, err := NewByteCounter(s, "k", 1<<30, time.Hour, InitialUsage(10), FlushInterval(300*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
