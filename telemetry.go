@@ -51,7 +51,8 @@ func (p *Proxy) initTelemetry(c *config) error {
 func (p *Proxy) telemetryCounts() telemetry.Counts {
 	s := p.dnsStats() // upstream.go
 	return telemetry.Counts{DNSHits: s.Hits, DNSMisses: s.Misses, DNSCoalesced: s.Coalesced,
-		DNSStale: s.Stale, DNSEvictions: s.Evictions, DNSErrors: s.Errors, LogDropped: p.logDropped()}
+		DNSStale: s.Stale, DNSEvictions: s.Evictions, DNSErrors: s.Errors, LogDropped: p.logDropped(),
+		QuotaCuts: p.quotas.cuts.Load(), QuotaStoreErrors: p.quotas.storeErrors.Load()}
 }
 
 // closeTelemetry flushes the access log, bounded by ctx, and unregisters

@@ -1,6 +1,8 @@
 package redisstore
 
 import (
+	"github.com/fwdproxy/fwdproxy"
+
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +38,7 @@ const (
 // tunnel. It starts no goroutine while idle. Close it when the transfer
 // ends.
 type ByteCounter struct {
-	qs         QuotaStore
+	qs         fwdproxy.QuotaStore
 	key        string
 	limit      int64
 	window     time.Duration
@@ -102,7 +104,7 @@ func InitialUsage(used int64) ByteCounterOption {
 
 // NewByteCounter returns a ByteCounter adding to key's usage in qs, in
 // windows of length window, against a quota of limit bytes.
-func NewByteCounter(qs QuotaStore, key string, limit int64, window time.Duration, opts ...ByteCounterOption) (*ByteCounter, error) {
+func NewByteCounter(qs fwdproxy.QuotaStore, key string, limit int64, window time.Duration, opts ...ByteCounterOption) (*ByteCounter, error) {
 	if qs == nil {
 		return nil, errors.New("redisstore: NewByteCounter: nil QuotaStore")
 	}

@@ -1,6 +1,8 @@
 package redisstore
 
 import (
+	"github.com/fwdproxy/fwdproxy"
+
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +17,7 @@ import (
 // fails is tried again at the next one; the lease is then at risk only if
 // every renewal of a whole ttl fails.
 type Lease struct {
-	ls  LeaseStore
+	ls  fwdproxy.LeaseStore
 	key string
 	id  string
 	ttl time.Duration
@@ -30,7 +32,7 @@ type Lease struct {
 // AcquireLease takes one of max concurrent leases on key in ls for ttl (see
 // LeaseStore.Acquire) and, when one is granted, keeps it renewed until
 // Release. ok is false when all max are taken.
-func AcquireLease(ctx context.Context, ls LeaseStore, key string, max int, ttl time.Duration) (l *Lease, ok bool, err error) {
+func AcquireLease(ctx context.Context, ls fwdproxy.LeaseStore, key string, max int, ttl time.Duration) (l *Lease, ok bool, err error) {
 	if ls == nil {
 		return nil, false, errors.New("redisstore: AcquireLease: nil LeaseStore")
 	}

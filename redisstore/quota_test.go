@@ -1,6 +1,8 @@
 package redisstore
 
 import (
+	"github.com/fwdproxy/fwdproxy"
+
 	"context"
 	"io"
 	"net/http"
@@ -132,7 +134,7 @@ const readSize = 16 << 10
 
 // timedQuota records the longest AddBytes.
 type timedQuota struct {
-	QuotaStore
+	fwdproxy.QuotaStore
 	mu      sync.Mutex
 	slowest time.Duration
 }
@@ -155,7 +157,7 @@ func (q *timedQuota) max() time.Duration {
 
 // download reads url through a ByteCounter on key, cut at quota, and
 // returns the bytes that passed.
-func download(t *testing.T, url string, s QuotaStore, key string, quota int64) int64 {
+func download(t *testing.T, url string, s fwdproxy.QuotaStore, key string, quota int64) int64 {
 	c, err := NewByteCounter(s, key, quota, time.Hour)
 	if err != nil {
 		t.Fatal(err)
