@@ -2,6 +2,7 @@ package fwdproxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -192,4 +193,88 @@ func TestUserPolicyOnEveryFrontEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPolicyInterceptRouteReload: a policy's Intercept turns interception
+// off (or on) for its users' tunnels; its Routes send its users' requests
+// through an upstream proxy, and only theirs; Reload swaps the policies
+// while a user's rate state carries over, and refuses a bad policy.
+func TestPolicyInterceptRouteReload(t *testing.T) {
+	tlsO, originRoots := tlsOrigin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tls origin") })
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "plain origin") })
+	ca, caRoots := newTestCA(t)
+	auth := WithBasicAuth(StaticCredentials(map[string]string{"alice": "a", "bob": "b", "carol": "c"}))
+	basic := func(u string) string { return creds{u, u[:1]}.header() }
+
+	t.Run("intercept", func(t *testing.T) {
+		never := WithInterceptFunc(func(context.Context, string, *http.Request) bool { return false })
+		tp := startProxy(t, auth, allowAnyConnectPort(), WithUpstreamRootCAs(originRoots), WithInterception(ca, never),
+			WithPolicies(Policy{Name: "clear", Users: []string{"alice"}, Intercept: "off"},
+				Policy{Name: "inspected", Users: []string{"bob"}, Intercept: "on"}))
+		target := tlsO.Listener.Addr().String()
+		for _, tc := range []struct {
+			user        string
+			intercepted bool
+		}{{"alice", false}, {"bob", true}, {"carol", false}} {
+			c, _ := connectAs(t, tp, target, basic(tc.user))
+			roots := originRoots
+			if tc.intercepted {
+				roots = caRoots
+			}
+			tc2 := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+			if err := tc2.Handshake(); err != nil {
+				t.Errorf("%s: TLS handshake trusting the %s: %v", tc.user, map[bool]string{true: "proxy's CA", false: "origin"}[tc.intercepted], err)
+			}
+			c.Close()
+		}
+		if _, err := New(WithPolicies(Policy{Name: "x", Intercept: "on"})); err == nil || !strings.Contains(err.Error(), "needs WithInterception") {
+			t.Errorf("Intercept on without interception: %v", err)
+		}
+	})
+
+	t.Run("route", func(t *testing.T) {
+		up := startProxy(t)
+		tp := startProxy(t, auth, WithPolicies(Policy{Name: "via", Users: []string{"alice"}, Routes: []Route{{Upstreams: []string{"http://" + up.Addr}}}}))
+		for _, tc := range []struct {
+			user string
+			via  uint64 // requests the upstream proxy has seen after
+		}{{"bob", 0}, {"alice", 1}, {"bob", 1}, {"alice", 2}} {
+			status, body, _ := send(t, tp, "GET "+o.URL+"/ HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+basic(tc.user)+"\r\n\r\n")
+			if status != 200 || body != "plain origin" {
+				t.Errorf("%s: %d %q", tc.user, status, body)
+			}
+			quiesce(t, up.Proxy)
+			if got := up.Stats().Requests; got != tc.via {
+				t.Errorf("after %s's request the upstream saw %d, want %d", tc.user, got, tc.via)
+			}
+		}
+	})
+
+	t.Run("reload", func(t *testing.T) {
+		limited := Policy{Name: "slow", Users: []string{"alice"}, Rate: Rate{PerSecond: 0.001, Burst: 1}}
+		tp := startProxy(t, auth, WithPolicies(limited))
+		get := func(user string) int {
+			status, _, _ := send(t, tp, "GET "+o.URL+"/ HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+basic(user)+"\r\n\r\n")
+			return status
+		}
+		if s := get("alice"); s != 200 {
+			t.Fatalf("first: %d", s)
+		}
+		denyBob := Policy{Name: "no bob", Users: []string{"bob"}, DenyHosts: []string{"127.0.0.1"}}
+		if err := tp.Reload(WithAllowPrivate(), auth, WithPolicies(limited, denyBob)); err != nil {
+			t.Fatal(err)
+		}
+		if s, b := get("alice"), get("bob"); s != 429 || b != 403 {
+			t.Errorf("after the reload: alice %d (her rate carries over: want 429), bob %d (want 403)", s, b)
+		}
+		if err := tp.Reload(WithAllowPrivate(), auth, WithPolicies(Policy{Name: "dup"}, Policy{Name: "dup", Users: []string{"x"}})); err == nil {
+			t.Error("a default policy before another accepted")
+		}
+		if err := tp.Reload(WithAllowPrivate(), auth); err != nil {
+			t.Fatal(err)
+		}
+		if s := get("alice"); s != 200 {
+			t.Errorf("without policies: %d", s)
+		}
+	})
 }
