@@ -208,14 +208,19 @@ func TestPolicyInterceptRouteReload(t *testing.T) {
 
 	t.Run("intercept", func(t *testing.T) {
 		never := WithInterceptFunc(func(context.Context, string, *http.Request) bool { return false })
-		tp := startProxy(t, auth, allowAnyConnectPort(), WithUpstreamRootCAs(originRoots), WithInterception(ca, never),
-			WithPolicies(Policy{Name: "clear", Users: []string{"alice"}, Intercept: "off"},
-				Policy{Name: "inspected", Users: []string{"bob"}, Intercept: "on"}))
+		policies := WithPolicies(Policy{Name: "clear", Users: []string{"alice"}, Intercept: "off"},
+			Policy{Name: "inspected", Users: []string{"bob"}, Intercept: "on"})
 		target := tlsO.Listener.Addr().String()
 		for _, tc := range []struct {
+			proxy       string // the Proxy's own choice: "all" or "none"
 			user        string
 			intercepted bool
-		}{{"alice", false}, {"bob", true}, {"carol", false}} {
+		}{{"all", "alice", false}, {"all", "carol", true}, {"none", "bob", true}, {"none", "carol", false}} {
+			opts := []Option{auth, allowAnyConnectPort(), WithUpstreamRootCAs(originRoots), policies, WithInterception(ca)}
+			if tc.proxy == "none" {
+				opts[len(opts)-1] = WithInterception(ca, never)
+			}
+			tp := startProxy(t, opts...)
 			c, _ := connectAs(t, tp, target, basic(tc.user))
 			roots := originRoots
 			if tc.intercepted {
@@ -223,7 +228,7 @@ func TestPolicyInterceptRouteReload(t *testing.T) {
 			}
 			tc2 := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 			if err := tc2.Handshake(); err != nil {
-				t.Errorf("%s: TLS handshake trusting the %s: %v", tc.user, map[bool]string{true: "proxy's CA", false: "origin"}[tc.intercepted], err)
+				t.Errorf("proxy intercepting %s, %s: TLS handshake trusting the %s: %v", tc.proxy, tc.user, map[bool]string{true: "proxy's CA", false: "origin"}[tc.intercepted], err)
 			}
 			c.Close()
 		}
