@@ -455,3 +455,17 @@ func describePolicies(ps []Policy) string {
 	}
 	return b.String()
 }
+
+// flush stops the meters' timers and flushes what they counted: Shutdown
+// calls it, so that a replica that stops leaves its usage in the store.
+func (q *quotaState) flush() {
+	q.mu.Lock()
+	ms := make([]*quota.Meter, 0, len(q.meters))
+	for _, m := range q.meters {
+		ms = append(ms, m)
+	}
+	q.mu.Unlock()
+	for _, m := range ms {
+		m.Close()
+	}
+}

@@ -47,6 +47,7 @@ type Meter struct {
 	pending  atomic.Int64 // counted, not flushed
 	inflight atomic.Int64 // being flushed
 	armed    atomic.Bool  // the timer is set
+	flushing atomic.Bool  // a background flush is started
 
 	flushMu sync.Mutex // one flush at a time
 	timer   *time.Timer
@@ -88,24 +89,36 @@ func (m *Meter) Remaining() int64 {
 	return max(0, m.limit-m.used.Load()-m.pending.Load()-m.inflight.Load())
 }
 
-// Add counts n bytes moved and starts a flush when a batch is full.
+// Add counts n bytes moved and starts a flush when a batch is full. When
+// two batches are waiting (the store is slower than the transfer), it
+// flushes before it returns, so that no process runs more than that ahead
+// of what the others see.
 func (m *Meter) Add(n int64) {
 	if n <= 0 {
 		return
 	}
 	p := m.pending.Add(n)
-	if p >= m.threshold() {
-		go m.Flush(context.Background())
-		return
-	}
-	if m.armed.CompareAndSwap(false, true) {
-		m.timerMu.Lock()
-		if m.timer == nil {
-			m.timer = time.AfterFunc(m.every, m.onTimer)
-		} else {
-			m.timer.Reset(m.every)
+	th := m.threshold()
+	switch {
+	case p >= 2*th:
+		_ = m.Flush(context.Background())
+	case p >= th:
+		if m.flushing.CompareAndSwap(false, true) {
+			go func() {
+				defer m.flushing.Store(false)
+				_ = m.Flush(context.Background())
+			}()
 		}
-		m.timerMu.Unlock()
+	default:
+		if m.armed.CompareAndSwap(false, true) {
+			m.timerMu.Lock()
+			if m.timer == nil {
+				m.timer = time.AfterFunc(m.every, m.onTimer)
+			} else {
+				m.timer.Reset(m.every)
+			}
+			m.timerMu.Unlock()
+		}
 	}
 }
 
