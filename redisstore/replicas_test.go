@@ -248,4 +248,6 @@ func TestReplicasShareTunnelQuota(t *testing.T) {
 	open = append(open, c)
 }
 
-func proxytestEcho(t *testing.T) string { return proxytest.TCPOrigin(t, "tcp", "127.0.0.1:0", proxytest.Echo) }
+func proxytestEcho(t *testing.T) string {
+	return proxytest.TCPOrigin(t, "tcp", "127.0.0.1:0", proxytest.Echo)
+}
