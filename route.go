@@ -92,7 +92,7 @@ func compileRouting(s *settings) (*routing, error) {
 	for i := range s.policies {
 		for j := range s.policies[i].Routes {
 			all = append(all, tagged{&s.policies[i].Routes[j], i + 1,
-				"WithPolicies: policy " + strconv.Quote(s.policies[i].Name) + ": route " + strconv.Itoa(j+1) + ": "})
+				"WithPolicies: policy " + strconv.Itoa(i+1) + " (" + strconv.Quote(s.policies[i].Name) + "): route " + strconv.Itoa(j+1) + ": "})
 		}
 	}
 	for i := range s.routes {
