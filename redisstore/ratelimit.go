@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,31 +61,96 @@ func gcraArgs(r Rate) []any {
 }
 
 // Allow decides whether one more event of key is allowed at rate r, shared
-// by every Store on the same Redis and key prefix, in one round trip (a
-// GCRA in one Lua script, EVALSHA; EVAL only when Redis lost its scripts).
-// A denied event gets the time after which one would be allowed. While
-// Redis is unreachable the RateLimits policy decides (see Policy) and err is
-// nil; err is non-nil only for an invalid rate, a closed Store or the
-// caller's context ending.
+// by every Store on the same Redis and key prefix (a GCRA in one Lua
+// script). Concurrent calls are pipelined: while one pipeline is in flight,
+// the calls that arrive wait for the next, which carries them all, so that
+// a busy proxy makes fewer round trips than decisions, and never more. A
+// denied event gets the time after which one would be allowed. While Redis
+// is unreachable the RateLimits policy decides (see Policy) and err is nil;
+// err is non-nil only for an invalid rate, a closed Store or the caller's
+// context ending. A call still waiting for its pipeline when the timeout
+// passes is decided by the failure policy (its event may still count in
+// Redis once the pipeline is through).
 func (s *Store) Allow(ctx context.Context, key string, r Rate) (Decision, error) {
 	if err := validRate(r); err != nil {
 		return Decision{}, err
 	}
-	var res []any
-	failed, err := s.call(ctx, func(ctx context.Context) error {
-		v, err := gcraScript.Run(ctx, s.rdb, []string{s.key("rl", key)}, gcraArgs(r)...).Slice()
-		res = v
-		return err
-	})
-	if !failed {
-		if err != nil {
-			return Decision{}, err
-		}
-		if d, err := parseDecision(res); err == nil {
-			return d, nil
-		}
+	if s.closed.Load() {
+		return Decision{}, ErrClosed
 	}
-	return s.rateFallback(key, r), nil
+	if err := ctx.Err(); err != nil {
+		return Decision{}, err
+	}
+	req := &rateReq{limit: Limit{Key: key, Rate: r}, done: make(chan struct{})}
+	b := &s.rates
+	b.mu.Lock()
+	b.queue = append(b.queue, req)
+	lead := !b.busy
+	b.busy = true
+	b.mu.Unlock()
+	if lead {
+		s.runRateBatch()
+	}
+	// No call waits past the timeout, though a pipeline in flight and its
+	// own may take one each: past it, the failure policy decides.
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case <-req.done:
+		return req.d, req.err
+	case <-t.C:
+		s.stats.timeouts.Add(1)
+		return s.rateFallback(key, r), nil
+	case <-ctx.Done():
+		return Decision{}, ctx.Err()
+	}
+}
+
+// rateBatcher queues the calls of Allow for the next pipeline.
+type rateBatcher struct {
+	mu    sync.Mutex
+	queue []*rateReq
+	busy  bool // a pipeline is in flight, or about to be
+}
+
+// rateReq is one call of Allow waiting for its decision.
+type rateReq struct {
+	limit Limit
+	d     Decision
+	err   error
+	done  chan struct{}
+}
+
+// runRateBatch sends the queued decisions in one pipeline (AllowMany) and
+// delivers them; when more were queued meanwhile, a goroutine sends those,
+// so that the caller that led goes on with its own decision at once.
+func (s *Store) runRateBatch() {
+	b := &s.rates
+	b.mu.Lock()
+	batch := b.queue
+	b.queue = nil
+	b.mu.Unlock()
+	limits := make([]Limit, len(batch))
+	for i, q := range batch {
+		limits[i] = q.limit
+	}
+	ds, err := s.AllowMany(context.Background(), limits...)
+	for i, q := range batch {
+		if err != nil {
+			q.err = err
+		} else {
+			q.d = ds[i]
+		}
+		close(q.done)
+	}
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.busy = false
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	go s.runRateBatch()
 }
 
 // AllowMany decides several limits in one round trip (a pipeline of the

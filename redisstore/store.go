@@ -122,6 +122,8 @@ type Store struct {
 	certs *certCache
 	local *fallback
 
+	rates rateBatcher // Allow's pipelines (ratelimit.go)
+
 	mintMu sync.Mutex
 	mints  map[string]string // host → token of the mint locks this Store holds
 }
