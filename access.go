@@ -129,7 +129,6 @@ type dialPolicy struct {
 	cfg     *config
 	connect bool
 	client  string
-	match   *policyMatch // the request's policy (WithPolicies), nil for none
 }
 
 type ctxKeyDialPolicy struct{}
@@ -214,7 +213,10 @@ func (p *Proxy) admit(c *config, w http.ResponseWriter, r *http.Request, target,
 			return ctx, false
 		}
 	}
-	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{cfg: c, connect: connect, client: r.RemoteAddr, match: match}), true
+	if match != nil {
+		ctx = context.WithValue(ctx, ctxKeyPolicy{}, match) // userpolicy.go: policyOf
+	}
+	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{cfg: c, connect: connect, client: r.RemoteAddr}), true
 }
 
 // The hints that refusals give where an option would allow the request
@@ -291,7 +293,7 @@ func (p *Proxy) addrRefusal(ctx context.Context, pol dialPolicy, target, host st
 			return "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint, "private_address"
 		}
 	}
-	if m := pol.match; m != nil && m.pol.rules != nil {
+	if m := policyIf(ctx, c); m != nil && m.pol.rules != nil {
 		if allowed, rule := m.pol.rules.Check(host, ip, port, pol.connect); !allowed {
 			return "access denied by policy " + strconv.Quote(m.pol.Name) + ": " + rule, "policy"
 		}

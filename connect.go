@@ -39,7 +39,7 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	defer p.closeTunnel()
-	match := policyOf(ctx)
+	match := policyIf(ctx, c)
 	if match != nil && match.pol.MaxTunnels > 0 {
 		release, ok := p.holdTunnel(ctx, match) // userpolicy.go
 		if !ok {
@@ -149,7 +149,7 @@ func withReadAhead(c net.Conn, br *bufio.Reader) net.Conn {
 // can close it, and logs it when done. Its idle timeout is c's.
 func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser) {
 	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
-	if m := policyOf(r.Context()); m != nil && m.meter != nil {
+	if m := policyIf(r.Context(), c); m != nil && m.meter != nil {
 		t.meter = m.meter
 		t.onCut = func() { p.logCut(r.Context(), m, r.Host, r.RemoteAddr) }
 	}

@@ -206,7 +206,7 @@ func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 	out := outboundRequest(ctx, c, r) // header.go
 	lb, _ := out.Body.(*limitedBody)
 	var body *clientBody // taken now: a hook may replace out.Body
-	match := policyOf(ctx)
+	match := policyIf(ctx, c)
 	var metered *meteredBody // the request body against the byte quota (userpolicy.go)
 	if out.Body != http.NoBody && out.Body != nil {
 		if match != nil && match.meter != nil {

@@ -177,16 +177,27 @@ type policyMatch struct {
 	leases  time.Duration // the configuration's lease ttl
 }
 
+type ctxKeyPolicy struct{}
+
 // policyOf returns the policy that admitted the request of ctx, or nil.
 func policyOf(ctx context.Context) *policyMatch {
-	pol, _ := ctx.Value(ctxKeyDialPolicy{}).(dialPolicy)
-	return pol.match
+	m, _ := ctx.Value(ctxKeyPolicy{}).(*policyMatch)
+	return m
+}
+
+// policyIf is policyOf for a request under c, at no cost when c has no
+// policies (the usual path).
+func policyIf(ctx context.Context, c *config) *policyMatch {
+	if c.users == nil {
+		return nil
+	}
+	return policyOf(ctx)
 }
 
 // policyIndex is the 1-based index of ctx's policy, 0 for none: what
 // routes of a policy match (route.go).
-func policyIndex(ctx context.Context) int {
-	if m := policyOf(ctx); m != nil {
+func policyIndex(ctx context.Context, c *config) int {
+	if m := policyIf(ctx, c); m != nil {
 		return m.pol.index
 	}
 	return 0
