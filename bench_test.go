@@ -40,10 +40,15 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(func() { admin.Close() })
 	recorded := tr.client(b, nil)
 	recorded.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// proxy-policy: the same with a default policy (per client address)
+	// whose every quota is on and none reached, kept in memory.
+	tq := startProxy(b, WithPolicies(Policy{Name: "all", Rate: Rate{PerSecond: 1e9, Burst: 1e9}, BytesPerDay: 1 << 40, MaxTunnels: 100000}))
+	quotas := tq.client(b, nil)
+	quotas.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	for _, bc := range []struct {
 		name string
 		c    *http.Client
-	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}} {
+	}{{"direct", direct}, {"proxy", proxied}, {"proxy-recording", recorded}, {"proxy-policy", quotas}} {
 		run := func(b *testing.B, get func()) {
 			b.ReportAllocs()
 			b.ResetTimer()

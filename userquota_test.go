@@ -2,11 +2,15 @@ package fwdproxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -108,4 +112,71 @@ func connectAs(t *testing.T, tp *testProxy, target, auth string) (net.Conn, io.R
 		t.Fatalf("CONNECT %s: %v %v", target, resp, err)
 	}
 	return c, br
+}
+
+// failingState is a SharedState that fails every call while down is set,
+// and otherwise keeps its state in memory.
+type failingState struct {
+	memoryState
+	down atomic.Bool
+}
+
+var errStoreDown = errors.New("store down")
+
+func (f *failingState) Allow(ctx context.Context, key string, r Rate) (Decision, error) {
+	if f.down.Load() {
+		return Decision{}, errStoreDown
+	}
+	return f.memoryState.Allow(ctx, key, r)
+}
+
+func (f *failingState) AddBytes(ctx context.Context, key string, n int64, w time.Duration) (int64, time.Time, error) {
+	if f.down.Load() {
+		return 0, time.Time{}, errStoreDown
+	}
+	return f.memoryState.AddBytes(ctx, key, n, w)
+}
+
+func (f *failingState) Acquire(ctx context.Context, key string, max int, ttl time.Duration) (string, bool, error) {
+	if f.down.Load() {
+		return "", false, errStoreDown
+	}
+	return f.memoryState.Acquire(ctx, key, max, ttl)
+}
+
+// TestSharedStateFailing: while the shared store fails, the Proxy decides
+// the quotas in memory (alice's burst still holds on this replica), counts
+// each failure in Stats.Quotas, and logs once when the store starts
+// failing, not per request; StoreFailing clears once it answers again.
+func TestSharedStateFailing(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	st := &failingState{memoryState: newQuotaState().mem}
+	logs := &logCapture{}
+	tp := startProxy(t, WithLogger(logs.logger()), WithSharedState(st),
+		WithBasicAuth(StaticCredentials(map[string]string{"alice": "a"})),
+		WithPolicies(Policy{Name: "p", Users: []string{"alice"}, Rate: Rate{PerSecond: 0.001, Burst: 3}, BytesPerDay: 1 << 30}))
+	get := func() int {
+		status, _, _ := send(t, tp, "GET "+o.URL+"/ HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+creds{"alice", "a"}.header()+"\r\n\r\n")
+		return status
+	}
+	st.down.Store(true)
+	var got []int
+	for range 5 {
+		got = append(got, get())
+	}
+	if fmt.Sprint(got) != "[200 200 200 429 429]" {
+		t.Errorf("with the store failing: %v, want alice's burst of 3 from memory", got)
+	}
+	s := tp.Stats().Quotas
+	if s.StoreErrors < 5 || !s.StoreFailing {
+		t.Errorf("Stats.Quotas %+v, want at least 5 store errors and StoreFailing", s)
+	}
+	st.down.Store(false)
+	get()
+	if s := tp.Stats().Quotas; s.StoreFailing {
+		t.Errorf("Stats.Quotas %+v after the store answered again", s)
+	}
+	if n := strings.Count(logs.String(), "shared state failing"); n != 1 {
+		t.Errorf("%d log lines for the failure, want 1:\n%s", n, logs.String())
+	}
 }
