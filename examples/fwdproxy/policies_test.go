@@ -156,3 +156,48 @@ func TestReplicasOnRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadChangesPolicies: policies change with the file: one added
+// refuses alice's next request, a bad one is refused at its line and the
+// running policies stay, and removing them lets her through again.
+func TestReloadChangesPolicies(t *testing.T) {
+	bin := build(t)
+	o := helloOrigin(t)
+	host, _, _ := net.SplitHostPort(o.Listener.Addr().String())
+	base := "auth: [\"alice:pw\"]\nallow-private: true\n"
+	path := writeFile(t, "fwdproxy.yaml", base)
+	_, logs := startLogged(t, bin, "-config", path, "-log-level", "debug")
+	addr := logs.waitFor(t, textListen)
+	tr := &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: addr, User: url.UserPassword("alice", "pw")})}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	status := func() int {
+		resp, err := c.Get(o.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(); got != 200 {
+		t.Fatalf("before any policy: %d", got)
+	}
+	rewrite(t, path, base+"policies:\n  - name: closed\n    users: [alice]\n    deny-hosts: [\""+host+"\"]\n")
+	wantReloaded(t, reloadLines(t, logs, 1)[0])
+	if got := status(); got != http.StatusForbidden {
+		t.Errorf("after the policy: %d, want 403", got)
+	}
+	rewrite(t, path, base+"policies:\n  - name: closed\n    users: [alice]\n    rate: slow\n")
+	if line := reloadLines(t, logs, 2)[1]; !strings.Contains(line, "fwdproxy.yaml:6: policies: policy 1: rate") {
+		t.Errorf("the refused reload's line does not point at the policy's rate: %s", line)
+	}
+	if got := status(); got != http.StatusForbidden {
+		t.Errorf("after a refused reload: %d, want 403 (the running policy stays)", got)
+	}
+	rewrite(t, path, base)
+	reloadLines(t, logs, 3)
+	if got := status(); got != 200 {
+		t.Errorf("after the policies were removed: %d", got)
+	}
+}
