@@ -39,11 +39,22 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	defer p.closeTunnel()
+	match := policyIf(ctx, c)
+	if match != nil && match.pol.MaxTunnels > 0 {
+		release, ok := p.holdTunnel(ctx, match) // userpolicy.go
+		if !ok {
+			w.Header()["Retry-After"] = []string{"1"}
+			p.fail(c, w, r, denied(ErrRateLimited, "quota_tunnels", target, "too many open tunnels: policy "+
+				strconv.Quote(match.pol.Name)+" allows "+strconv.Itoa(match.pol.MaxTunnels)+" per user"))
+			return
+		}
+		defer release()
+	}
 	if e := runConnectHooks(ctx, c.connectHooks, target, r); e != nil { // hooks.go
 		p.fail(c, w, r, e)
 		return
 	}
-	if c.intercept.intercepts(ctx, target, r) { // TLS interception (intercept.go)
+	if p.intercepts(ctx, c, target, r, match) { // TLS interception (intercept.go), as the policy says
 		p.serveIntercept(c, w, r.WithContext(ctx), target) // ctx carries the authenticated user and c
 		return
 	}
@@ -138,6 +149,10 @@ func withReadAhead(c net.Conn, br *bufio.Reader) net.Conn {
 // can close it, and logs it when done. Its idle timeout is c's.
 func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser) {
 	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
+	if m := policyIf(r.Context(), c); m != nil && m.meter != nil {
+		t.meter = m.meter
+		t.onCut = func() { p.logCut(r.Context(), m, r.Host, r.RemoteAddr) }
+	}
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if !p.track(t) {
 		client.Close()
