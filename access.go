@@ -28,8 +28,12 @@ import (
 //     WithAllowPorts): 403;
 //  5. the access hooks (WithAccessHook), run as Option says: 403 or the
 //     status of Deny;
-//  6. for CONNECT, the tunnel limit (WithMaxTunnels): 503;
-//  7. after DNS resolution, every address is checked by the private-address
+//  6. the policy that matches the user or client (WithPolicies, userpolicy.go):
+//     its host and port rules (403), its rate (429) and its byte quota
+//     (429, with Retry-After);
+//  7. for CONNECT, the tunnel limit (WithMaxTunnels): 503, and the policy's
+//     MaxTunnels: 429;
+//  8. after DNS resolution, every address is checked by the private-address
 //     guard (WithAllowPrivate, WithAllowedCIDRs) and the CIDR rules; only
 //     addresses that pass are dialed, so a second lookup cannot change the
 //     outcome (DNS rebinding). When none pass: 403.
@@ -37,7 +41,7 @@ import (
 // Every step reads the request's one configuration (config.go), loaded
 // when the request started.
 //
-// In report-only mode (WithReportOnly) steps 4, 5 and the CIDR rules of step 7
+// In report-only mode (WithReportOnly) steps 4, 5 and the CIDR rules of step 8
 // log what they would refuse and let the request through; authentication,
 // limits and the private-address guard are always enforced.
 
@@ -139,7 +143,7 @@ func (p *Proxy) dialPolicyFrom(ctx context.Context) dialPolicy {
 	return pol
 }
 
-// admit runs the access checks that precede dialing (steps 1 to 5 above)
+// admit runs the access checks that precede dialing (steps 1 to 6 above)
 // for a request to host:port under c. It answers the client and returns
 // false when the request is refused; otherwise it returns the context to
 // continue with, carrying the authenticated user and what p.dial needs (c
@@ -200,6 +204,17 @@ func (p *Proxy) admit(c *config, w http.ResponseWriter, r *http.Request, target,
 				return ctx, false
 			}
 		}
+	}
+	var match *policyMatch
+	if c.users != nil {
+		var e *Error
+		if match, e = p.policyAdmit(ctx, c, w, r, target, host, port, connect); e != nil { // userpolicy.go
+			p.fail(c, w, r, e)
+			return ctx, false
+		}
+	}
+	if match != nil {
+		ctx = context.WithValue(ctx, ctxKeyPolicy{}, match) // userpolicy.go: policyOf
 	}
 	return context.WithValue(ctx, ctxKeyDialPolicy{}, dialPolicy{cfg: c, connect: connect, client: r.RemoteAddr}), true
 }
@@ -276,6 +291,11 @@ func (p *Proxy) addrRefusal(ctx context.Context, pol dialPolicy, target, host st
 	if !c.allowPrivate {
 		if class := c.guard.Classify(ip); class.Denied() {
 			return "destination " + ip.String() + " is " + class.String() + ": private addresses are not allowed" + privateHint, "private_address"
+		}
+	}
+	if m := policyIf(ctx, c); m != nil && m.pol.rules != nil {
+		if allowed, rule := m.pol.rules.Check(host, ip, port, pol.connect); !allowed {
+			return "access denied by policy " + strconv.Quote(m.pol.Name) + ": " + rule, "policy"
 		}
 	}
 	if allowed, rule := c.rules.Check(host, ip, port, pol.connect); !allowed {

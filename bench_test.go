@@ -51,11 +51,16 @@ func BenchmarkSmallGET(b *testing.B) {
 	b.Cleanup(func() { admin20.Close() })
 	recorded20 := tr20.client(b, nil)
 	recorded20.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// proxy-policy: the same with a default policy (per client address)
+	// whose every quota is on and none reached, kept in memory.
+	tq := startProxy(b, WithPolicies(Policy{Name: "all", Rate: Rate{PerSecond: 1e9, Burst: 1e9}, BytesPerDay: 1 << 40, MaxTunnels: 100000}))
+	quotas := tq.client(b, nil)
+	quotas.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	for _, bc := range []struct {
 		name  string
 		c     *http.Client
 		flows int
-	}{{"direct", direct, 0}, {"proxy", proxied, 0}, {"proxy-recording", recorded, 1000}, {"proxy-recording-20k", recorded20, 20_000}} {
+	}{{"direct", direct, 0}, {"proxy", proxied, 0}, {"proxy-recording", recorded, 1000}, {"proxy-recording-20k", recorded20, 20_000}, {"proxy-policy", quotas, 0}} {
 		filled := false
 		run := func(b *testing.B, get func()) {
 			// A full flow ring from the first timed request.

@@ -34,6 +34,7 @@ type config struct {
 	intercept *interceptor        // nil: interception off
 	front     frontConfig         // TLS to the proxy, PROXY protocol (options_front.go)
 	routing   *routing            // nil: every request goes directly (route.go)
+	users     *userPolicies       // nil: no WithPolicies (userpolicy.go)
 
 	// What the own HTTP/1.1 server and transport (internal/h1) read
 	// through Proxy.serverSettings and Proxy.h1Settings, made once here

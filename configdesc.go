@@ -125,6 +125,9 @@ func describe(s *settings, key []byte) []setting {
 	} else {
 		add("WithMaxRequestBodyBytes", "off")
 	}
+	add("WithPolicies", describePolicies(s.policies)) // userpolicy.go
+	add("WithSharedState", identity(s.shared))
+	dur("WithLeaseTTL", s.leaseTTL)
 
 	// Hooks (options_hooks.go).
 	add("WithAccessHook", funcs(s.accessHooks))

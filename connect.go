@@ -48,11 +48,22 @@ func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) 
 			p.closeTunnel()
 		}
 	}()
+	match := policyIf(ctx, c)
+	if match != nil && match.pol.MaxTunnels > 0 {
+		release, ok := p.holdTunnel(ctx, match) // userpolicy.go
+		if !ok {
+			w.Header()["Retry-After"] = []string{"1"}
+			p.fail(c, w, r, denied(ErrRateLimited, "quota_tunnels", target, "too many open tunnels: policy "+
+				strconv.Quote(match.pol.Name)+" allows "+strconv.Itoa(match.pol.MaxTunnels)+" per user"))
+			return nil
+		}
+		defer release()
+	}
 	if e := runConnectHooks(ctx, c.connectHooks, target, r); e != nil { // hooks.go
 		p.fail(c, w, r, e)
 		return nil
 	}
-	if c.intercept.intercepts(ctx, target, r) { // TLS interception (intercept.go)
+	if p.intercepts(ctx, c, target, r, match) { // TLS interception (intercept.go), as the policy says
 		p.serveIntercept(c, w, r.WithContext(ctx), target) // ctx carries the authenticated user and c
 		return nil
 	}
@@ -183,10 +194,20 @@ func withReadAhead(c net.Conn, br *bufio.Reader) net.Conn {
 // returns when the tunnel has ended. Any other tunnel is relayed here
 // (stream.go), and runTunnel returns nil when it has ended.
 func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWriteCloser, detach bool) *requestEnd {
-	if end, parked := p.parkTunnel(c, r, client, upstream, detach); parked {
-		return end
+	m := policyIf(r.Context(), c)
+	// A tunnel under a policy's byte quota is metered as it relays, and one
+	// holding a policy's tunnel slot gives it back when its handler
+	// returns (serveConnect): those are relayed here, not parked.
+	if m == nil || m.meter == nil && m.pol.MaxTunnels <= 0 {
+		if end, parked := p.parkTunnel(c, r, client, upstream, detach); parked {
+			return end
+		}
 	}
 	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
+	if m != nil && m.meter != nil {
+		t.meter = m.meter
+		t.onCut = func() { p.logCut(r.Context(), m, r.Host, r.RemoteAddr) }
+	}
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if !p.track(t) {
 		client.Close()

@@ -84,6 +84,19 @@ func interceptedConnContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
+// intercepts reports whether the CONNECT r to target is to be intercepted
+// under c, as the request's policy m (nil: none) or else c says.
+func (p *Proxy) intercepts(ctx context.Context, c *config, target string, r *http.Request, m *policyMatch) bool {
+	if decided, on := m.interceptOverride(); decided {
+		if !on || c.intercept == nil {
+			return false
+		}
+		host, _, err := httpx.ParseTarget(target)
+		return err == nil && !c.intercept.bypassed(host)
+	}
+	return c.intercept.intercepts(ctx, target, r)
+}
+
 // intercepts reports whether the CONNECT r to target is to be
 // intercepted; a nil interceptor (interception off) intercepts nothing.
 func (ic *interceptor) intercepts(ctx context.Context, target string, r *http.Request) bool {

@@ -124,6 +124,11 @@ type settings struct {
 	upstreamResolvesNames bool
 	probe                 probeSettings
 
+	// Per-user policy and shared state (options_policy.go).
+	policies []Policy
+	shared   SharedState // nil: in memory
+	leaseTTL time.Duration
+
 	// What a Reload does besides installing the configuration (reload.go);
 	// no part of the configuration itself.
 	reloadClosesDenied bool
@@ -173,6 +178,7 @@ func defaultSettings(pseudonym string) settings {
 		maxTunnels:            DefaultMaxTunnels,
 		logQueueSize:          defaultLogQueueSize,
 		h2MaxStreams:          DefaultHTTP2MaxStreams,
+		leaseTTL:              DefaultLeaseTTL,
 	}
 }
 
@@ -229,6 +235,9 @@ func buildConfig(base settings, opts []Option) (*config, error) {
 		}
 	}
 	if c.front, err = buildFront(&s); err != nil { // options_front.go
+		return nil, err
+	}
+	if c.users, err = compilePolicies(&s); err != nil { // userpolicy.go
 		return nil, err
 	}
 	if c.routing, err = compileRouting(&s); err != nil { // route.go

@@ -34,6 +34,7 @@ type Proxy struct {
 	viaSeq      atomic.Uint64 // numbers the upstream proxies' connection pools (route.go)
 	conns       atomic.Int64  // client connections open in Serve, against the snapshot's maxConns
 	tunnelsOpen atomic.Int64  // tunnels admitted, against the snapshot's maxTunnels (connect.go)
+	quotas      *quotaState   // the policies' in-memory state, meters and counters (userpolicy.go)
 	log         *slog.Logger
 
 	// Reload (reload.go, upstream.go): reloadMu serialises reloads, and
@@ -88,7 +89,7 @@ type Proxy struct {
 // safe proxy with the defaults documented on each option. Reload replaces
 // the configuration of a running Proxy.
 func New(opts ...Option) (*Proxy, error) {
-	p := &Proxy{base: defaultSettings(randomPseudonym())}
+	p := &Proxy{base: defaultSettings(randomPseudonym()), quotas: newQuotaState()}
 	c, err := buildConfig(p.base, opts) // options.go
 	if err != nil {
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
@@ -225,7 +226,13 @@ func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 	out := outboundRequest(ctx, c, r) // header.go
 	lb, _ := out.Body.(*limitedBody)
 	var body *clientBody // taken now: a hook may replace out.Body
+	match := policyIf(ctx, c)
+	var metered *meteredBody // the request body against the byte quota (userpolicy.go)
 	if out.Body != http.NoBody && out.Body != nil {
+		if match != nil && match.meter != nil {
+			metered = &meteredBody{ReadCloser: out.Body, m: match.meter}
+			out.Body = metered
+		}
 		body = watchRequestBody(c.bodyIdleTimeout, w, out.Body) // bodyidle.go
 		body.counted = &p.stats.reqBytes
 		defer body.w.Stop()
@@ -252,6 +259,12 @@ func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 		var err error
 		resp, err = p.roundTrip(c, out) // transport.go: the router, then the client span (telemetry.go) around send
 		if err != nil {
+			if metered != nil && metered.cut.Load() {
+				p.logCut(ctx, match, target, r.RemoteAddr)
+				p.fail(c, w, r, denied(ErrRateLimited, "quota_bytes", target, "byte quota reached during the request body: policy "+
+					strconv.Quote(match.pol.Name)+" allows "+strconv.FormatInt(match.pol.BytesPerDay, 10)+" bytes a day per user"))
+				return
+			}
 			p.roundTripFailed(c, w, r, body, lb, err) // respond.go
 			return
 		}
@@ -276,6 +289,9 @@ func (p *Proxy) forward(c *config, w http.ResponseWriter, r *http.Request) {
 	if e := runResponseHooks(ctx, c.responseHooks, target, resp); e != nil { // hooks.go
 		p.fail(c, w, r, e)
 		return
+	}
+	if match != nil && match.meter != nil && resp.Body != http.NoBody {
+		resp.Body = &meteredBody{ReadCloser: resp.Body, m: match.meter} // userpolicy.go
 	}
 	p.writeResponse(c, w, r, resp) // respond.go
 }

@@ -983,6 +983,7 @@ func TestDescribeCoversEverySetting(t *testing.T) {
 		reflect.TypeFor[*Resolver]():                     reflect.ValueOf(&Resolver{}),
 		reflect.TypeFor[InterceptFunc]():                 reflect.ValueOf(InterceptFunc(func(context.Context, string, *http.Request) bool { return true })),
 		reflect.TypeFor[*tls.Config]():                   reflect.ValueOf(&tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}),
+		reflect.TypeFor[SharedState]():                   reflect.ValueOf(newQuotaState().mem),
 	}
 	var walk func(path string, v reflect.Value)
 	walk = func(path string, v reflect.Value) {

@@ -1,6 +1,7 @@
 package fwdproxy
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -66,6 +67,8 @@ func (p *Proxy) writeResponse(c *config, w http.ResponseWriter, r *http.Request,
 			target := r.URL.Host
 			p.logFailure(r, newError(ErrUpstreamTimeout, target, "upstream "+target+" body stalled: no byte moved for "+
 				c.bodyIdleTimeout.String()+"; client connection cut"+bodyIdleHint, readErr), "upstream body stalled mid-stream")
+		} else if m := requestPolicy(resp); m != nil && errors.Is(readErr, errQuotaReached) {
+			p.logCut(r.Context(), m, r.URL.Host, r.RemoteAddr) // userpolicy.go
 		} else {
 			p.logFailure(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
 		}

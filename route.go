@@ -59,6 +59,7 @@ type routeRule struct {
 	ports   []uint16        // nil: any
 	schemes uint8           // schemeHTTP|schemeHTTPS bits; 0: any
 	users   []string        // nil: anyone
+	pol     int             // 0: any request; else only those of the policy (WithPolicies) of this 1-based index
 	policy  proxies.Policy
 	specs   []int         // indexes into routing.specs
 	pool    *proxies.Pool // made by attachRouting
@@ -80,7 +81,24 @@ func compileRouting(s *settings) (*routing, error) {
 	if err := validateRouting(s); err != nil {
 		return nil, err
 	}
-	if len(s.routes) == 0 && s.pacSrc == nil {
+	// The routes of the policies (WithPolicies) go first, each matching
+	// only its policy's requests.
+	type tagged struct {
+		r   *Route
+		pol int
+		at  string
+	}
+	var all []tagged
+	for i := range s.policies {
+		for j := range s.policies[i].Routes {
+			all = append(all, tagged{&s.policies[i].Routes[j], i + 1,
+				"WithPolicies: policy " + strconv.Itoa(i+1) + " (" + strconv.Quote(s.policies[i].Name) + "): route " + strconv.Itoa(j+1) + ": "})
+		}
+	}
+	for i := range s.routes {
+		all = append(all, tagged{&s.routes[i], 0, "WithUpstreams: route " + strconv.Itoa(i+1) + ": "})
+	}
+	if len(all) == 0 && s.pacSrc == nil {
 		return nil, nil
 	}
 	rt := &routing{resolvesNames: s.upstreamResolvesNames, probe: s.probe}
@@ -94,10 +112,14 @@ func compileRouting(s *settings) (*routing, error) {
 	}
 	index := map[string]int{}
 	catchAll := -1
+	polCatchAll := map[int]bool{}
 	var errs []error
-	for i := range s.routes {
-		r := &s.routes[i]
-		at := "WithUpstreams: route " + strconv.Itoa(i+1) + ": "
+	for i := range all {
+		r, at := all[i].r, all[i].at
+		if all[i].pol != 0 && polCatchAll[all[i].pol] {
+			errs = append(errs, fmt.Errorf("%sit is never used: a route of the policy before it matches all its requests (put the route without match fields last)", at))
+			continue
+		}
 		if catchAll >= 0 {
 			errs = append(errs, fmt.Errorf("%sit is never used: route %d before it matches every request (a route without Hosts, Ports, Schemes and Users is the default route; put it last)", at, catchAll+1))
 			continue
@@ -127,8 +149,13 @@ func compileRouting(s *settings) (*routing, error) {
 		}
 		rule.cidrs = rule.hosts != nil && hasCIDR(r.Hosts)
 		rt.needIP = rt.needIP || rule.cidrs
+		rule.pol = all[i].pol
 		if rule.hosts == nil && rule.ports == nil && rule.schemes == 0 && rule.users == nil {
-			catchAll = i
+			if rule.pol != 0 {
+				polCatchAll[rule.pol] = true
+			} else {
+				catchAll = i - (len(all) - len(s.routes)) // the route's index in WithUpstreams
+			}
 		}
 		rt.rules = append(rt.rules, rule)
 	}
@@ -318,6 +345,7 @@ type destination struct {
 	port   uint16
 	https  bool   // a CONNECT tunnel, or a request inside an intercepted one
 	user   string // the authenticated user, or ""
+	pol    int    // the request's policy (policyIndex), 0 for none
 	rawURL string // for PAC: the URL of a plain request ("" for tunnels)
 }
 
@@ -333,6 +361,9 @@ func (p *Proxy) pick(ctx context.Context, c *config, d *destination, buf []*prox
 	resolved := false
 	for i := range rt.rules {
 		r := &rt.rules[i]
+		if r.pol != 0 && r.pol != d.pol {
+			continue
+		}
 		if r.schemes != 0 {
 			want := uint8(schemeHTTP)
 			if d.https {

@@ -245,6 +245,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.closeUpstreams() // upstream.go: pooled connections, the Proxy's own Resolvers
 	p.closeReloadMetrics()
 	p.closeUpstreamMetrics()                       // routestats.go
+	p.quotas.flush()                               // userpolicy.go: the bytes the meters counted go to the store
 	if cerr := p.closeTelemetry(ctx); err == nil { // telemetry.go: flush the access log
 		err = cerr
 	}

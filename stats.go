@@ -59,6 +59,21 @@ type Stats struct {
 	// in force (WithUpstreams; with WithPAC, those its answers named so
 	// far), nil without routes. Stats allocates this list only.
 	Upstreams []UpstreamStats
+	// Quotas counts what the policies' byte quotas and their store did
+	// (WithPolicies, WithSharedState); their refusals are in DeniedBy.
+	Quotas QuotaStats
+}
+
+// QuotaStats counts the enforcement of the policies' quotas.
+type QuotaStats struct {
+	// Cuts counts transfers (response or request bodies, tunnels) cut at
+	// a byte quota.
+	Cuts uint64
+	// StoreErrors counts calls to the shared store (WithSharedState) that
+	// failed and were decided by the Proxy's in-memory state instead.
+	StoreErrors uint64
+	// StoreFailing reports whether the last call to the store failed.
+	StoreFailing bool
 }
 
 // HandshakeRefusals counts, by front end, the client connections closed
@@ -101,6 +116,10 @@ type DenialCounts struct {
 	Hook           uint64 // an AccessHook ("hook")
 	Forbidden      uint64 // other 403 answers: a ConnectHook's or RequestHook's Deny ("forbidden")
 	AuthRequired   uint64 // other 407 answers, from hooks ("auth_required")
+	Policy         uint64 // a policy's hosts or ports (WithPolicies, "policy")
+	QuotaRate      uint64 // a policy's Rate ("quota_rate")
+	QuotaBytes     uint64 // a policy's BytesPerDay ("quota_bytes")
+	QuotaTunnels   uint64 // a policy's MaxTunnels ("quota_tunnels")
 }
 
 // ByteCounts counts the bytes of bodies and tunnels relayed, each
@@ -150,7 +169,7 @@ type proxyStats struct {
 	active                                       atomic.Int64
 	tunnels                                      atomic.Int64
 	errors                                       [10]atomic.Uint64 // indexed by errorIndex
-	deniedBy                                     [8]atomic.Uint64  // indexed by denialIndex
+	deniedBy                                     [12]atomic.Uint64 // indexed by denialIndex
 	latency                                      *latency.Window
 
 	// Bytes and upstream requests (ByteCounts, ReuseStats).
@@ -176,6 +195,14 @@ func denialIndex(reason string) int {
 		return 5
 	case "auth_required":
 		return 7
+	case "policy":
+		return 8
+	case "quota_rate":
+		return 9
+	case "quota_bytes":
+		return 10
+	case "quota_tunnels":
+		return 11
 	}
 	return 6 // "forbidden" and anything else
 }
@@ -238,6 +265,10 @@ func (p *Proxy) Stats() Stats {
 			Hook:           d[5].Load(),
 			Forbidden:      d[6].Load(),
 			AuthRequired:   d[7].Load(),
+			Policy:         d[8].Load(),
+			QuotaRate:      d[9].Load(),
+			QuotaBytes:     d[10].Load(),
+			QuotaTunnels:   d[11].Load(),
 		},
 		Bytes: ByteCounts{
 			RequestBodies:  s.reqBytes.Load(),
@@ -257,5 +288,7 @@ func (p *Proxy) Stats() Stats {
 		DNS:           p.dnsStats(),      // upstream.go
 		Config:        p.configStats(),   // reload.go
 		Upstreams:     p.upstreamStats(), // routestats.go
+		Quotas: QuotaStats{Cuts: p.quotas.cuts.Load(), StoreErrors: p.quotas.storeErrors.Load(),
+			StoreFailing: p.quotas.storeDown.Load()},
 	}
 }

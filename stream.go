@@ -10,6 +10,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/h1"
 	"github.com/fwdproxy/fwdproxy/internal/netx"
+	"github.com/fwdproxy/fwdproxy/internal/quota"
 )
 
 // copyBody streams src to w in pooled buffers, never holding more than one
@@ -76,6 +77,12 @@ type tunnel struct {
 	lastActive time.Time
 
 	closeOnce sync.Once
+
+	// meter, when set, is the byte quota both directions count against
+	// (WithPolicies): the relay stops at it and onCut is called once.
+	meter   *quota.Meter
+	onCut   func()
+	cutOnce sync.Once
 
 	// info is what a Reload that closes the tunnels the new configuration
 	// refuses checks (reload.go); set before the tunnel is tracked.
@@ -146,7 +153,12 @@ func (t *tunnel) signature() int64 {
 // on any error, or when dst cannot be half-closed, it closes the tunnel.
 func (t *tunnel) pump(dst, src io.ReadWriteCloser, total *atomic.Int64) {
 	var err error
-	if spliceable(dst, src) {
+	if t.meter != nil {
+		err = copyMetered(dst, src, total, t.meter) // userpolicy.go
+		if err == errQuotaReached {
+			t.cutOnce.Do(t.onCut)
+		}
+	} else if spliceable(dst, src) {
 		// io.Copy through the ends as they are: a netx.Conn's WriteTo sends
 		// the bytes read ahead of it, then hands the rest to its TCP
 		// connection, and its ReadFrom hands over at once, so that the

@@ -53,7 +53,8 @@ func (p *Proxy) telemetryCounts() telemetry.Counts {
 	return telemetry.Counts{DNSHits: s.Hits, DNSMisses: s.Misses, DNSCoalesced: s.Coalesced,
 		DNSStale: s.Stale, DNSEvictions: s.Evictions, DNSErrors: s.Errors, LogDropped: p.logDropped(),
 		RefusedProxyHeader: p.stats.refusedProxyHeader.Load(), RefusedTLS: p.stats.refusedTLS.Load(),
-		RefusedSOCKS: p.stats.refusedSOCKS.Load()}
+		RefusedSOCKS: p.stats.refusedSOCKS.Load(),
+		QuotaCuts:    p.quotas.cuts.Load(), QuotaStoreErrors: p.quotas.storeErrors.Load()}
 }
 
 // closeTelemetry flushes the access log, bounded by ctx, and unregisters

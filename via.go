@@ -56,7 +56,7 @@ func (p *Proxy) roundTripRouted(c *config, out *http.Request) (*http.Response, e
 		return p.roundTripHop(c, out, p.route(c, out)) // http.Transport reports it
 	}
 	ctx := out.Context()
-	d := destination{host: host, port: port, https: out.URL.Scheme == "https", user: authUser(ctx)}
+	d := destination{host: host, port: port, https: out.URL.Scheme == "https", user: authUser(ctx), pol: policyIndex(ctx, c)}
 	if c.routing.pac != nil {
 		d.rawURL = out.URL.String()
 	}
@@ -244,7 +244,7 @@ func (p *Proxy) dialRouted(ctx context.Context, pol dialPolicy, network, addr st
 	if err != nil {
 		return p.dialDirect(ctx, network, addr) // which reports it
 	}
-	d := destination{host: host, port: port, https: true, user: authUser(ctx)}
+	d := destination{host: host, port: port, https: true, user: authUser(ctx), pol: policyIndex(ctx, pol.cfg)}
 	var buf [8]*proxies.Upstream
 	order, err := p.pick(ctx, c, &d, buf[:0])
 	if err != nil {

@@ -65,7 +65,7 @@ type adminServer struct {
 
 // startAdmin opens the Admin of p when -admin-listen or -har-file asks for
 // it, and serves it on the listener setupTelemetry bound.
-func startAdmin(l *loaded, tel *telemetry, p *fwdproxy.Proxy, token string, proxyAddr net.Addr, logger *slog.Logger) (*adminServer, error) {
+func startAdmin(l *loaded, tel *telemetry, p *fwdproxy.Proxy, token string, proxyAddr net.Addr, checks []fwdproxy.ReadyCheck, logger *slog.Logger) (*adminServer, error) {
 	s := l.s
 	as := &adminServer{}
 	if tel.adminLn == nil && s.harFile == "" {
@@ -78,6 +78,7 @@ func startAdmin(l *loaded, tel *telemetry, p *fwdproxy.Proxy, token string, prox
 		MaxFlowBytes:    int64(s.maxFlowBytes),
 		HARFile:         s.harFile,
 		HARFileMaxBytes: int64(s.harFileMax),
+		ReadyChecks:     checks, // redis.go: Redis answering, with -redis
 	})
 	if err != nil {
 		return nil, l.problem("har-file", strings.TrimPrefix(err.Error(), "fwdproxy.NewAdmin: HARFile: "))

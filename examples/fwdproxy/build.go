@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/fwdproxy/fwdproxy"
+	"github.com/fwdproxy/fwdproxy/redisstore"
 )
 
 // shared is what the server sets up once, at start, and every
@@ -25,6 +26,7 @@ type shared struct {
 	certs  fwdproxy.CertStore // the leaves minted with ca, kept across reloads; nil: the library's own
 	fdSoft uint64             // 0: unknown
 	cert   *certFiles         // the HTTPS listener's certificate (front.go); nil: no -tls-listen
+	store  *redisstore.Store  // -redis (redis.go); nil: none
 }
 
 // built is a configuration ready for fwdproxy.New or (*Proxy).Reload.
@@ -124,6 +126,10 @@ func configure(l *loaded, sh *shared) (*built, error) {
 	}
 	if s.capture.on {
 		opts = append(opts, fwdproxy.WithCapture(int(s.capture.n)))
+	}
+	opts = append(opts, s.policies.options()...) // policies.go
+	if sh.store != nil {
+		opts = append(opts, fwdproxy.WithSharedState(sh.store)) // redis.go
 	}
 	upOpts, upErrs := s.upstreams.options(l) // upstreams.go
 	opts = append(opts, upOpts...)
@@ -225,6 +231,7 @@ var optionKeys = map[string][]string{
 	"WithHTTP2MaxStreams":        {"http2-max-streams"},
 	"WithProxyProtocol":          {"proxy-protocol-from"},
 	"WithUpstreams":              {"upstreams", "upstream"},
+	"WithPolicies":               {"policies"},
 	"WithPAC":                    {"pac", "pac-credentials"},
 	"WithUpstreamResolvesNames":  {"upstream-resolves-names"},
 	"WithUpstreamProbe":          {"upstream-probe-interval", "upstream-probe-target"},
@@ -267,6 +274,9 @@ func (l *loaded) locate(err error) error {
 			}
 		}
 		at, msg := l.s.upstreams.refine(key, l.origins[key], line) // upstreams.go: a route's own line
+		if key == "policies" {
+			at = l.s.policies.refine(at, line) // policies.go: a policy's own line
+		}
 		errs = append(errs, &settingError{key: key, at: at, msg: msg})
 		located = true
 	}

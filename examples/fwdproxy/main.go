@@ -154,7 +154,17 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
-	sh := &shared{logger: logger, tel: tel.opts, ca: ca, certs: certs, fdSoft: soft}
+	store, err := openRedis(l, logger) // redis.go
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		defer store.Close() // after the drain below
+		if ca != nil {
+			certs = store // the minted certificates too: every replica serves the one minted first
+		}
+	}
+	sh := &shared{logger: logger, tel: tel.opts, ca: ca, certs: certs, fdSoft: soft, store: store}
 	if l.s.tlsListen != "" {
 		sh.cert = newCertFiles(l.s.tlsCert, l.s.tlsKey) // front.go: configure reads it
 	}
@@ -176,7 +186,7 @@ func serve(l *loaded, args, environ []string, stderr *os.File) error {
 	for _, x := range lns[1:] {
 		attrs = append(attrs, x.key, x.ln.Addr().String())
 	}
-	admin, err := startAdmin(l, tel, p, b.adminToken, lns[0].ln.Addr(), logger) // admin.go
+	admin, err := startAdmin(l, tel, p, b.adminToken, lns[0].ln.Addr(), readyChecks(store), logger) // admin.go
 	if err != nil {
 		for _, x := range lns {
 			x.ln.Close()

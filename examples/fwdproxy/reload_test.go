@@ -294,6 +294,9 @@ func TestChangedNamesEverySetting(t *testing.T) {
 			if _, structured := fl.Value.(*routesFlag); structured {
 				v = "[{via: [DIRECT]}]"
 			}
+			if _, structured := fl.Value.(*policiesFlag); structured {
+				v = "[{name: p, users: [alice], rate: 7}]"
+			}
 		}
 		l, err := load([]string{"-config", base, "-" + k + "=" + v}, nil, io.Discard)
 		if err != nil {

@@ -47,6 +47,8 @@ type settings struct {
 	dnsServers   listFlag
 	proxyFromEnv bool
 	upstreams    upstreamFlags // upstreams.go: upstream proxies, routes, PAC
+	policies     policiesFlag  // policies.go: per-user policy and quotas
+	redis        string        // redis.go: the Redis that replicas share
 	logFormat    string
 	traceFile    string
 	capture      captureSize
@@ -102,7 +104,7 @@ var (
 	// the spans and the flows are written and kept. A reload that changes
 	// one is refused whole.
 	fixedKeys = []string{"listen", "admin-listen", "max-flows", "max-flow-bytes", "har-file", "har-file-max-bytes",
-		"mitm-ca-dir", "log-format", "trace-file", "tls-listen", "tls-cert", "tls-key", "socks-listen"}
+		"mitm-ca-dir", "log-format", "trace-file", "tls-listen", "tls-cert", "tls-key", "socks-listen", "redis"}
 
 	// aliases are other names of settings, as flags, variables and keys:
 	// old names kept working. They are not in -h's table of the README,
@@ -178,6 +180,8 @@ func newFlagSet(s *settings, output io.Writer) *flagSet {
 	value(&s.dnsServers, "dns-server", "DNS server `host:port` to use instead of /etc/resolv.conf (repeatable or comma-separated)")
 	boolean(&s.proxyFromEnv, "proxy-from-environment", "forward through the upstream proxy named by HTTP_PROXY, HTTPS_PROXY and NO_PROXY (ignored without it)")
 	s.upstreams.register(fs.FlagSet, def) // upstreams.go
+	value(&s.policies, "policies", "per-user policy and quotas by `POLICIES`, a YAML list: each policy matches users (Basic, SOCKS5 or client-certificate identity) or, unauthenticated, clients (CIDR), and sets allow-hosts, deny-hosts, ports, intercept (on, off), upstreams (routes as for upstreams), rate and burst (requests a second per user), bytes-per-day (both directions) and max-tunnels; the first that matches wins, one without users and clients is the default")
+	str(&s.redis, "redis", "", "share certificates, rate limits, quotas and tunnel counts with the other replicas through the Redis at `URL` (redis://[user:password@]host:port/db, rediss:// for TLS); without it, all stays in this process")
 
 	str(&s.logFormat, "log-format", "text", "log `format` on stderr: text or json")
 	str(&s.traceFile, "trace-file", "", "write finished spans to `PATH` as JSON lines")

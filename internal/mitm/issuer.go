@@ -146,6 +146,20 @@ func (i *Issuer) Certificate(ctx context.Context, host string) (*tls.Certificate
 			i.hits.Add(1)
 			return c, nil
 		}
+		if lk, ok := i.store.(Locker); ok {
+			// Another process may be minting it: wait for its certificate,
+			// or take the lock and mint.
+			lctx, cancel := context.WithTimeout(ctx, MintLockWait)
+			c, unlock, err := lk.LockMint(lctx, name, MintLockTTL)
+			cancel()
+			if err == nil && c != nil && c.Leaf != nil {
+				i.hits.Add(1)
+				return c, nil
+			}
+			if unlock != nil {
+				defer unlock()
+			}
+		}
 		c, err := i.mint(name, ip)
 		if err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -27,6 +28,24 @@ type Store interface {
 	Get(ctx context.Context, host string) (*tls.Certificate, bool)
 	Put(ctx context.Context, host string, cert *tls.Certificate)
 }
+
+// Locker is optional on a Store shared by several processes: an Issuer
+// whose Store has it takes the host's mint lock before minting, so that
+// concurrent misses across the processes mint once (the root package's
+// CertLocker).
+type Locker interface {
+	// LockMint returns the certificate another process stored while this
+	// one waited (unlock nil), or unlock when this one is to mint; an
+	// error lets this one mint without the lock.
+	LockMint(ctx context.Context, host string, ttl time.Duration) (cert *tls.Certificate, unlock func(), err error)
+}
+
+// Mint lock: how long a minter holds it at most, and how long the others
+// wait for its certificate before minting themselves.
+const (
+	MintLockTTL  = 10 * time.Second
+	MintLockWait = 5 * time.Second
+)
 
 // MemoryStore is an in-process Store that keeps the most recently used
 // certificates.

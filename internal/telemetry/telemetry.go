@@ -52,6 +52,7 @@ type Config struct {
 type Counts struct {
 	DNSHits, DNSMisses, DNSCoalesced, DNSStale, DNSEvictions, DNSErrors uint64
 	LogDropped                                                          uint64
+	QuotaCuts, QuotaStoreErrors                                         uint64
 	// Handshakes refused by front end (the root package's
 	// HandshakeRefusals).
 	RefusedProxyHeader, RefusedTLS, RefusedSOCKS uint64
@@ -181,6 +182,8 @@ func (t *Telemetry) initMetrics(m metric.Meter, counts func() Counts) error {
 		{"fwdproxy.dns.evictions", "{lookup}", "Names evicted from the full DNS cache.", func(c Counts) uint64 { return c.DNSEvictions }},
 		{"fwdproxy.dns.errors", "{lookup}", "Failed exchanges with DNS servers.", func(c Counts) uint64 { return c.DNSErrors }},
 		{"fwdproxy.log.dropped", "{record}", "Log records dropped because the log queue was full.", func(c Counts) uint64 { return c.LogDropped }},
+		{"fwdproxy.quota.cuts", "{transfer}", "Transfers (bodies, tunnels) cut at a policy's byte quota.", func(c Counts) uint64 { return c.QuotaCuts }},
+		{"fwdproxy.quota.store.errors", "{call}", "Calls to the shared state store that failed and were decided in memory.", func(c Counts) uint64 { return c.QuotaStoreErrors }},
 	}
 	counters := make([]metric.Int64ObservableCounter, len(observed))
 	insts := make([]metric.Observable, len(observed), len(observed)+1)

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +54,8 @@ type harness struct {
 	// scenarios (front.go).
 	proxyCert, proxyKey string
 
-	chainHop string // the second fwdproxy of a chain target, while its run starts
+	chainHop  string // the second fwdproxy of a chain target, while its run starts
+	redisAddr string // the redis-server of a redis target, while its run starts
 }
 
 func main() {
@@ -321,6 +323,25 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		h.chainHop = addr(port)
 		defer func() { h.chainHop = "" }()
 	}
+	var redisTrips func() (int64, error)
+	if t.redis {
+		port, err := freePort()
+		if err != nil {
+			return rr.fail(err)
+		}
+		argv := []string{h.programs["redis-server"], "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", h.tmp}
+		rp, err := h.procs.start(h.pinned(loadCPU, argv), h.env, filepath.Join(h.logDir, name+"-redis.log"))
+		if err != nil {
+			return rr.fail(err)
+		}
+		defer h.procs.stop(rp)
+		if err := waitReady(rp, port, ""); err != nil {
+			return rr.fail(err)
+		}
+		h.redisAddr = addr(port)
+		defer func() { h.redisAddr = "" }()
+		redisTrips = func() (int64, error) { return redisRoundTrips(addr(port)) }
+	}
 	if t.launch != nil {
 		port, err := freePort()
 		if err != nil {
@@ -368,6 +389,13 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 		hopTicks = treeTicks(hop.pid())
 	}
 	originTicks = treeTicks(h.origin.pid())
+	var cmds0 int64
+	if redisTrips != nil {
+		var err error
+		if cmds0, err = redisTrips(); err != nil {
+			return rr.fail(err)
+		}
+	}
 	mach, t0 := machineStat(), time.Now()
 	rr.LoadBefore = loadavg()
 	res, genCPU, err := h.load(ctx, s, proxy, ca, h.duration, loadLog)
@@ -420,6 +448,13 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 	}
 	rr.P50ms, rr.P99ms = float64(res.P50us)/1e3, float64(res.P99us)/1e3
 	rr.Errors = res.StatusErrors + res.SocketErrors
+	if redisTrips != nil && res.Requests > 0 {
+		cmds, err := redisTrips()
+		if err != nil {
+			return rr.fail(err)
+		}
+		rr.RedisPerRequest = float64(cmds-cmds0) / float64(res.Requests)
+	}
 	if res.Error != "" {
 		rr.Notes = append(rr.Notes, "first error: "+res.Error)
 	}

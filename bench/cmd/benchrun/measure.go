@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // clockTicks is the kernel's USER_HZ (getconf CLK_TCK), the unit of the CPU
@@ -205,4 +210,41 @@ func cpuModel() string {
 func kernel() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return strings.TrimSpace(string(b))
+}
+
+// redisRoundTrips asks the Redis at addr how many reads from its clients
+// it has processed (INFO stats: total_reads_processed): a request, or a
+// pipeline of them, each read once (a large pipeline may take more, and the
+// harness's own INFO counts too: it errs high). The commands Redis counts
+// would not do: each script counts the commands it calls, and a pipeline
+// as many commands as it holds.
+func redisRoundTrips(addr string) (int64, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("INFO stats\r\n")); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReader(c)
+	head, err := br.ReadString('\n') // $<length>
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return 0, fmt.Errorf("redis INFO: %q %v", head, err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(head[1:]))
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO: %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_reads_processed:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("redis INFO: no total_reads_processed")
 }

@@ -16,6 +16,7 @@ type runResult struct {
 	P50ms, P99ms          float64
 	CPU                   float64 // proxy CPU seconds per 10k requests, or per GiB in byte scenarios
 	FirstCPU, HopCPU      float64 // a chain target's: CPU of the first and of the second proxy, in CPU's unit
+	RedisPerRequest       float64 // a redis target's: Redis round trips (scripts run) per request
 	KernelPct             float64 // the share of the proxy's CPU time spent in the kernel
 	RSSMiB                float64 // proxy peak RSS (VmHWM, summed over its process tree)
 	Errors                int64   // non-2xx/3xx responses plus socket errors
@@ -201,6 +202,12 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 				proxyOnly(func(r *runResult) float64 { return r.KernelPct }, "%.0f"),
 				proxyOnly(func(r *runResult) float64 { return r.RSSMiB }, "%.0f"),
 				errs, spread(get(func(r *runResult) float64 { return r.OthersCPU }), "%.2f"))
+		}
+		for _, t := range ts {
+			if per := collect(runs, s, t, func(r *runResult) float64 { return r.RedisPerRequest }); t.redis && len(per) > 0 {
+				notes = append(notes, fmt.Sprintf("%s: Redis round trips per request %s (reads Redis processed, INFO stats: concurrent rate decisions share a pipeline, byte counts go in batches)",
+					t.name, spread(per, "%.3f")))
+			}
 		}
 		for _, t := range ts {
 			if !t.chain {

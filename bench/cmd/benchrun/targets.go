@@ -27,6 +27,9 @@ type target struct {
 	// CPU and RSS reported are both proxies', and the second's share is
 	// reported beside them.
 	chain bool
+	// redis runs a redis-server for the proxy (h.redisAddr while launch
+	// runs), and reports the Redis commands it processed per request.
+	redis bool
 	// launch returns the command that runs the proxy on 127.0.0.1:port with
 	// dir as scratch space for scenario s (in intercept mode, with the CA
 	// clients must trust; with a front end, that front end on port).
@@ -40,6 +43,8 @@ var targets = []target{
 	{name: "fwdproxy-admin", intercepts: true, freesOnSignal: true, launch: launchFwdproxyAdmin},
 	{name: "fwdproxy-base", freesOnSignal: true, launch: launchFwdproxyBase},
 	{name: "fwdproxy-chain", freesOnSignal: true, launch: launchFwdproxyChain, chain: true},
+	{name: "fwdproxy-policy", freesOnSignal: true, launch: launchFwdproxyPolicy},
+	{name: "fwdproxy-quota", program: "redis-server", freesOnSignal: true, launch: launchFwdproxyQuota, redis: true},
 	{name: "goproxy", intercepts: true, freesOnSignal: true, launch: launchGopeer("goproxy")},
 	{name: "goproxy-tuned", intercepts: true, freesOnSignal: true, launch: launchGopeer("goproxy-tuned")},
 	{name: "naive", freesOnSignal: true, launch: launchGopeer("naive")},
@@ -82,6 +87,25 @@ func launchFwdproxyChain(h *harness, port int, dir string, s scenario) ([]string
 func launchFwdproxyAdmin(h *harness, port int, dir string, s scenario) ([]string, string, error) {
 	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
 	return append(argv, "-admin-listen", "127.0.0.1:0"), ca, err
+}
+
+// benchPolicy is the policy of fwdproxy-policy and fwdproxy-quota: every
+// quota on, none reached (the load's clients, all on 127.0.0.1, are one
+// subject, a hot key).
+const benchPolicy = "[{name: bench, clients: [127.0.0.0/8], rate: 1000000000, burst: 1000000000, bytes-per-day: 1024GiB, max-tunnels: 100000}]"
+
+// launchFwdproxyPolicy runs fwdproxy-quiet with a policy whose quotas
+// (rate, bytes a day, tunnels) apply to every request, kept in memory.
+func launchFwdproxyPolicy(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyQuiet(h, port, dir, s)
+	return append(argv, "-policies", benchPolicy), ca, err
+}
+
+// launchFwdproxyQuota runs fwdproxy-policy with its quotas on the Redis at
+// h.redisAddr (-redis), as replicas share them.
+func launchFwdproxyQuota(h *harness, port int, dir string, s scenario) ([]string, string, error) {
+	argv, ca, err := launchFwdproxyPolicy(h, port, dir, s)
+	return append(argv, "-redis", "redis://"+h.redisAddr+"/0"), ca, err
 }
 
 // launchFwdproxyBase runs the example server built from -fwdproxy-base-src,
@@ -219,6 +243,8 @@ func (h *harness) skip(t target, s scenario) string {
 		return "no -fwdproxy-base-src given, or it did not build"
 	case t.chain && !fwdproxyHasFlag(h.fwdproxy, "-upstream "):
 		return "this fwdproxy build has no -upstream flag yet"
+	case (t.redis || t.name == "fwdproxy-policy") && !fwdproxyHasFlag(h.fwdproxy, "-policies"):
+		return "this fwdproxy build has no -policies or -redis flag yet"
 	case s.intercept && !t.intercepts && t.name != "direct":
 		return "cannot intercept TLS"
 	case s.intercept && isFwdproxy(t) && !h.fwdproxyMITM:
@@ -234,7 +260,7 @@ func (h *harness) skip(t target, s scenario) string {
 // isFwdproxy reports whether t runs the example server built from -fwdproxy-src.
 func isFwdproxy(t target) bool {
 	switch t.name {
-	case "fwdproxy", "fwdproxy-quiet", "fwdproxy-chain", "fwdproxy-admin":
+	case "fwdproxy", "fwdproxy-quiet", "fwdproxy-chain", "fwdproxy-admin", "fwdproxy-policy", "fwdproxy-quota":
 		return true
 	}
 	return false
