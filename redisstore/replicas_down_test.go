@@ -145,13 +145,20 @@ func TestReplicasByteQuota(t *testing.T) {
 	r := startRedis(t)
 	const quota = 4 << 20
 	chunk := make([]byte, 32<<10)
+	// The origin sends once both tunnels are open: loopback buffers hold
+	// megabytes, so the first tunnel could otherwise take the whole quota
+	// before the second is asked for.
+	start := make(chan struct{})
+	startOnce := sync.OnceFunc(func() { close(start) })
 	src := proxytest.TCPOrigin(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		<-start
 		for {
 			if _, err := c.Write(chunk); err != nil {
 				return
 			}
 		}
 	})
+	t.Cleanup(startOnce) // after the origin's: it runs first, so no handler waits at its close
 	opts := []fwdproxy.Option{fwdproxy.WithAllowPorts(portOf(t, src)),
 		fwdproxy.WithPolicies(fwdproxy.Policy{Name: "metered", Users: []string{"alice"}, BytesPerDay: quota})}
 	reps := []*replica{startReplica(t, r, nil, opts...), startReplica(t, r, nil, opts...)}
@@ -167,6 +174,7 @@ func TestReplicasByteQuota(t *testing.T) {
 			got[i], _ = io.Copy(io.Discard, br)
 		})
 	}
+	startOnce()
 	wg.Wait()
 	total := got[0] + got[1]
 	t.Logf("downloads of %d and %d bytes: %d in all against a quota of %d (%+d)", got[0], got[1], total, quota, total-quota)
