@@ -61,7 +61,7 @@ type RateLimitStore interface {
 // rate (at least 1, at most the burst); the next is taken in the
 // background when half of it is left, and a request waits for the store
 // (at most DefaultStoreTimeout) only when the batch is used up. With
-// batches of one (rates under 10 a second, or a burst of 1) every request
+// batches of one (rates under 20 a second, or a burst of 1) every request
 // asks the store's Allow, as without RateTaker.
 //
 // The bound: events taken but not yet spent stay with the replica that
