@@ -78,9 +78,9 @@ func (s *Stock) Allow(ctx context.Context) (Decision, error) {
 			s.mu.Unlock()
 			return Decision{Allowed: true, Remaining: left}, nil
 		}
-		if now := time.Now(); now.Before(s.retryAt) {
+		if now, at := time.Now(), s.retryAt; now.Before(at) {
 			s.mu.Unlock()
-			return Decision{RetryAfter: s.retryAt.Sub(now)}, nil
+			return Decision{RetryAfter: at.Sub(now)}, nil
 		}
 		f := s.fill
 		if f == nil {
