@@ -257,7 +257,7 @@ func (h handshakeLog) Handle(ctx context.Context, r slog.Record) error {
 	if !h.Handler.Enabled(ctx, slog.LevelWarn) {
 		return nil
 	}
-	n, ok := h.p.tlsLog.allow(r.Time)
+	n, ok := h.p.tlsLog.Allow(r.Time)
 	if !ok {
 		return nil
 	}

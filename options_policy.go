@@ -54,7 +54,11 @@ type Policy struct {
 	// Rate limits the requests and tunnels of each user (or, for a policy
 	// matched by Clients, each client address) of the policy: PerSecond on
 	// average, bursts of Burst (at least 1). Zero: no limit. Over it: 429
-	// with Retry-After.
+	// with Retry-After. On a shared store with RateTaker (redisstore), each
+	// replica takes the events of 100 ms at the rate at once and spends
+	// them locally: the limit holds across replicas within one such batch
+	// per replica (see RateTaker); rates under 20 a second (a batch of one
+	// event) are decided one request at a time.
 	Rate Rate
 	// BytesPerDay is the quota of bytes each user (or client address) may
 	// move per day (UTC), both directions, bodies and tunnels alike. A

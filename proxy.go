@@ -14,6 +14,7 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/park"
 	"github.com/fwdproxy/fwdproxy/internal/telemetry"
+	"github.com/fwdproxy/fwdproxy/internal/throttle"
 )
 
 // Proxy is a forward proxy. It implements http.Handler: absolute-form
@@ -66,8 +67,8 @@ type Proxy struct {
 	listening listeners
 	socksLns  map[*socksListener]struct{}
 	socks     socksConns
-	socksLog  logLimiter
-	tlsLog    logLimiter // failed TLS handshakes of ServeTLS (front.go)
+	socksLog  throttle.Lines
+	tlsLog    throttle.Lines // failed TLS handshakes of ServeTLS (front.go)
 	// closedDenied is the last reload that closed the tunnels its
 	// configuration refuses (WithReloadClosesDeniedTunnels, reload.go).
 	closedDenied *deniedCheck

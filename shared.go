@@ -54,6 +54,32 @@ type RateLimitStore interface {
 	Allow(ctx context.Context, key string, r Rate) (Decision, error)
 }
 
+// RateTaker is optional on a RateLimitStore (redisstore.Store has it): with
+// it, a Proxy takes a shared rate limit's events in batches and spends them
+// locally, one a request, so that a request does not wait for the store
+// while the batch lasts. A batch is the events of RateBatchWindow at the
+// rate (at least 1, at most the burst); the next is taken in the
+// background when half of it is left, and a request waits for the store
+// (at most DefaultStoreTimeout) only when the batch is used up. With
+// batches of one (rates under 20 a second, or a burst of 1) every request
+// asks the store's Allow, as without RateTaker.
+//
+// The bound: events taken but not yet spent stay with the replica that
+// took them, at most one batch per replica and limit. Over any span of
+// time, a limit shared by N replicas admits at most N batches more than
+// the rate and burst allow (events taken before the span, spent in it),
+// and may refuse a request while up to N batches wait unspent elsewhere.
+type RateTaker interface {
+	// Take takes up to n events of key at rate r at once: as many as the
+	// limit allows now (0 to n). When it takes none, retryAfter says when
+	// one would be allowed. An error means no decision (as for Allow).
+	Take(ctx context.Context, key string, r Rate, n int) (taken int, retryAfter time.Duration, err error)
+}
+
+// RateBatchWindow sizes the batches of a RateTaker: the events of this
+// span at the limit's rate.
+const RateBatchWindow = 100 * time.Millisecond
+
 // QuotaStore counts usage, such as bytes, in fixed windows shared by every
 // replica using it.
 type QuotaStore interface {

@@ -351,7 +351,7 @@ func (p *Proxy) socksRefused(c net.Conn, cfg *config, err error) {
 		return
 	}
 	p.stats.refusedSOCKS.Add(1)
-	n, ok := p.socksLog.allow(time.Now())
+	n, ok := p.socksLog.Allow(time.Now())
 	if !ok {
 		return
 	}
@@ -381,25 +381,8 @@ func (p *Proxy) refuseSOCKSOverLimit(c net.Conn) {
 	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = c.Write([]byte{socks5.Version, socks5.MethodNoAcceptable})
 	c.Close()
-	if n, ok := p.socksLog.allow(time.Now()); ok {
+	if n, ok := p.socksLog.Allow(time.Now()); ok {
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "SOCKS connection refused: "+tooManyConnsReason,
 			slog.String("client", c.RemoteAddr().String()), slog.Int64("refused_since_last_line", n))
 	}
-}
-
-// logLimiter lets a line through at most once a second, counting the lines
-// it held back.
-type logLimiter struct {
-	next       atomic.Int64 // unix nanoseconds before which lines are held back
-	suppressed atomic.Int64
-}
-
-func (l *logLimiter) allow(now time.Time) (held int64, ok bool) {
-	t := now.UnixNano()
-	next := l.next.Load()
-	if t < next || !l.next.CompareAndSwap(next, t+int64(time.Second)) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }

@@ -210,6 +210,7 @@ type quotaState struct {
 
 	mu     sync.Mutex
 	meters map[string]*quota.Meter // subject → its meter
+	stocks map[string]*rateStock   // subject → its batch of a shared rate limit
 
 	cuts, storeErrors atomic.Uint64
 	storeDown         atomic.Bool // the last store call failed: logged once per change
@@ -220,7 +221,51 @@ type quotaState struct {
 const maxMeters = 65536
 
 func newQuotaState() *quotaState {
-	return &quotaState{mem: memoryState{quota.NewMemory(nil)}, meters: make(map[string]*quota.Meter)}
+	return &quotaState{mem: memoryState{quota.NewMemory(nil)}, meters: make(map[string]*quota.Meter),
+		stocks: make(map[string]*rateStock)}
+}
+
+// rateStock is a subject's batch of events of a shared rate limit (see
+// RateTaker), for one store and rate.
+type rateStock struct {
+	*quota.Stock
+	store RateTaker
+	rate  Rate
+}
+
+// stock returns the batch of subject's rate limit r on store, or nil when
+// the store takes no batches (it is the Proxy's memory, it has no
+// RateTaker, or batches of r would be single events): then each decision
+// asks the store.
+func (p *Proxy) stock(store SharedState, subject string, r Rate) *quota.Stock {
+	t, ok := store.(RateTaker)
+	if !ok {
+		return nil
+	}
+	if _, mem := store.(memoryState); mem {
+		return nil
+	}
+	k := quota.BatchSize(r.PerSecond, r.Burst, RateBatchWindow)
+	if k <= 1 {
+		return nil
+	}
+	q := p.quotas
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s := q.stocks[subject]; s != nil && s.store == t && s.rate == r {
+		return s.Stock
+	}
+	if len(q.stocks) >= maxMeters {
+		// The events held are lost: at most one batch each, refused to
+		// no one but this replica's own requests.
+		clear(q.stocks)
+	}
+	key := "rate:" + subject
+	s := &rateStock{store: t, rate: r, Stock: quota.NewStock(k, DefaultStoreTimeout, func(ctx context.Context, n int) (int, time.Duration, error) {
+		return t.Take(ctx, key, r, n)
+	})}
+	q.stocks[subject] = s
+	return s.Stock
 }
 
 // storeOf returns the store the configuration's policies use.
@@ -302,9 +347,17 @@ func (p *Proxy) policyAdmit(ctx context.Context, c *config, w http.ResponseWrite
 	store := p.storeOf(c.users)
 	m := &policyMatch{pol: up, subject: subject, store: store, leases: c.users.leaseTTL}
 	if up.Rate.PerSecond > 0 {
-		sctx, cancel := storeCtx(ctx, store)
-		d, err := store.Allow(sctx, "rate:"+subject, up.Rate)
-		cancel()
+		var d Decision
+		var err error
+		if st := p.stock(store, subject, up.Rate); st != nil {
+			var qd quota.Decision
+			qd, err = st.Allow(ctx)
+			d = Decision(qd)
+		} else {
+			sctx, cancel := storeCtx(ctx, store)
+			d, err = store.Allow(sctx, "rate:"+subject, up.Rate)
+			cancel()
+		}
 		if err != nil {
 			p.storeFailed(err)
 			d, _ = p.quotas.mem.Allow(ctx, "rate:"+subject, up.Rate)

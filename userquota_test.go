@@ -180,3 +180,75 @@ func TestSharedStateFailing(t *testing.T) {
 		t.Errorf("%d log lines for the failure, want 1:\n%s", n, logs.String())
 	}
 }
+
+// takingState is a SharedState with RateTaker: it grants every Take from an
+// unbounded pool, counting the calls; Allow, which it counts too, should
+// not be asked for a rate that batches.
+type takingState struct {
+	failingState
+	allows, takes, taken atomic.Int64
+}
+
+func (s *takingState) Allow(ctx context.Context, key string, r Rate) (Decision, error) {
+	s.allows.Add(1)
+	return s.failingState.Allow(ctx, key, r)
+}
+
+func (s *takingState) Take(_ context.Context, _ string, _ Rate, n int) (int, time.Duration, error) {
+	s.takes.Add(1)
+	if s.down.Load() {
+		return 0, 0, errStoreDown
+	}
+	s.taken.Add(int64(n))
+	return n, 0, nil
+}
+
+// TestSharedRateInBatches: with a store that has RateTaker, a rate of 100
+// a second (batches of 10) asks the store once per few requests, never
+// Allow; the events spent never exceed those taken, and at most one batch
+// is held; when Take fails, the requests are decided in memory and the
+// failure counted. A rate under 20 a second still asks Allow per request.
+func TestSharedRateInBatches(t *testing.T) {
+	o := origin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	st := &takingState{failingState: failingState{memoryState: newQuotaState().mem}}
+	tp := startProxy(t, WithSharedState(st),
+		WithBasicAuth(StaticCredentials(map[string]string{"alice": "a", "bob": "b"})),
+		WithPolicies(Policy{Name: "fast", Users: []string{"alice"}, Rate: Rate{PerSecond: 100, Burst: 50}},
+			Policy{Name: "slow", Users: []string{"bob"}, Rate: Rate{PerSecond: 10, Burst: 50}}))
+	get := func(c creds) int {
+		status, _, _ := send(t, tp, "GET "+o.URL+"/ HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "+c.header()+"\r\n\r\n")
+		return status
+	}
+	const n = 30
+	for i := range n {
+		if s := get(creds{"alice", "a"}); s != 200 {
+			t.Fatalf("request %d: %d", i, s)
+		}
+	}
+	if a := st.allows.Load(); a != 0 {
+		t.Errorf("Allow asked %d times for a rate that batches", a)
+	}
+	// 10 at first, then the half batch spent: about one take per 5.
+	if k := st.takes.Load(); k < 2 || k > n/5+1 {
+		t.Errorf("%d takes for %d requests, want 2..%d", k, n, n/5+1)
+	}
+	if taken := st.taken.Load(); taken < n || taken > n+10 {
+		t.Errorf("%d events taken for %d spent, want %d..%d (at most a batch held)", taken, n, n, n+10)
+	}
+	st.down.Store(true)
+	for i := range n {
+		if s := get(creds{"alice", "a"}); s != 200 {
+			t.Fatalf("request %d with Take failing: %d, want 200 from memory", i, s)
+		}
+	}
+	if q := tp.Stats().Quotas; q.StoreErrors == 0 || !q.StoreFailing {
+		t.Errorf("Stats.Quotas %+v with Take failing, want errors counted", q)
+	}
+	st.down.Store(false)
+	for range 3 {
+		get(creds{"bob", "b"})
+	}
+	if a := st.allows.Load(); a != 3 {
+		t.Errorf("Allow asked %d times for bob's 3 requests at 10 a second, want 3", a)
+	}
+}

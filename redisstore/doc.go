@@ -11,7 +11,10 @@
 //     the leaf's validity and an in-memory cache in front; one replica mints
 //     a host's certificate while the others wait (SET NX PX lock, polled).
 //   - RateLimitStore: a GCRA in one Lua script, one round trip per decision,
-//     several decisions pipelined in one (AllowMany).
+//     several decisions pipelined in one (AllowMany); and RateTaker: Take
+//     takes up to n events of the same GCRA in one round trip, which a
+//     Proxy spends locally (batches of 100 ms of the rate, so the limit
+//     holds across replicas within one batch per replica).
 //   - QuotaStore: usage in fixed windows aligned to the Unix epoch, one round
 //     trip per add; ByteCounter batches a transfer's bytes (64 KiB or
 //     100 ms) and tells when the quota is reached.

@@ -135,6 +135,9 @@ func TestFailClosed(t *testing.T) {
 	if err != nil || d.Allowed || d.RetryAfter != time.Hour {
 		t.Errorf("fail-closed Allow: %+v, %v; want denied, retry after the probe interval", d, err)
 	}
+	if n, retry, err := s.Take(ctx, "k", Rate{PerSecond: 1000, Burst: 1000}, 100); err != nil || n != 0 || retry != time.Hour {
+		t.Errorf("fail-closed Take: %d, %v, %v; want none, retry after the probe interval", n, retry, err)
+	}
 	if used, _, err := s.AddBytes(ctx, "k", 1, time.Hour); err != nil || used != math.MaxInt64 {
 		t.Errorf("fail-closed AddBytes: %d, %v; want MaxInt64", used, err)
 	}

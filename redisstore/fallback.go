@@ -45,9 +45,18 @@ func newFallback() *fallback {
 // allow is the GCRA of the Lua script, in memory, for rate r scaled by
 // share.
 func (f *fallback) allow(key string, r Rate, share float64) Decision {
+	taken, retry, remaining := f.take(key, r, share, 1)
+	return Decision{Allowed: taken == 1, RetryAfter: retry, Remaining: remaining}
+}
+
+// take is the GCRA of takeScript, in memory, for rate r scaled by share: it
+// takes up to n events (as many as the burst allows now), and when none,
+// says when one would be allowed; remaining is what the burst still allows.
+func (f *fallback) take(key string, r Rate, share float64, n int) (taken int, retry time.Duration, remaining int) {
 	rate := r.PerSecond * share
 	burst := max(1, int(math.Ceil(float64(r.Burst)*share)))
 	t := time.Duration(float64(time.Second) / rate) // emission interval
+	t = max(t, 1)
 	now := f.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -55,14 +64,14 @@ func (f *fallback) allow(key string, r Rate, share float64) Decision {
 	if !ok || tat.Before(now) {
 		tat = now
 	}
-	newTAT := tat.Add(t)
-	allowAt := newTAT.Add(-t * time.Duration(burst))
-	diff := now.Sub(allowAt)
-	if diff < 0 {
-		return Decision{RetryAfter: -diff}
+	// Events allowed now: those whose arrival fits in the burst's span.
+	avail := int64(now.Add(t*time.Duration(burst)).Sub(tat) / t)
+	if avail < 1 {
+		return 0, tat.Add(t - t*time.Duration(burst)).Sub(now), 0
 	}
-	f.tats.Add(key, newTAT)
-	return Decision{Allowed: true, Remaining: int(diff / t)}
+	taken = int(min(int64(n), avail))
+	f.tats.Add(key, tat.Add(t*time.Duration(taken)))
+	return taken, 0, int(avail) - taken
 }
 
 // windowOf returns the start and end, in Unix milliseconds, of the window

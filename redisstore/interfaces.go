@@ -17,6 +17,7 @@ var (
 	_ fwdproxy.CertStore      = (*Store)(nil)
 	_ fwdproxy.CertLocker     = (*Store)(nil)
 	_ fwdproxy.RateLimitStore = (*Store)(nil)
+	_ fwdproxy.RateTaker      = (*Store)(nil)
 	_ fwdproxy.QuotaStore     = (*Store)(nil)
 	_ fwdproxy.LeaseStore     = (*Store)(nil)
 	_ fwdproxy.SharedState    = (*Store)(nil)

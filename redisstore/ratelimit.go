@@ -242,3 +242,84 @@ func (s *Store) rateFallback(key string, r Rate) Decision {
 	}
 	return s.local.allow(key, r, s.share)
 }
+
+// takeScript is gcraScript taking up to n events at once: as many as the
+// burst allows now (the GCRA of n events of cost one each), or none.
+//
+//	KEYS[1]  the limit's key
+//	ARGV[1]  emission interval in microseconds
+//	ARGV[2]  burst
+//	ARGV[3]  n, the most events to take
+//
+// It returns {events taken (0..n), retry after in microseconds when none}.
+var takeScript = newScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local avail = math.floor((now + interval * burst - tat) / interval)
+if avail < 1 then
+  return {0, math.ceil(tat + interval - interval * burst - now)}
+end
+local take = math.min(n, avail)
+local new_tat = tat + interval * take
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+return {take, 0}
+`)
+
+// Take takes up to n events of key at rate r at once, in one round trip:
+// as many as the limit allows now, on the same key and GCRA as Allow (a
+// Proxy spends them one request at a time, see fwdproxy.RateTaker). When
+// it takes none, retryAfter says when one would be allowed. While Redis is
+// unreachable the RateLimits policy decides as for Allow (FailOpen: up to n
+// from the local limit; FailClosed: none) and err is nil; err is non-nil
+// only for an invalid rate or n, a closed Store or ctx ending.
+func (s *Store) Take(ctx context.Context, key string, r Rate, n int) (taken int, retryAfter time.Duration, err error) {
+	if err := validRate(r); err != nil {
+		return 0, 0, err
+	}
+	if n < 1 {
+		return 0, 0, fmt.Errorf("redisstore: Take of %d events", n)
+	}
+	rkey := []string{s.key("rl", key)}
+	args := append(gcraArgs(r), n)
+	var res []any
+	failed, err := s.call(ctx, func(ctx context.Context) error {
+		v, err := takeScript.EvalSha(ctx, s.rdb, rkey, args...).Slice()
+		if isNoScript(err) {
+			v, err = takeScript.Eval(ctx, s.rdb, rkey, args...).Slice()
+		}
+		res = v
+		return err
+	})
+	if !failed && err != nil {
+		return 0, 0, err
+	}
+	if !failed {
+		if taken, retry, err := parseTake(res, n); err == nil {
+			return taken, retry, nil
+		}
+	}
+	s.stats.fallbacks.Add(1)
+	if s.policy[RateLimits] == FailClosed {
+		return 0, s.probe, nil
+	}
+	taken, retryAfter, _ = s.local.take(key, r, s.share, n)
+	return taken, retryAfter, nil
+}
+
+// parseTake reads takeScript's reply.
+func parseTake(v []any, n int) (taken int, retry time.Duration, err error) {
+	if len(v) != 2 {
+		return 0, 0, fmt.Errorf("redisstore: take script answered %d values", len(v))
+	}
+	a, ok1 := v[0].(int64)
+	b, ok2 := v[1].(int64)
+	if !ok1 || !ok2 || a < 0 || a > int64(n) {
+		return 0, 0, fmt.Errorf("redisstore: take script answered %v", v)
+	}
+	return int(a), time.Duration(b) * time.Microsecond, nil
+}

@@ -163,3 +163,64 @@ func TestNoScriptFallsBackToEval(t *testing.T) {
 		t.Errorf("stats %+v, want no fallbacks or errors", st)
 	}
 }
+
+// Take takes several events of a limit at once, on the same GCRA as Allow:
+// as many as the burst allows, then none with the time to retry; after a
+// SCRIPT FLUSH it runs with EVAL; while Redis is down, fail-open takes from
+// the local limit.
+func TestTake(t *testing.T) {
+	r := startRedis(t)
+	s := openStore(t, r)
+	ctx := context.Background()
+	rate := Rate{PerSecond: 1, Burst: 10}
+	trips := s.Stats().RoundTrips
+	for i, want := range []int{4, 4, 2} {
+		n, retry, err := s.Take(ctx, "k", rate, 4)
+		// A second passing adds one event: allow it on the last.
+		if err != nil || retry != 0 || n < want || n > want+i/2 {
+			t.Fatalf("take %d of 4: %d, %v, %v; want %d", i+1, n, retry, err, want)
+		}
+	}
+	if n := s.Stats().RoundTrips - trips; n != 3 {
+		t.Errorf("3 takes in %d round trips, want 3", n)
+	}
+	if d, err := s.Allow(ctx, "k", rate); err != nil || d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > time.Second {
+		t.Errorf("Allow after the burst was taken: %+v, %v; want denied within 1s", d, err)
+	}
+	n, retry, err := s.Take(ctx, "k", rate, 5)
+	if err != nil || n != 0 || retry <= 0 || retry > time.Second {
+		t.Fatalf("take of an empty limit: %d, %v, %v; want none, retry within 1s", n, retry, err)
+	}
+	time.Sleep(retry)
+	if n, _, err := s.Take(ctx, "k", rate, 5); err != nil || n != 1 {
+		t.Errorf("take after the retry time: %d, %v; want 1", n, err)
+	}
+	// A limit of its own, after SCRIPT FLUSH: EVAL.
+	if _, err := r.cli("SCRIPT", "FLUSH"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := s.Take(ctx, "k2", Rate{PerSecond: 100, Burst: 50}, 80); err != nil || n != 50 {
+		t.Errorf("take 80 of a burst of 50 after SCRIPT FLUSH: %d, %v; want 50", n, err)
+	}
+	if _, _, err := s.Take(ctx, "k", rate, 0); err == nil {
+		t.Error("a take of 0 events was accepted")
+	}
+	if _, _, err := s.Take(ctx, "k", Rate{PerSecond: 0, Burst: 1}, 1); err == nil {
+		t.Error("a zero rate was accepted")
+	}
+	if st := s.Stats(); st.Fallbacks != 0 || st.Errors != 0 {
+		t.Errorf("stats %+v, want no fallbacks or errors", st)
+	}
+	// Redis down, fail-open: the local limit (share 1) grants its burst.
+	down := openStore(t, r, WithFailureThreshold(1), WithProbeInterval(time.Hour))
+	r.stop()
+	if n, _, err := down.Take(ctx, "k3", Rate{PerSecond: 1, Burst: 6}, 4); err != nil || n != 4 {
+		t.Errorf("fail-open take of 4: %d, %v; want 4", n, err)
+	}
+	if n, _, err := down.Take(ctx, "k3", Rate{PerSecond: 1, Burst: 6}, 4); err != nil || n != 2 {
+		t.Errorf("fail-open take of 4 more: %d, %v; want the 2 left", n, err)
+	}
+	if down.Stats().Fallbacks != 2 {
+		t.Errorf("%d fallbacks, want 2", down.Stats().Fallbacks)
+	}
+}

@@ -131,6 +131,71 @@ func TestReplicasShareRateLimit(t *testing.T) {
 	}
 }
 
+// TestReplicasShareBatchedRateLimit: at 100 a second (burst 100) each
+// replica takes the limit's events in batches of 10 (100 ms of the rate)
+// and spends them without Redis; under load from both replicas for about
+// a second, the two together admit what the rate and burst allow within
+// the documented bound (one batch per replica either way), in far fewer
+// Redis round trips than requests.
+func TestReplicasShareBatchedRateLimit(t *testing.T) {
+	r := startRedis(t)
+	o := proxytest.Origin(t, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	rate := fwdproxy.Rate{PerSecond: 100, Burst: 100}
+	const k = 10 // RateBatchWindow (100 ms) at 100 a second
+	pol := fwdproxy.WithPolicies(fwdproxy.Policy{Name: "limited", Users: []string{"alice"}, Rate: rate})
+	a, b := startReplica(t, r, nil, pol), startReplica(t, r, nil, pol)
+	trips := func() uint64 { return a.store.Stats().RoundTrips + b.store.Stats().RoundTrips }
+	before := trips()
+	var allowed, refused, noRetry atomic.Int64
+	start := time.Now()
+	stop := start.Add(time.Second)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		c := []*replica{a, b}[i%2].client(t, "alice")
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				resp, err := c.Get(o.URL)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case 200:
+					allowed.Add(1)
+				case 429:
+					refused.Add(1)
+					if resp.Header.Get("Retry-After") == "" {
+						noRetry.Add(1)
+					}
+				default:
+					t.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	n := allowed.Load() + refused.Load()
+	rt := trips() - before
+	ideal := 100 + elapsed.Seconds()*rate.PerSecond
+	t.Logf("%d of %d requests allowed across two replicas in %v (the limit alone: %.0f); %d Redis round trips, %.3f per request",
+		allowed.Load(), n, elapsed.Round(time.Millisecond), ideal, rt, float64(rt)/float64(n))
+	// Upper bound: no replica spends more than it took, and the batches
+	// start empty. Lower bound: at most a batch per replica left unspent.
+	if got := float64(allowed.Load()); got > ideal+2 || got < ideal-2*k-10 {
+		t.Errorf("%d allowed, want %.0f..%.0f", allowed.Load(), ideal-2*k-10, ideal+2)
+	}
+	if noRetry.Load() > 0 {
+		t.Errorf("%d refusals without Retry-After", noRetry.Load())
+	}
+	if n < 400 || rt*4 > uint64(n) {
+		t.Errorf("%d round trips for %d requests, want at most a quarter (and at least 400 requests)", rt, n)
+	}
+}
+
 // countingStore counts the certificates Put (each one minted), and is a
 // CertLocker through the Store it wraps.
 type countingStore struct {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 )
 
@@ -44,7 +43,7 @@ func (s *Server) refuseOverLimit(c net.Conn, st *ServerSettings) {
 	_, _ = c.Write(overLimitResponse(st.OverLimitReason))
 	c.Close()
 	s.refused.Add(1)
-	if n, ok := s.overLimitLog.allow(time.Now()); ok {
+	if n, ok := s.overLimitLog.Allow(time.Now()); ok {
 		s.log.LogAttrs(context.Background(), slog.LevelWarn, "connection refused: too many client connections",
 			slog.String("client", c.RemoteAddr().String()),
 			slog.Int("max_conns", st.MaxConns),
@@ -96,7 +95,7 @@ const lingerAfterRefusal = 500 * time.Millisecond
 // once a second). The caller closes the connection.
 func (sc *srvConn) refuseNonHTTP(proto string, answer []byte) {
 	s := sc.s
-	if n, ok := s.nonHTTPLog.allow(time.Now()); ok {
+	if n, ok := s.nonHTTPLog.Allow(time.Now()); ok {
 		hint := "this is a plain HTTP proxy: use an http:// proxy URL"
 		if proto != "TLS" {
 			hint = "this is an HTTP proxy, not a SOCKS proxy: use an http:// proxy URL"
@@ -148,26 +147,4 @@ func badRequestLine(buf []byte) bool {
 	}
 	_, _, ok := http.ParseHTTPVersion(string(rest[sp2+1:]))
 	return !ok
-}
-
-// logLimiter lets a log line through at most once per logEvery, counting
-// the lines it held back, so that a flood (of refused connections, say)
-// cannot flood the log.
-type logLimiter struct {
-	next       atomic.Int64 // unix nanoseconds before which lines are held back
-	suppressed atomic.Int64
-}
-
-const logEvery = time.Second
-
-// allow reports whether a line may be logged now and, if so, how many were
-// held back since the last one.
-func (l *logLimiter) allow(now time.Time) (held int64, ok bool) {
-	t := now.UnixNano()
-	next := l.next.Load()
-	if t < next || !l.next.CompareAndSwap(next, t+int64(logEvery)) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/park"
+	"github.com/fwdproxy/fwdproxy/internal/throttle"
 )
 
 // The client side of the proxy's Serve. On small requests net/http's server
@@ -150,7 +151,7 @@ type Server struct {
 	date    dateCache
 	closing atomic.Bool
 	// Refusals are logged at most once a second each (refuse.go).
-	overLimitLog, nonHTTPLog logLimiter
+	overLimitLog, nonHTTPLog throttle.Lines
 	mu                       sync.Mutex
 	conns                    map[*srvConn]struct{}
 	wg                       sync.WaitGroup // one per connection, until finish

@@ -42,6 +42,8 @@ import (
 	"time"
 
 	pp "github.com/pires/go-proxyproto"
+
+	"github.com/fwdproxy/fwdproxy/internal/throttle"
 )
 
 // Defaults of Config.
@@ -132,7 +134,7 @@ type Listener struct {
 	closed  bool
 	pending map[net.Conn]struct{} // trusted connections awaiting a goroutine's read, or in ready
 
-	logLimit logLimiter
+	logLimit throttle.Lines
 	stats    stats
 }
 
@@ -454,7 +456,7 @@ func (l *Listener) logRefusal(msg string, peer net.Addr, attrs ...slog.Attr) {
 	if l.onRefused != nil {
 		l.onRefused()
 	}
-	n, ok := l.logLimit.allow(time.Now())
+	n, ok := l.logLimit.Allow(time.Now())
 	if !ok {
 		return
 	}
@@ -466,21 +468,4 @@ func (l *Listener) logRefusal(msg string, peer net.Addr, attrs ...slog.Attr) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// logLimiter lets a line through at most once a second, counting the
-// lines it held back.
-type logLimiter struct {
-	next       atomic.Int64 // unix nanoseconds before which lines are held back
-	suppressed atomic.Int64
-}
-
-func (l *logLimiter) allow(now time.Time) (held int64, ok bool) {
-	t := now.UnixNano()
-	next := l.next.Load()
-	if t < next || !l.next.CompareAndSwap(next, t+int64(time.Second)) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }

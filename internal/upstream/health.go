@@ -111,13 +111,23 @@ func (u *Upstream) Observe(err error) {
 	now := u.now()
 	h.mu.Lock()
 	h.consecutive++
+	h.lastFailure = now
+	h.lastError = err.Error()
+	if h.down.Load() && now.UnixNano() < h.retryAt.Load() {
+		// A request that was on its way when u went down, failing within
+		// the back-off in force: it says nothing new about u, so the
+		// back-off stands. It grows with the failed trials after each
+		// back-off, not with how many requests were in flight (eight
+		// concurrent failures at a death would otherwise make 1 s into
+		// 2 min).
+		h.mu.Unlock()
+		return
+	}
 	if h.period == 0 {
 		h.period = u.backoff.Min
 	} else {
 		h.period = min(2*h.period, u.backoff.Max)
 	}
-	h.lastFailure = now
-	h.lastError = err.Error()
 	h.retryAt.Store(now.Add(u.backoff.jitter(h.period)).UnixNano())
 	h.down.Store(true)
 	h.mu.Unlock()

@@ -66,17 +66,29 @@ func TestBackoff(t *testing.T) {
 	clock := newFakeClock()
 	u := testUpstreams(t, clock, 1)[0]
 	for i, want := range []time.Duration{1, 2, 4, 8, 16, 32, 60, 60} {
+		if i > 0 {
+			// A failure within the back-off (a request that was on its
+			// way) leaves it as it is.
+			retry := u.Stats().NextRetry
+			clock.Advance(retry.Sub(clock.Now()) / 2)
+			fail(u)
+			if s := u.Stats(); s.Up || !s.NextRetry.Equal(retry) || s.ConsecutiveFailures != 2*i {
+				t.Fatalf("a failure within the back-off: up %v, retry %v (want %v), consecutive %d (want %d)", s.Up, s.NextRetry, retry, s.ConsecutiveFailures, 2*i)
+			}
+			// The trial after it fails: the back-off doubles.
+			clock.Advance(retry.Sub(clock.Now()))
+		}
 		fail(u)
 		s := u.Stats()
-		if s.Up || s.ConsecutiveFailures != i+1 || s.NextRetry.Sub(clock.Now()) != want*time.Second {
-			t.Fatalf("after %d faults: up %v, consecutive %d, retry in %v; want %v", i+1, s.Up, s.ConsecutiveFailures, s.NextRetry.Sub(clock.Now()), want*time.Second)
+		if s.Up || s.ConsecutiveFailures != 2*i+1 || s.NextRetry.Sub(clock.Now()) != want*time.Second {
+			t.Fatalf("after %d failed trials: up %v, consecutive %d, retry in %v; want %v", i+1, s.Up, s.ConsecutiveFailures, s.NextRetry.Sub(clock.Now()), want*time.Second)
 		}
 		if !s.LastFailure.Equal(clock.Now()) || !strings.Contains(s.LastError, "unreachable") {
 			t.Fatalf("last failure %v %q", s.LastFailure, s.LastError)
 		}
 	}
 	u.Observe(nil)
-	if s := u.Stats(); !s.Up || s.ConsecutiveFailures != 0 || !s.NextRetry.IsZero() || s.Failures != 8 || s.Successes != 1 {
+	if s := u.Stats(); !s.Up || s.ConsecutiveFailures != 0 || !s.NextRetry.IsZero() || s.Failures != 15 || s.Successes != 1 {
 		t.Fatalf("after a success: %+v", s)
 	}
 	fail(u)

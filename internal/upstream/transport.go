@@ -61,18 +61,7 @@ func ConfigureTransport(t *http.Transport) {
 		if u == nil || u.kind == Direct || addr != u.addr {
 			return direct(ctx, network, addr)
 		}
-		if _, ok := ctx.Deadline(); !ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
-			defer cancel()
-		}
-		c, e := u.connect(ctx, "")
-		if e != nil {
-			u.Observe(e)
-			return nil, e
-		}
-		u.connected()
-		return c, nil
+		return u.dialSelf(ctx)
 	}
 	t.OnProxyConnectResponse = onProxyConnectResponse
 }

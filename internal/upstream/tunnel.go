@@ -82,6 +82,14 @@ func (u *Upstream) DialProxy(ctx context.Context) (net.Conn, error) {
 	if u.kind != HTTP && u.kind != HTTPS {
 		return nil, u.newError(ErrProtocol, "", "connecting", errNotHTTP)
 	}
+	return u.dialSelf(ctx)
+}
+
+// dialSelf connects to u itself (TLS for HTTPS), bounded by ctx (30 s if
+// ctx has no deadline), for DialProxy and for the connections
+// ConfigureTransport's transport opens to u. A failure is observed in u's
+// health; a connection ends a back-off but is not counted as a success.
+func (u *Upstream) dialSelf(ctx context.Context) (net.Conn, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, handshakeTimeout)

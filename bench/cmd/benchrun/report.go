@@ -205,7 +205,7 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 		}
 		for _, t := range ts {
 			if per := collect(runs, s, t, func(r *runResult) float64 { return r.RedisPerRequest }); t.redis && len(per) > 0 {
-				notes = append(notes, fmt.Sprintf("%s: Redis round trips per request %s (reads Redis processed, INFO stats: concurrent rate decisions share a pipeline, byte counts go in batches)",
+				notes = append(notes, fmt.Sprintf("%s: Redis round trips per request %s (reads Redis processed, INFO stats: rate limits are taken in batches of 100 ms of the rate, byte counts go in batches)",
 					t.name, spread(per, "%.3f")))
 			}
 		}
