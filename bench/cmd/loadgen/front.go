@@ -53,22 +53,7 @@ func dialTunnel(front string, roots *x509.CertPool, proxy, target string) (io.Re
 	if err != nil {
 		return nil, nil, err
 	}
-	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: target}, Host: target, Header: http.Header{}}
-	if err := req.Write(c); err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		c.Close()
-		return nil, nil, fmt.Errorf("CONNECT: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		c.Close()
-		return nil, nil, fmt.Errorf("CONNECT: %s", resp.Status)
-	}
-	return br, c, nil
+	return connectOn(c, target) // main.go
 }
 
 // socksConnect runs a SOCKS5 CONNECT to target (an IP address and port)

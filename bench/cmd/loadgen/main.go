@@ -186,6 +186,13 @@ func openTunnel(proxy, target string) (io.Reader, net.Conn, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return connectOn(c, target)
+}
+
+// connectOn sends CONNECT target on c, a connection to a proxy, and reads
+// the answer; the reader returned holds what came after it. c is closed
+// on failure.
+func connectOn(c net.Conn, target string) (io.Reader, net.Conn, error) {
 	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: target}, Host: target, Header: http.Header{}}
 	if err := req.Write(c); err != nil {
 		c.Close()
