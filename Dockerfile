@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 #
 # The example server (examples/fwdproxy) as a static binary in a distroless
-# image that runs as a non-root user: about 15 MB (a 13 MB binary on a 2 MB
-# base). Build from the repository root:
+# image that runs as a non-root user: about 33 MB (a 30.5 MiB binary, measured
+# 2026-12-04 with the build line below: the PAC engine, the Redis client, the
+# OTel SDK and the Prometheus exporter are all in it; on a 2 MB base). Build
+# from the repository root:
 #
 #   docker build -t fwdproxy .
 #   docker run --rm -p 8080:8080 -p 9090:9090 fwdproxy
