@@ -27,8 +27,8 @@ RUN --mount=type=cache,target=/root/go/pkg/mod \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/fwdproxy /fwdproxy
 USER 65532:65532
-# 8080: the proxy; 9090: the admin listener (metrics, pprof, and with
-# -admin-listen /healthz and /readyz).
+# 8080: the proxy; 9090: the admin listener (metrics, pprof, /healthz,
+# /readyz, the dashboard and the flow inspector).
 EXPOSE 8080 9090
 ENTRYPOINT ["/fwdproxy"]
-CMD ["-listen=:8080", "-metrics-listen=:9090"]
+CMD ["-listen=:8080", "-admin-listen=:9090"]

@@ -530,7 +530,7 @@ func TestDockerfile(t *testing.T) {
 	if cmd == nil {
 		t.Fatal("no CMD")
 	}
-	for _, flag := range []string{"-listen=", "-metrics-listen="} {
+	for _, flag := range []string{"-listen=", "-admin-listen="} {
 		i := strings.Index(cmd[1], flag)
 		if i < 0 {
 			t.Errorf("CMD has no %s", flag)
