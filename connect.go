@@ -20,7 +20,8 @@ var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
 // answers 200 only once the upstream connection is up, then relays bytes
 // both ways until either side is done. The tunnel keeps c, the
 // configuration it started with, to its end. A tunnel between two TCP
-// connections is parked (tunnelpark_linux.go) and outlives the handler:
+// connections is parked (tunnelpark_linux.go; not one under a policy's byte
+// quota or tunnel limit, which runTunnel relays) and outlives the handler:
 // serveConnect then returns at once with the request's end, which comes
 // with the tunnel's (observe, telemetry.go).
 func (p *Proxy) serveConnect(c *config, w http.ResponseWriter, r *http.Request) *requestEnd {
@@ -206,7 +207,14 @@ func (p *Proxy) runTunnel(c *config, r *http.Request, client, upstream io.ReadWr
 	t := newTunnel(client, upstream, c.tunnelIdleTimeout)
 	if m != nil && m.meter != nil {
 		t.meter = m.meter
-		t.onCut = func() { p.logCut(r.Context(), m, r.Host, r.RemoteAddr) }
+		t.onCut = func() {
+			p.logCut(r.Context(), m, r.Host, r.RemoteAddr)
+			// The tunnel's record says why it ended, as a request cut at
+			// the quota does (read once the relay is over).
+			if rs := reqStateFrom(r.Context()); rs != nil {
+				rs.errKind = "quota_bytes"
+			}
+		}
 	}
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if !p.track(t) {

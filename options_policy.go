@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"time"
 )
 
@@ -102,9 +103,13 @@ func WithPolicies(ps ...Policy) Option {
 // the Proxy's in-memory state instead, and counted in
 // Stats.Quotas.StoreErrors. Without it (or with nil) everything is kept in
 // memory. It can change with Reload; a tunnel keeps the store it started
-// with.
+// with. st must be comparable (a pointer, as redisstore's is): a reload
+// keeps the usage counted with the same store.
 func WithSharedState(st SharedState) Option {
 	return optionFunc(func(s *settings) error {
+		if st != nil && !reflect.TypeOf(st).Comparable() {
+			return fmt.Errorf("WithSharedState: a %T cannot be compared with another store; pass a pointer to it", st)
+		}
 		s.shared = st
 		return nil
 	})

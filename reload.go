@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -448,6 +449,19 @@ func tunnelRefusal(c *config, ti *tunnelInfo, authChanged bool) string {
 			}
 			if ok, rule := c.rules.Check(ti.host, a, ti.port, ti.connect); !ok && !c.reportOnly {
 				return "access denied: " + rule
+			}
+		}
+		// The user's policy (WithPolicies), as admit would find it now.
+		if c.users != nil {
+			if up := c.users.match(ti.user, ti.client); up != nil && up.rules != nil {
+				ip, _ := policy.ParseHost(ti.host)
+				ok, rule := up.rules.Check(ti.host, ip, ti.port, ti.connect)
+				if ok && ti.dialed.IsValid() {
+					ok, rule = up.rules.Check(ti.host, ti.dialed, ti.port, ti.connect)
+				}
+				if !ok {
+					return "access denied by policy " + strconv.Quote(up.Name) + ": " + rule
+				}
 			}
 		}
 	}

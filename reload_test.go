@@ -783,6 +783,8 @@ func TestReloadClosesDeniedTunnels(t *testing.T) {
 		{"report-only", []Option{priv, anyPort}, []Option{priv, anyPort, WithDenyHosts("b.test"), WithReportOnly(), closes}, [2]string{"a.test", "b.test"}, [2]bool{false, false}, 0},
 		{"credentials", []Option{priv, anyPort, users("alice", "bob")}, []Option{priv, anyPort, users("alice"), closes}, [2]string{"alice", "bob"}, [2]bool{false, true}, 1},
 		{"credentials unchanged", []Option{priv, anyPort, users("alice", "bob")}, []Option{priv, anyPort, users("alice", "bob"), WithDenyHosts("c.test"), closes}, [2]string{"alice", "bob"}, [2]bool{false, false}, 0},
+		{"a user's policy", []Option{priv, anyPort, users("alice", "bob")}, []Option{priv, anyPort, users("alice", "bob"),
+			WithPolicies(Policy{Name: "strict", Users: []string{"bob"}, DenyHosts: []string{"a.test"}}), closes}, [2]string{"alice", "bob"}, [2]bool{false, true}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs logCapture

@@ -69,6 +69,9 @@ func (p *Proxy) writeResponse(c *config, w http.ResponseWriter, r *http.Request,
 				c.bodyIdleTimeout.String()+"; client connection cut"+bodyIdleHint, readErr), "upstream body stalled mid-stream")
 		} else if m := requestPolicy(resp); m != nil && errors.Is(readErr, errQuotaReached) {
 			p.logCut(r.Context(), m, r.URL.Host, r.RemoteAddr) // userpolicy.go
+			if rs := reqStateFrom(r.Context()); rs != nil {
+				rs.errKind = "quota_bytes" // the request's record says why it was cut
+			}
 		} else {
 			p.logFailure(r, asError(r.URL.Host, readErr), "upstream body failed mid-stream")
 		}

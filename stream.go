@@ -154,7 +154,7 @@ func (t *tunnel) signature() int64 {
 func (t *tunnel) pump(dst, src io.ReadWriteCloser, total *atomic.Int64) {
 	var err error
 	if t.meter != nil {
-		err = copyMetered(dst, src, total, t.meter) // userpolicy.go
+		err = copyMetered(dst, src, total, t.meter, spliceable(dst, src)) // userpolicy.go
 		if err == errQuotaReached {
 			t.cutOnce.Do(t.onCut)
 		}

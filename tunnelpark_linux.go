@@ -95,7 +95,7 @@ type parkedTunnel struct {
 	via [2]*viaConn
 
 	info  *tunnelInfo
-	r     *http.Request // for tunnelEnded: the handler's, a detached one (detachRequest), or noRequest
+	r     *http.Request // for tunnelEnded: the handler's, a detached one (reqState.detach), or noRequest
 	start time.Time
 
 	// Exactly one of: done, closed at the end for a handler that waits
@@ -379,8 +379,10 @@ func (t *parkedTunnel) closeConns() {
 }
 
 // end ends the tunnel, as runTunnel ends one it relays: telemetry, the
-// registry, the debug record; then the request's end (with the
-// WithMaxTunnels slot), or the waiting handler.
+// debug record; then the request's end (with the WithMaxTunnels slot), or
+// the waiting handler; then the registry. Untracked last: Shutdown waits
+// for the registry and then closes the telemetry, so the request's end
+// (its access record, span and flow record) must be done by then.
 func (t *parkedTunnel) end() {
 	t.dirs[0].entry.Release()
 	t.dirs[1].entry.Release()
@@ -389,17 +391,18 @@ func (t *parkedTunnel) end() {
 	up, down := t.dirs[0].total.Load(), t.dirs[1].total.Load()
 	d := time.Since(t.start)
 	p.tunnelEnded(t.r, t.conns[1], up, down, d) // telemetry.go
-	p.untrack(t)
 	p.log.LogAttrs(t.r.Context(), slog.LevelDebug, "tunnel closed",
 		slog.String("target", t.info.target), slog.String("client", t.info.client),
 		slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
 		slog.Duration("duration", d))
 	if !t.detached {
 		close(t.done)
+		p.untrack(t)
 		return
 	}
 	p.closeTunnel() // connect.go: the slot serveConnect took
 	t.reqEnd.tunnelDone()
+	p.untrack(t)
 }
 
 var errQuiet = errors.New("tunnel direction quiet")

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fwdproxy/fwdproxy/internal/netx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
 	"github.com/fwdproxy/fwdproxy/internal/quota"
 )
@@ -462,8 +463,15 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 const meterChunk = 64 << 10
 
 // copyMetered copies src to dst like pump's io.Copy, counting into total
-// and m and stopping with errQuotaReached at m's quota.
-func copyMetered(dst io.Writer, src io.Reader, total *atomic.Int64, m *quota.Meter) error {
+// and m and stopping with errQuotaReached at m's quota. With splice (both
+// ends TCP: the kernel's counters show the idle watch that bytes move) it
+// copies in chunks of up to meterChunk; otherwise it counts every read, so
+// that a tunnel moving less than a chunk per idle timeout is not taken
+// for idle.
+func copyMetered(dst io.Writer, src io.Reader, total *atomic.Int64, m *quota.Meter, splice bool) error {
+	if !splice {
+		return copyMeteredBuffered(dst, src, total, m)
+	}
 	for {
 		left := m.Remaining()
 		if left <= 0 {
@@ -477,6 +485,34 @@ func copyMetered(dst io.Writer, src io.Reader, total *atomic.Int64, m *quota.Met
 		}
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// copyMeteredBuffered is copyMetered through a pooled buffer, each read at
+// most what the quota has left.
+func copyMeteredBuffered(dst io.Writer, src io.Reader, total *atomic.Int64, m *quota.Meter) error {
+	buf := netx.GetBuffer()
+	defer netx.PutBuffer(buf)
+	for {
+		left := m.Remaining()
+		if left <= 0 {
+			return errQuotaReached
+		}
+		n, rerr := src.Read(buf[:min(left, int64(len(buf)))])
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total.Add(int64(w))
+			m.Add(int64(w))
+			if werr != nil {
+				return werr
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
 		}
 	}
 }

@@ -283,3 +283,22 @@ func TestPolicyInterceptRouteReload(t *testing.T) {
 		}
 	})
 }
+
+// uncomparableState is a SharedState that Go cannot compare (a map in a
+// struct value); WithSharedState refuses it rather than panic at a reload.
+type uncomparableState struct {
+	_ map[string]int
+	SharedState
+}
+
+func TestWithSharedStateUncomparable(t *testing.T) {
+	_, err := New(WithSharedState(uncomparableState{}))
+	if err == nil || !strings.Contains(err.Error(), "WithSharedState") || !strings.Contains(err.Error(), "pointer") {
+		t.Fatalf("New with an uncomparable store: %v; want an error naming WithSharedState and asking for a pointer", err)
+	}
+	p, err := New(WithSharedState(&uncomparableState{}))
+	if err != nil {
+		t.Fatalf("a pointer to it: %v", err)
+	}
+	p.Shutdown(context.Background())
+}

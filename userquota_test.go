@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy/internal/quota"
 )
 
 // TestByteQuotaCuts: a policy's BytesPerDay cuts a download (a response
@@ -37,7 +40,9 @@ func TestByteQuotaCuts(t *testing.T) {
 	for _, tc := range []string{"GET", "tunnel down", "tunnel up"} {
 		t.Run(tc, func(t *testing.T) {
 			logs := &logCapture{}
-			tp := startProxy(t, policies, auth, allowAnyConnectPort(), WithLogger(logs.logger()))
+			// At Info: the access records too.
+			info := slog.New(slog.NewTextHandler(lockedWriter{&logs.mu, &logs.buf}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			tp := startProxy(t, policies, auth, allowAnyConnectPort(), WithLogger(info))
 			var got int64
 			switch tc {
 			case "GET":
@@ -80,6 +85,10 @@ func TestByteQuotaCuts(t *testing.T) {
 			}
 			quiesce(t, tp.Proxy)
 			eventually(t, "one cut logged", func() bool { return strings.Count(logs.String(), "byte quota reached: transfer cut") == 1 })
+			// The cut transfer's own record says why it ended.
+			eventually(t, "the cut transfer's record with error=quota_bytes", func() bool {
+				return strings.Contains(logs.String(), "error=quota_bytes")
+			})
 			if s := tp.Stats(); s.Quotas.Cuts != 1 {
 				t.Errorf("Stats.Quotas.Cuts %d, want 1", s.Quotas.Cuts)
 			}
@@ -250,5 +259,50 @@ func TestSharedRateInBatches(t *testing.T) {
 	}
 	if a := st.allows.Load(); a != 3 {
 		t.Errorf("Allow asked %d times for bob's 3 requests at 10 a second, want 3", a)
+	}
+}
+
+// countAdder is a quota.Adder that only counts.
+type countAdder struct{ n atomic.Int64 }
+
+func (a *countAdder) AddBytes(_ context.Context, _ string, n int64, w time.Duration) (int64, time.Time, error) {
+	return a.n.Add(n), time.Now().Add(w), nil
+}
+
+// TestMeteredTunnelNotIdle: a tunnel under a byte quota whose ends are not
+// TCP (an HTTP/2 stream, a TLS connection: no kernel counters show its
+// bytes) and which moves fewer bytes per idle timeout than a metering chunk
+// is not taken for idle; without the quota neither.
+func TestMeteredTunnelNotIdle(t *testing.T) {
+	for _, metered := range []bool{false, true} {
+		t.Run(fmt.Sprint("metered=", metered), func(t *testing.T) {
+			tunnelEnd, client := net.Pipe()
+			upstreamEnd, upstream := net.Pipe()
+			tu := newTunnel(tunnelEnd, upstreamEnd, 300*time.Millisecond)
+			if metered {
+				tu.meter = quota.NewMeter(&countAdder{}, "alice", 1<<30, 24*time.Hour, time.Second, nil)
+				tu.onCut = func() {}
+				defer tu.meter.Close()
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tu.run()
+			}()
+			go io.Copy(io.Discard, upstream)
+			// A byte every 50 ms for four idle timeouts.
+			for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); {
+				if _, err := client.Write([]byte{'x'}); err != nil {
+					t.Fatalf("the tunnel was closed while a byte moved every 50 ms (idle timeout 300 ms): %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			client.Close()
+			upstream.Close()
+			<-done
+			if got := tu.up.Load(); got < 10 {
+				t.Errorf("%d bytes counted up, want every byte sent", got)
+			}
+		})
 	}
 }

@@ -142,8 +142,11 @@ func (m *Meter) threshold() int64 {
 func (m *Meter) Flush(ctx context.Context) error {
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
-	n := m.pending.Swap(0)
+	// In flight before it leaves pending: Remaining never misses it
+	// (counted twice for a moment, the safe side).
+	n := m.pending.Load()
 	m.inflight.Store(n)
+	m.pending.Add(-n)
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	used, reset, err := m.store.AddBytes(ctx, m.key, n, m.window)
 	cancel()
@@ -161,12 +164,15 @@ func (m *Meter) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the timer and flushes what is counted.
+// Close stops the timer and flushes what is counted. A transfer still
+// counting into a closed Meter (a Reload replaced it) arms the timer again,
+// so its last bytes reach the store too.
 func (m *Meter) Close() {
 	m.timerMu.Lock()
 	if m.timer != nil {
 		m.timer.Stop()
 	}
+	m.armed.Store(false)
 	m.timerMu.Unlock()
 	if m.pending.Load() > 0 {
 		_ = m.Flush(context.Background())

@@ -172,6 +172,27 @@ func TestMeter(t *testing.T) {
 	}
 }
 
+// TestMeterAfterClose: bytes counted into a closed Meter (a transfer that
+// outlives the Reload that replaced it) still reach the store, at the next
+// interval.
+func TestMeterAfterClose(t *testing.T) {
+	store := &countingAdder{m: NewMemory(nil)}
+	m := NewMeter(store, "k", 1<<30, time.Hour, time.Second, nil)
+	m.Add(100) // arms the timer
+	m.Close()  // stops it, flushes the 100
+	m.Add(50)  // below a batch: only the timer can flush it
+	defer m.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if used, _ := store.m.AddBytes("k", 0, time.Hour); used == 150 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	used, _ := store.m.AddBytes("k", 0, time.Hour)
+	t.Fatalf("the store holds %d, want 150: the bytes after Close never flushed", used)
+}
+
 // memLeaser is a Leaser on a Memory.
 type memLeaser struct{ m *Memory }
 
