@@ -286,7 +286,8 @@ func loggerOf(c *config) *slog.Logger {
 // WithReloadClosesDeniedTunnels, given to Reload, closes the tunnels open
 // at the time (CONNECT tunnels, upgraded connections and intercepted
 // connections) that the new configuration would refuse: their target host
-// and port by the access rules, the address they were dialed to by the
+// and port by the access rules and by the host and port rules of their
+// user's policy (WithPolicies), the address they were dialed to by the
 // private-address guard and the CIDR rules, and, when authentication
 // changed, their client's credentials by the new authenticator (its
 // Authenticate is called again with the request that opened the tunnel: an
