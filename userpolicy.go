@@ -417,7 +417,9 @@ func (p *Proxy) holdTunnel(ctx context.Context, m *policyMatch) (release func(),
 	}
 	l := quota.NewLease(store, key, id, m.leases, p.storeFailed)
 	return func() {
-		if err := l.Release(DefaultStoreTimeout); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultStoreTimeout)
+		defer cancel()
+		if err := l.Release(ctx); err != nil {
 			p.storeFailed(err)
 		}
 	}, true

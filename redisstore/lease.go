@@ -1,13 +1,13 @@
 package redisstore
 
 import (
-	"github.com/fwdproxy/fwdproxy"
-
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
+
+	"github.com/fwdproxy/fwdproxy"
+	"github.com/fwdproxy/fwdproxy/internal/quota"
 )
 
 // Lease is a lease held in a LeaseStore that renews itself every third of
@@ -15,18 +15,11 @@ import (
 // for (a tunnel) and ends within ttl of its holder dying. It starts no
 // goroutine while waiting: each renewal runs from a timer. A renewal that
 // fails is tried again at the next one; the lease is then at risk only if
-// every renewal of a whole ttl fails.
+// every renewal of a whole ttl fails. It is the lease the fwdproxy core
+// keeps for a policy's tunnel (internal/quota), for callers of their own.
 type Lease struct {
-	ls  fwdproxy.LeaseStore
-	key string
-	id  string
-	ttl time.Duration
-
-	mu       sync.Mutex
-	timer    *time.Timer
-	released bool
-	running  sync.WaitGroup // a renewal in progress
-	err      error          // the last renewal's error
+	l  *quota.Lease
+	id string
 }
 
 // AcquireLease takes one of max concurrent leases on key in ls for ttl (see
@@ -43,58 +36,15 @@ func AcquireLease(ctx context.Context, ls fwdproxy.LeaseStore, key string, max i
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	l = &Lease{ls: ls, key: key, id: id, ttl: ttl}
-	l.mu.Lock()
-	l.timer = time.AfterFunc(ttl/3, l.renew)
-	l.mu.Unlock()
-	return l, true, nil
+	return &Lease{l: quota.NewLease(ls, key, id, ttl, nil), id: id}, true, nil
 }
 
 // ID returns the lease's id in its store.
 func (l *Lease) ID() string { return l.id }
 
 // Err returns the error of the last renewal, nil when it succeeded.
-func (l *Lease) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.err
-}
-
-// renew runs from the timer: it renews the lease and sets the timer for the
-// next renewal.
-func (l *Lease) renew() {
-	l.mu.Lock()
-	if l.released {
-		l.mu.Unlock()
-		return
-	}
-	l.running.Add(1)
-	l.mu.Unlock()
-	defer l.running.Done()
-
-	ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
-	err := l.ls.Renew(ctx, l.key, l.id, l.ttl)
-	cancel()
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.err = err
-	if !l.released {
-		l.timer.Reset(l.ttl / 3)
-	}
-}
+func (l *Lease) Err() error { return l.l.Err() }
 
 // Release stops the renewals, waits for one in progress, and releases the
 // lease. Later calls do nothing and return nil.
-func (l *Lease) Release(ctx context.Context) error {
-	l.mu.Lock()
-	if l.released {
-		l.mu.Unlock()
-		return nil
-	}
-	l.released = true
-	l.timer.Stop()
-	l.mu.Unlock()
-	l.running.Wait()
-	return l.ls.Release(ctx, l.key, l.id)
-}
+func (l *Lease) Release(ctx context.Context) error { return l.l.Release(ctx) }

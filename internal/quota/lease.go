@@ -17,7 +17,8 @@ type Leaser interface {
 // released, so that it lives as long as what it stands for (a tunnel) and
 // ends within ttl of its holder dying. It starts no goroutine while
 // waiting: each renewal runs from a timer. A failed renewal is tried again
-// at the next; onErr is told of it.
+// at the next; onErr (if not nil) is told of it, and Err returns it until a
+// renewal succeeds.
 type Lease struct {
 	ls    Leaser
 	key   string
@@ -28,7 +29,8 @@ type Lease struct {
 	mu       sync.Mutex
 	timer    *time.Timer
 	released bool
-	running  sync.WaitGroup
+	running  sync.WaitGroup // a renewal in progress
+	err      error          // the last renewal's
 }
 
 // NewLease starts renewing the lease id on key in ls.
@@ -56,15 +58,24 @@ func (l *Lease) renew() {
 		l.onErr(err)
 	}
 	l.mu.Lock()
+	l.err = err
 	if !l.released {
 		l.timer.Reset(l.ttl / 3)
 	}
 	l.mu.Unlock()
 }
 
+// Err returns the error of the last renewal, nil when it succeeded (or
+// none ran yet).
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
 // Release stops the renewals, waits for one in progress and gives the
-// lease back, waiting at most timeout. Later calls do nothing.
-func (l *Lease) Release(timeout time.Duration) error {
+// lease back, bounded by ctx. Later calls do nothing and return nil.
+func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	if l.released {
 		l.mu.Unlock()
@@ -74,7 +85,5 @@ func (l *Lease) Release(timeout time.Duration) error {
 	l.timer.Stop()
 	l.mu.Unlock()
 	l.running.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	return l.ls.Release(ctx, l.key, l.id)
 }

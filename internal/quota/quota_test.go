@@ -228,13 +228,13 @@ func TestLease(t *testing.T) {
 	if n := ls.m.Held("k"); n != 1 || errs.Load() != 0 {
 		t.Fatalf("after 3 ttls: %d held, %d renewal errors", n, errs.Load())
 	}
-	if err := l.Release(time.Second); err != nil {
+	if err := l.Release(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if n := ls.m.Held("k"); n != 0 {
 		t.Errorf("%d held after Release", n)
 	}
-	if err := l.Release(time.Second); err != nil {
+	if err := l.Release(context.Background()); err != nil {
 		t.Errorf("a second Release: %v", err)
 	}
 }
