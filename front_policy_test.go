@@ -1,7 +1,6 @@
 package fwdproxy
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
-	"github.com/fwdproxy/fwdproxy/internal/socks5"
 )
 
 // TestPolicyOnEveryFrontEnd runs the policy cases of the HTTP/1.1 tests
@@ -90,43 +88,13 @@ func TestPolicyOnEveryFrontEnd(t *testing.T) {
 								c.Close()
 							}
 						}()
-						// try makes the request and returns the status, or
-						// the SOCKS reply code.
-						try := func() int {
-							if !tunnel {
-								status, body := fp.get(t, "http://origin.test:"+httpPort+"/", pc.creds)
-								if status == 200 && body != "hello from the origin" {
-									t.Errorf("GET: body %q", body)
-								}
-								return status
-							}
-							c, code := fp.tunnel(t, "origin.test:"+echoPort, pc.creds)
-							if c == nil {
-								return code
-							}
-							mustWrite(t, c, "ping\n")
-							if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "ping\n" {
-								t.Errorf("tunnel echo: %q %v", line, err)
-							}
-							held = append(held, c)
-							return code
-						}
-						success := 200
-						if fe.socks {
-							success = int(socks5.ReplySucceeded)
-						}
+						try := func() int { return fp.try(t, tunnel, httpPort, echoPort, pc.creds, &held) }
 						for n := range pc.before {
-							if got := try(); got != success {
+							if got := try(); got != fe.answer(200) {
 								t.Fatalf("request %d before the case: %d", n, got)
 							}
 						}
-						got, want := try(), pc.want
-						if fe.socks {
-							want = int(socks5.ReplyForStatus(pc.want, nil))
-							if pc.want == 200 {
-								want = int(socks5.ReplySucceeded)
-							}
-						}
+						got, want := try(), fe.answer(pc.want)
 						if got != want {
 							t.Errorf("got %d, want %d", got, want)
 						}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
+	"github.com/fwdproxy/fwdproxy/internal/socks5"
 )
 
 // The front ends, each as a test sees it: how a Proxy serves it and how a
@@ -416,4 +417,41 @@ func socksConnect(c net.Conn, target string, cr creds) (int, error) {
 		return 0, err
 	}
 	return int(head[1]), nil
+}
+
+// try makes a GET of the policy tables' origin (http://origin.test:httpPort/)
+// or, with tunnel, opens a tunnel to its echo port as cr, and returns the
+// status (the SOCKS5 reply code on a SOCKS front end). A tunnel opened
+// echoes a line and is kept in *held for the caller to close.
+func (fp *frontProxy) try(t testing.TB, tunnel bool, httpPort, echoPort string, cr creds, held *[]io.Closer) int {
+	t.Helper()
+	if !tunnel {
+		status, body := fp.get(t, "http://origin.test:"+httpPort+"/", cr)
+		if status == 200 && body != "hello from the origin" {
+			t.Errorf("GET: body %q", body)
+		}
+		return status
+	}
+	c, code := fp.tunnel(t, "origin.test:"+echoPort, cr)
+	if c == nil {
+		return code
+	}
+	mustWrite(t, c, "ping\n")
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "ping\n" {
+		t.Errorf("tunnel echo: %q %v", line, err)
+	}
+	*held = append(*held, c)
+	return code
+}
+
+// answer is what fe answers for an HTTP status: the status itself, or on
+// a SOCKS front end its reply code (ReplySucceeded for 200).
+func (fe *ingress) answer(status int) int {
+	if !fe.socks {
+		return status
+	}
+	if status == 200 {
+		return int(socks5.ReplySucceeded)
+	}
+	return int(socks5.ReplyForStatus(status, nil))
 }

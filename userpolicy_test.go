@@ -1,7 +1,6 @@
 package fwdproxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/dnstest"
 	"github.com/fwdproxy/fwdproxy/internal/proxytest"
-	"github.com/fwdproxy/fwdproxy/internal/socks5"
 )
 
 // mTLSIngress is the TLS listener with client certificates: the client
@@ -121,41 +119,13 @@ func TestUserPolicyOnEveryFrontEnd(t *testing.T) {
 								c.Close()
 							}
 						}()
-						try := func() int {
-							if !tunnel {
-								status, body := fp.get(t, "http://origin.test:"+httpPort+"/", cr)
-								if status == 200 && body != "hello from the origin" {
-									t.Errorf("GET: body %q", body)
-								}
-								return status
-							}
-							c, code := fp.tunnel(t, "origin.test:"+echoPort, cr)
-							if c == nil {
-								return code
-							}
-							mustWrite(t, c, "ping\n")
-							if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "ping\n" {
-								t.Errorf("tunnel echo: %q %v", line, err)
-							}
-							held = append(held, c)
-							return code
-						}
-						success := 200
-						if fe.socks {
-							success = int(socks5.ReplySucceeded)
-						}
+						try := func() int { return fp.try(t, tunnel, httpPort, echoPort, cr, &held) }
 						for n := range pc.before {
-							if got := try(); got != success {
+							if got := try(); got != fe.answer(200) {
 								t.Fatalf("request %d before the case: %d", n, got)
 							}
 						}
-						got, want := try(), pc.want
-						if fe.socks {
-							want = int(socks5.ReplyForStatus(pc.want, nil))
-							if pc.want == 200 {
-								want = success
-							}
-						}
+						got, want := try(), fe.answer(pc.want)
 						if got != want {
 							t.Errorf("got %d, want %d", got, want)
 						}
