@@ -156,9 +156,17 @@ type requestEnd struct {
 	p *Proxy
 	t requestTrack // set by handlerDone
 	n atomic.Int32 // handlerDone and tunnelDone calls so far
+
+	// With compact, the request's state is rec (keep), and the handler's
+	// reqState is not kept: endRequest gets one rebuilt from rec.
+	compact bool
+	rec     tunnelRecord
 }
 
 func (e *requestEnd) handlerDone(t requestTrack) {
+	if e.compact {
+		t.rs = nil // rec stands for it
+	}
 	e.t = t
 	e.done()
 }
@@ -167,8 +175,89 @@ func (e *requestEnd) tunnelDone() { e.done() }
 
 func (e *requestEnd) done() {
 	if e.n.Add(1) == 2 {
+		if e.compact {
+			e.t.rs = e.rec.reqState(e.t.start)
+		}
 		e.p.endRequest(e.t)
 	}
+}
+
+// tunnelRecord is what the end of a CONNECT request reads of it when its
+// tunnel outlives the handler (tunnelpark_linux.go) and the request has no
+// span, no flow record and no capture, which need more (reqState.detach):
+// the access record's and the metrics' values, taken when the tunnel parks
+// (requestEnd.keep), a few words that point at strings the tunnel keeps
+// anyway. The request, its context, its reqState and the ResponseWriter
+// go when the handler returns; reqState rebuilds what endRequest reads,
+// once, when the tunnel has ended.
+type tunnelRecord struct {
+	info                     *tunnelInfo // target, protocol, client: the tunnel's own
+	user, userAgent, via     string
+	errKind                  string
+	failure                  *Error
+	upAddr                   net.Addr
+	up, down                 int64
+	status                   int32
+	metrics, logging, tunnel bool
+}
+
+// compactable reports whether the end of rs's request, a CONNECT whose
+// tunnel outlives its handler, needs no more of it than a tunnelRecord.
+func (rs *reqState) compactable() bool {
+	return rs.span == nil && rs.rec == nil && rs.capture == nil
+}
+
+// keep makes e's request end from a tunnelRecord of rs (compactable), the
+// state of r, a CONNECT whose tunnel info is the tunnel's, instead of from
+// rs: neither is kept.
+func (e *requestEnd) keep(rs *reqState, r *http.Request, info *tunnelInfo) {
+	e.compact = true
+	e.rec = tunnelRecord{info: info, user: rs.userName(r.Context()), via: rs.via, errKind: rs.errKind,
+		failure: rs.failure, upAddr: rs.upAddr, status: int32(rs.status), metrics: rs.metrics, logging: rs.logging}
+	if ua := r.Header["User-Agent"]; len(ua) > 0 {
+		e.rec.userAgent = ua[0]
+	}
+}
+
+// tunnelEnded is tunnelEnded's part for a request ended from rec: what
+// the tunnel moved and the upstream it moved it to.
+func (rec *tunnelRecord) tunnelEnded(p *Proxy, upstream net.Conn, up, down int64, d time.Duration) {
+	rec.tunnel, rec.up, rec.down = true, up, down
+	if rec.upAddr == nil && upstream != nil {
+		rec.upAddr = upstream.RemoteAddr()
+	}
+	if rec.metrics {
+		p.tel.TunnelEnded(context.Background(), up, down, d)
+	}
+}
+
+// reqState rebuilds, for endRequest, the state of the request rec was
+// taken from, which started at start: what the access record and the
+// metrics read of it, with the request as the tunnel keeps it
+// (tunnelInfo.request) and its User-Agent, as reqState.detach would have
+// left them.
+func (rec *tunnelRecord) reqState(start time.Time) *reqState {
+	rs := &reqState{rw: detachedWriter{}, start: start, metrics: rec.metrics, logging: rec.logging,
+		status: int(rec.status), errKind: rec.errKind, upAddr: rec.upAddr, via: rec.via, user: rec.user,
+		tunnel: rec.tunnel, tunUp: rec.up, tunDown: rec.down, failure: rec.failure}
+	req := withUserAgent(rec.info.request(), rec.userAgent)
+	rs.req = req.WithContext(context.WithValue(req.Context(), ctxKeyReqState{}, rs))
+	return rs
+}
+
+// withUserAgent returns req, a request rebuilt from its tunnelInfo, with
+// ua as its User-Agent when it has none ("": as it is).
+func withUserAgent(req *http.Request, ua string) *http.Request {
+	if ua == "" || req.Header["User-Agent"] != nil {
+		return req
+	}
+	h := make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		h[k] = v
+	}
+	h["User-Agent"] = []string{ua}
+	req.Header = h
+	return req
 }
 
 // requestTrack is what observe keeps between beginRequest and endRequest;
@@ -283,7 +372,9 @@ func (p *Proxy) endRequest(t requestTrack) {
 }
 
 // detach trims rs, the state of a CONNECT whose tunnel outlives its
-// handler (tunnelpark_linux.go), to what the request's end reads, so that
+// handler (tunnelpark_linux.go) and whose end needs more of it than a
+// tunnelRecord (a span, a flow record, a capture), to what the request's
+// end reads, so that
 // the handler's request, context, ResponseWriter and connection state can
 // go while the tunnel lives: req, the request as the tunnel keeps it
 // (tunnelInfo.request), with the User-Agent of r, the handler's request,
@@ -294,13 +385,8 @@ func (p *Proxy) endRequest(t requestTrack) {
 func (rs *reqState) detach(r, req *http.Request) *http.Request {
 	if rs.rec != nil {
 		req.Header = r.Header // the flow record shows the CONNECT's header (flowrec.go)
-	} else if ua := r.Header["User-Agent"]; len(ua) > 0 && req.Header["User-Agent"] == nil {
-		h := make(http.Header, len(req.Header)+1)
-		for k, v := range req.Header {
-			h[k] = v
-		}
-		h["User-Agent"] = ua[:1:1]
-		req.Header = h
+	} else if ua := r.Header["User-Agent"]; len(ua) > 0 {
+		req = withUserAgent(req, ua[0])
 	}
 	ctx := context.WithValue(req.Context(), ctxKeyReqState{}, rs)
 	if rs.span != nil {

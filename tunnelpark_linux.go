@@ -95,7 +95,7 @@ type parkedTunnel struct {
 	via [2]*viaConn
 
 	info  *tunnelInfo
-	r     *http.Request // for tunnelEnded: the handler's, a detached one (reqState.detach), or noRequest
+	r     *http.Request // for tunnelEnded: the handler's, a detached one (reqState.detach), or noRequest (also with reqEnd.compact)
 	start time.Time
 
 	// Exactly one of: done, closed at the end for a handler that waits
@@ -165,10 +165,14 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 	p.tunnelStarted(r) // telemetry.go
 	if detach {
 		// The handler and its request go; what the request's end reads
-		// stays.
+		// stays: a few values when that is all it reads (telemetry.go).
 		t.r = noRequest
 		if rs := reqStateFrom(r.Context()); rs != nil {
-			t.r = rs.detach(r, t.info.request()) // telemetry.go
+			if rs.compactable() {
+				t.reqEnd.keep(rs, r, t.info)
+			} else {
+				t.r = rs.detach(r, t.info.request())
+			}
 		}
 	}
 	if t.sendEarly(early) {
@@ -391,6 +395,9 @@ func (t *parkedTunnel) end() {
 	up, down := t.dirs[0].total.Load(), t.dirs[1].total.Load()
 	d := time.Since(t.start)
 	p.tunnelEnded(t.r, t.conns[1], up, down, d) // telemetry.go
+	if t.reqEnd.compact {
+		t.reqEnd.rec.tunnelEnded(p, t.conns[1], up, down, d)
+	}
 	p.log.LogAttrs(t.r.Context(), slog.LevelDebug, "tunnel closed",
 		slog.String("target", t.info.target), slog.String("client", t.info.client),
 		slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),

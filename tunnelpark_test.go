@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"weak"
 )
 
 // Parked tunnels (tunnelpark_linux.go), through Serve with real sockets.
@@ -434,6 +435,86 @@ func TestParkedTunnelRecord(t *testing.T) {
 	}
 	if len(rec) != len(want)+5 { // + duration_s, client, time, level, msg
 		t.Errorf("record fields: %v", rec)
+	}
+}
+
+// TestParkedTunnelKeepsNoRequest: once a CONNECT's tunnel has parked, its
+// handler's *http.Request can be collected, whatever its end needs; with
+// the access log alone (the example server's default) its reqState can be
+// too, the record keeping a few values instead (tunnelRecord); and the
+// record the tunnel's end writes from them is whole. With a flow recorded
+// the state stays (reqState.detach: the flow needs the header).
+func TestParkedTunnelKeepsNoRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		level      slog.Level
+		admin      bool
+		stateGoes  bool
+		wantRecord bool
+	}{
+		{name: "access log", level: slog.LevelInfo, stateGoes: true, wantRecord: true},
+		{name: "log off", level: slog.LevelWarn, stateGoes: true},
+		{name: "flow recorded", level: slog.LevelWarn, admin: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
+			var buf syncBuffer
+			var req weak.Pointer[http.Request]
+			var state weak.Pointer[reqState]
+			hook := WithConnectHook(func(ctx context.Context, target string, r *http.Request) error {
+				req, state = weak.Make(r), weak.Make(reqStateFrom(r.Context()))
+				return nil
+			})
+			tp := startProxy(t, WithLogger(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: tc.level}))), hook)
+			if tc.admin {
+				openAdmin(t, tp.Proxy, AdminOptions{})
+			}
+			c, br := tp.rawConn(t)
+			mustWrite(t, c, "CONNECT "+addr+" HTTP/1.1\r\nHost: "+addr+"\r\nUser-Agent: keeps-nothing/1\r\n\r\n")
+			if resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			o := openTunnel{c, br}
+			if err := o.echoed("12345"); err != nil {
+				t.Fatal(err)
+			}
+			waitParked(t)
+			hadState := state.Value() != nil
+			gone := func(what string, p func() bool) {
+				t.Helper()
+				eventually(t, what+" collected while the tunnel is parked", func() bool {
+					runtime.GC()
+					return p()
+				})
+			}
+			gone("the CONNECT's *http.Request", func() bool { return req.Value() == nil })
+			switch {
+			case tc.stateGoes:
+				gone("its reqState", func() bool { return state.Value() == nil })
+			case hadState:
+				runtime.GC()
+				if state.Value() == nil {
+					t.Error("the reqState of a recorded flow is gone while the tunnel is parked: what keeps it?")
+				}
+			default:
+				t.Error("no reqState for a recorded flow")
+			}
+			if err := o.echoed("678"); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			quiesce(t, tp.Proxy)
+			if !tc.wantRecord {
+				return
+			}
+			rec := records(t, &buf, "tunnel", 1)[0]
+			for k, v := range map[string]any{"method": "CONNECT", "target": addr, "proto": "HTTP/1.1", "status": float64(200),
+				"bytes_in": float64(8), "bytes_out": float64(8), "upstream": addr, "user_agent": "keeps-nothing/1"} {
+				if rec[k] != v {
+					t.Errorf("record %s = %v, want %v", k, rec[k], v)
+				}
+			}
+		})
 	}
 }
 
