@@ -26,6 +26,7 @@ import (
 
 	"github.com/fwdproxy/fwdproxy/internal/httpx"
 	"github.com/fwdproxy/fwdproxy/internal/policy"
+	"github.com/fwdproxy/fwdproxy/internal/telemetry"
 )
 
 // ErrShutDown is Reload's error once Shutdown has begun.
@@ -341,9 +342,12 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 		certUser: clientCertUser(r.Context())}
 	var err error
 	if ti.connect {
-		ti.target = r.Host
-		ti.host, ti.port, err = httpx.ParseTarget(r.Host)
-		ti.proto, ti.major, ti.minor = r.Proto, uint8(r.ProtoMajor), uint8(r.ProtoMinor)
+		// Copies, not the strings of the request, which are parts of
+		// larger ones (its request line, its URL) that a tunnel would
+		// otherwise keep for as long as it lives.
+		ti.target = strings.Clone(r.Host)
+		ti.host, ti.port, err = httpx.ParseTarget(ti.target)
+		ti.proto, ti.major, ti.minor = protoName(r.Proto), uint8(r.ProtoMajor), uint8(r.ProtoMinor)
 		if c.auth != nil {
 			ti.header = r.Header
 		} else if v := r.Header["Proxy-Authorization"]; len(v) > 0 {
@@ -366,6 +370,17 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 		}
 	}
 	return ti
+}
+
+// protoName returns proto, a request's protocol, as a constant when it is
+// a usual one, else a copy.
+func protoName(proto string) string {
+	for _, p := range [...]string{"HTTP/1.1", "HTTP/2.0", "HTTP/1.0", telemetry.SOCKS5Proto} {
+		if proto == p {
+			return p
+		}
+	}
+	return strings.Clone(proto)
 }
 
 // request returns the request that opened the tunnel, as the

@@ -152,10 +152,15 @@ func (p *Proxy) observe(c *config, w http.ResponseWriter, r *http.Request, next 
 // (handlerDone, from observe) and the tunnel has ended (tunnelDone), on
 // the goroutine of whichever comes second. A tunnel that takes requests
 // over holds one.
+//
+// Only a CONNECT's tunnel takes its request over. Of its requestTrack, e
+// keeps start and rs (a word less than the requestTrack itself: a parked
+// tunnel holds one for as long as it lives).
 type requestEnd struct {
-	p *Proxy
-	t requestTrack // set by handlerDone
-	n atomic.Int32 // handlerDone and tunnelDone calls so far
+	p     *Proxy
+	start time.Time    // set by handlerDone
+	rs    *reqState    // set by handlerDone; nil with compact
+	n     atomic.Int32 // handlerDone and tunnelDone calls so far
 
 	// With compact, the request's state is rec (keep), and the handler's
 	// reqState is not kept: endRequest gets one rebuilt from rec.
@@ -164,10 +169,10 @@ type requestEnd struct {
 }
 
 func (e *requestEnd) handlerDone(t requestTrack) {
-	if e.compact {
-		t.rs = nil // rec stands for it
-	}
-	e.t = t
+	e.start = t.start
+	if !e.compact {
+		e.rs = t.rs
+	} // else rec stands for it
 	e.done()
 }
 
@@ -175,10 +180,11 @@ func (e *requestEnd) tunnelDone() { e.done() }
 
 func (e *requestEnd) done() {
 	if e.n.Add(1) == 2 {
+		rs := e.rs
 		if e.compact {
-			e.t.rs = e.rec.reqState(e.t.start)
+			rs = e.rec.reqState(e.start)
 		}
-		e.p.endRequest(e.t)
+		e.p.endRequest(requestTrack{start: e.start, connect: true, rs: rs})
 	}
 }
 
@@ -191,14 +197,23 @@ func (e *requestEnd) done() {
 // go when the handler returns; reqState rebuilds what endRequest reads,
 // once, when the tunnel has ended.
 type tunnelRecord struct {
-	info                     *tunnelInfo // target, protocol, client: the tunnel's own
-	user, userAgent, via     string
-	errKind                  string
-	failure                  *Error
-	upAddr                   net.Addr
-	up, down                 int64
-	status                   int32
-	metrics, logging, tunnel bool
+	info      *tunnelInfo // target, protocol, client, user: the tunnel's own
+	userAgent string
+	rare      *tunnelRecordRare // nil when all its fields are empty, as usual
+	upAddr    net.Addr
+	up, down  int64
+	status    int32
+	metrics   bool
+	logging   bool
+	tunnel    bool
+}
+
+// tunnelRecordRare is the part of a tunnelRecord that is usually empty.
+type tunnelRecordRare struct {
+	user    string // the user (usually info.user)
+	via     string // the upstream proxy (via.go)
+	errKind string
+	failure *Error
 }
 
 // compactable reports whether the end of rs's request, a CONNECT whose
@@ -212,10 +227,12 @@ func (rs *reqState) compactable() bool {
 // rs: neither is kept.
 func (e *requestEnd) keep(rs *reqState, r *http.Request, info *tunnelInfo) {
 	e.compact = true
-	e.rec = tunnelRecord{info: info, user: rs.userName(r.Context()), via: rs.via, errKind: rs.errKind,
-		failure: rs.failure, upAddr: rs.upAddr, status: int32(rs.status), metrics: rs.metrics, logging: rs.logging}
+	e.rec = tunnelRecord{info: info, upAddr: rs.upAddr, status: int32(rs.status), metrics: rs.metrics, logging: rs.logging}
 	if ua := r.Header["User-Agent"]; len(ua) > 0 {
 		e.rec.userAgent = ua[0]
+	}
+	if user := rs.userName(r.Context()); user != info.user || rs.via != "" || rs.errKind != "" || rs.failure != nil {
+		e.rec.rare = &tunnelRecordRare{user: user, via: rs.via, errKind: rs.errKind, failure: rs.failure}
 	}
 }
 
@@ -238,8 +255,11 @@ func (rec *tunnelRecord) tunnelEnded(p *Proxy, upstream net.Conn, up, down int64
 // left them.
 func (rec *tunnelRecord) reqState(start time.Time) *reqState {
 	rs := &reqState{rw: detachedWriter{}, start: start, metrics: rec.metrics, logging: rec.logging,
-		status: int(rec.status), errKind: rec.errKind, upAddr: rec.upAddr, via: rec.via, user: rec.user,
-		tunnel: rec.tunnel, tunUp: rec.up, tunDown: rec.down, failure: rec.failure}
+		status: int(rec.status), upAddr: rec.upAddr, user: rec.info.user,
+		tunnel: rec.tunnel, tunUp: rec.up, tunDown: rec.down}
+	if r := rec.rare; r != nil {
+		rs.user, rs.via, rs.errKind, rs.failure = r.user, r.via, r.errKind, r.failure
+	}
 	req := withUserAgent(rec.info.request(), rec.userAgent)
 	rs.req = req.WithContext(context.WithValue(req.Context(), ctxKeyReqState{}, rs))
 	return rs

@@ -85,10 +85,10 @@ type parkedTunnel struct {
 	idle  time.Duration
 	last  atomic.Int64 // when a byte last moved (or the tunnel started), monoNow
 
-	mu      sync.Mutex // the directions' states, closing
+	mu      sync.Mutex // the directions' states, closing, closed
 	closing bool
+	closed  bool         // the connections are closed
 	live    atomic.Int32 // directions not done
-	closed  atomic.Bool  // the connections are closed
 
 	// via is an end that is a tunnel through an upstream proxy (via.go),
 	// counted outstanding on it until closed: closed with the connections.
@@ -96,15 +96,14 @@ type parkedTunnel struct {
 
 	info  *tunnelInfo
 	r     *http.Request // for tunnelEnded: the handler's, a detached one (reqState.detach), or noRequest (also with reqEnd.compact)
-	start time.Time
+	start int64         // monoNow
 
 	// Exactly one of: done, closed at the end for a handler that waits
 	// (an upgrade, an intercepted connection tunnelled untouched); reqEnd,
 	// the CONNECT's request, ended at the end (the tunnel then gives back
-	// the WithMaxTunnels slot too).
-	done     chan struct{}
-	reqEnd   requestEnd
-	detached bool
+	// the WithMaxTunnels slot too), when the tunnel is detached (done nil).
+	done   chan struct{}
+	reqEnd requestEnd
 }
 
 // tunnelDir is one direction of a parked tunnel: from conns[idx] to
@@ -142,8 +141,8 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 		}
 		rcs[i] = rc
 	}
-	t := &parkedTunnel{p: p, idle: c.tunnelIdleTimeout, start: time.Now(), r: r}
-	t.last.Store(monoNow())
+	t := &parkedTunnel{p: p, idle: c.tunnelIdleTimeout, start: monoNow(), r: r}
+	t.last.Store(t.start)
 	t.live.Store(2)
 	var early [2][]byte // bytes read ahead of each end
 	for i, e := range ends {
@@ -154,7 +153,7 @@ func (p *Proxy) parkTunnel(c *config, r *http.Request, client, upstream io.ReadW
 	}
 	t.info = newTunnelInfo(c, r, upstream) // reload.go
 	if detach {
-		t.detached, t.reqEnd.p = true, p
+		t.reqEnd.p = p
 	} else {
 		t.done = make(chan struct{})
 	}
@@ -371,13 +370,18 @@ func (t *parkedTunnel) close() {
 }
 
 func (t *parkedTunnel) closeConns() {
-	if t.closed.CompareAndSwap(false, true) {
-		t.conns[0].Close()
-		t.conns[1].Close()
-		for _, v := range t.via {
-			if v != nil {
-				v.Close() // via.go: no longer outstanding on its upstream proxy
-			}
+	t.mu.Lock()
+	closed := t.closed
+	t.closed = true
+	t.mu.Unlock()
+	if closed {
+		return
+	}
+	t.conns[0].Close()
+	t.conns[1].Close()
+	for _, v := range t.via {
+		if v != nil {
+			v.Close() // via.go: no longer outstanding on its upstream proxy
 		}
 	}
 }
@@ -393,7 +397,7 @@ func (t *parkedTunnel) end() {
 	t.closeConns()
 	p := t.p
 	up, down := t.dirs[0].total.Load(), t.dirs[1].total.Load()
-	d := time.Since(t.start)
+	d := time.Duration(monoNow() - t.start)
 	p.tunnelEnded(t.r, t.conns[1], up, down, d) // telemetry.go
 	if t.reqEnd.compact {
 		t.reqEnd.rec.tunnelEnded(p, t.conns[1], up, down, d)
@@ -402,7 +406,7 @@ func (t *parkedTunnel) end() {
 		slog.String("target", t.info.target), slog.String("client", t.info.client),
 		slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
 		slog.Duration("duration", d))
-	if !t.detached {
+	if t.done != nil {
 		close(t.done)
 		p.untrack(t)
 		return
