@@ -494,7 +494,7 @@ func TestReloadHTTP2Settings(t *testing.T) {
 // TestReloadClosesDeniedCertTunnels: a Reload with
 // WithReloadClosesDeniedTunnels that changes the credentials keeps a tunnel
 // a verified client certificate authenticated (over ServeTLS), whose
-// request the tunnel no longer keeps (tunnelInfo.certUser), and closes the
+// request the tunnel no longer keeps (tunnelInfoMore.certUser), and closes the
 // ones whose Basic credentials the new authenticator rejects; among them a
 // tunnel from the plain listener, which on Linux is parked
 // (tunnelpark_linux.go), while a parked tunnel whose credentials still

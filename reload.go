@@ -318,6 +318,18 @@ type tunnelInfo struct {
 	dialed netip.Addr // the upstream address, when known
 	user   string     // the authenticated user, "" without
 	client string     // the client's address
+	// more is what only some tunnels have, nil when none of it is set: a
+	// parked tunnel keeps its tunnelInfo for as long as it lives.
+	more *tunnelInfoMore
+	// Of a CONNECT: its protocol (HTTP/1.1, HTTP/2.0, SOCKS5) and version.
+	proto        string
+	port         uint16
+	connect      bool
+	major, minor uint8
+}
+
+// tunnelInfoMore is the part of a tunnelInfo that only some tunnels have.
+type tunnelInfoMore struct {
 	// certUser is the user the client's verified certificate names
 	// (clientCertUser, front.go), "" without one: a reload that keeps
 	// client certificates authenticating keeps the tunnel.
@@ -327,19 +339,15 @@ type tunnelInfo struct {
 	// else its Proxy-Authorization field alone (nil without one).
 	header http.Header
 	req    *http.Request // the request upgraded (not a CONNECT), which its handler keeps anyway
-	port   uint16
-	// Of a CONNECT: its protocol (HTTP/1.1, HTTP/2.0, SOCKS5) and version.
-	proto        string
-	connect      bool
-	major, minor uint8
 }
 
 // newTunnelInfo describes the tunnel r opened to upstream (nil for an
 // intercepted connection, which has none of its own) under configuration
 // c. r's context carries the authenticated user.
 func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tunnelInfo {
-	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()), client: r.RemoteAddr,
-		certUser: clientCertUser(r.Context())}
+	ti := &tunnelInfo{gen: c.meta.gen, connect: r.Method == http.MethodConnect, user: authUser(r.Context()), client: r.RemoteAddr}
+	var more tunnelInfoMore
+	more.certUser = clientCertUser(r.Context())
 	var err error
 	if ti.connect {
 		// Copies, not the strings of the request, which are parts of
@@ -349,28 +357,43 @@ func newTunnelInfo(c *config, r *http.Request, upstream io.ReadWriteCloser) *tun
 		ti.host, ti.port, err = httpx.ParseTarget(ti.target)
 		ti.proto, ti.major, ti.minor = protoName(r.Proto), uint8(r.ProtoMajor), uint8(r.ProtoMinor)
 		if c.auth != nil {
-			ti.header = r.Header
+			more.header = r.Header
 		} else if v := r.Header["Proxy-Authorization"]; len(v) > 0 {
-			ti.header = http.Header{"Proxy-Authorization": v}
+			more.header = http.Header{"Proxy-Authorization": v}
 		}
 	} else {
-		ti.req = r
+		more.req = r
 		ti.target = r.URL.Host
 		ti.host, ti.port, err = httpx.CheckURL(r.URL)
 	}
 	if err != nil {
 		ti.host = "" // checked when the tunnel opened; nothing to check again
 	}
+	if more.certUser != "" || more.header != nil || more.req != nil {
+		ti.more = &more
+	}
 	if _, proxied := upstream.(*viaConn); proxied {
 		return ti // dialed to an upstream proxy (via.go), not to the target
 	}
 	if c, ok := upstream.(net.Conn); ok {
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ti.dialed = ta.AddrPort().Addr().Unmap()
+		} else if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 			ti.dialed = ap.Addr().Unmap()
 		}
 	}
 	return ti
 }
+
+// moreOf returns ti.more, or an empty one (not to be changed).
+func (ti *tunnelInfo) moreOf() *tunnelInfoMore {
+	if ti.more != nil {
+		return ti.more
+	}
+	return &noMore
+}
+
+var noMore tunnelInfoMore
 
 // protoName returns proto, a request's protocol, as a constant when it is
 // a usual one, else a copy.
@@ -388,10 +411,11 @@ func protoName(proto string) string {
 // rebuilt, with its target, protocol version, header (as kept) and client
 // address, and the authenticated user in its context.
 func (ti *tunnelInfo) request() *http.Request {
-	if ti.req != nil {
-		return ti.req
+	more := ti.moreOf()
+	if more.req != nil {
+		return more.req
 	}
-	h := ti.header
+	h := more.header
 	if h == nil {
 		h = http.Header{}
 	}
@@ -482,7 +506,7 @@ func tunnelRefusal(c *config, ti *tunnelInfo, authChanged bool) string {
 		}
 	}
 	if authChanged && c.auth != nil {
-		if c.front.certAuth && ti.certUser != "" {
+		if c.front.certAuth && ti.moreOf().certUser != "" {
 			return "" // its client certificate authenticates it (front.go)
 		}
 		r := ti.request()
