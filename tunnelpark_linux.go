@@ -369,6 +369,8 @@ func (t *parkedTunnel) close() {
 	}
 }
 
+// closeConns closes the tunnel's connections, once. It takes t.mu: its
+// callers must not hold it.
 func (t *parkedTunnel) closeConns() {
 	t.mu.Lock()
 	closed := t.closed
