@@ -44,7 +44,7 @@ type srvConn struct {
 	// Between requests the connection waits in the Server's Parker, if
 	// it has one, without a goroutine or a read buffer (park, Wake).
 	entry    park.Entry
-	parkable bool // entry is set up
+	parkable bool // entry is set up (newConn: before Shutdown can see the connection)
 	// fresh: parked before its first request (the Server was crowded),
 	// which must come by firstBy (ReadHeaderTimeout from the accept).
 	fresh   bool
@@ -245,12 +245,7 @@ func (sc *srvConn) park(deadline time.Time, slack time.Duration) bool {
 		return false // a PROXY protocol connection holds bytes back: read them first
 	}
 	if !sc.parkable {
-		rc, err := sc.tcp.SyscallConn()
-		if err != nil {
-			return false
-		}
-		sc.entry.InitLimited(pk, rc, sc)
-		sc.parkable = true
+		return false
 	}
 	sc.releaseReader()
 	return sc.entry.Park(deadline, slack)

@@ -345,6 +345,12 @@ func (s *Server) newConn(c net.Conn, tcp *net.TCPConn) *srvConn {
 	sc := &srvConn{s: s, c: c, tcp: tcp, remote: c.RemoteAddr().String()}
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	sc.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+	if s.parker != nil {
+		if rc, err := tcp.SyscallConn(); err == nil {
+			sc.entry.InitLimited(s.parker, rc, sc)
+			sc.parkable = true
+		}
+	}
 	return sc
 }
 

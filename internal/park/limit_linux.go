@@ -5,6 +5,7 @@ package park
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,6 +23,13 @@ import (
 // each. With the processors busy, the requests past the limit would only
 // have waited for a processor instead, each holding its goroutine and
 // buffers meanwhile; the proxy serves as many a second.
+//
+// The limit set is a floor. The processors must stay busy: when Wakes wait
+// for a goroutine while the machine has idle CPU time and this process
+// used less than nine tenths of its processors (a limit too low for
+// requests that wait on their upstreams), it grows by a quarter every
+// tenth of a second, up to sixteen times the floor; while the machine is
+// busy it shrinks by a tenth, down to the floor.
 //
 // A served connection that blocks for long (a long poll, a slow upstream)
 // must not hold the others back while processors are free to serve them,
@@ -41,7 +49,8 @@ const (
 // limiter is the state of a Parker's limited Wakes.
 type limiter struct {
 	mu      sync.Mutex
-	max     int     // the limit; 0 none
+	max     int     // the limit set; 0 none
+	cur     int     // the limit in force: from max up to maxGrowth times it
 	q       []woken // Wakes waiting for a goroutine, from head
 	head    int
 	active  int     // goroutines running limited Wakes
@@ -60,6 +69,7 @@ func (pk *Parker) SetLimit(n int) {
 	l := &pk.lim
 	l.mu.Lock()
 	l.max = max(n, 0)
+	l.cur = l.max
 	pk.spawnLocked()
 	l.mu.Unlock()
 }
@@ -101,13 +111,14 @@ func (pk *Parker) spawnLocked() {
 	}
 	allowed := waiting
 	if l.max > 0 {
-		if allowed = l.max - l.active; allowed < waiting {
+		if allowed = l.cur - l.active; allowed < waiting {
 			now := time.Since(pk.epoch)
+			busy := l.adaptLocked(now)
 			after := stuckAfter
-			if l.cpu.busy(now) {
+			if busy {
 				after = stuckAfterBusy
 			}
-			allowed += l.stuckLocked(int64(now), int64(after))
+			allowed = l.cur - l.active + l.stuckLocked(int64(now), int64(after))
 		}
 	}
 	for ; waiting > 0 && allowed > 0; waiting, allowed = waiting-1, allowed-1 {
@@ -129,6 +140,24 @@ func (pk *Parker) spawnLocked() {
 		}
 		l.timed = true
 	}
+}
+
+// maxGrowth bounds the limit in force, as a multiple of the limit set.
+const maxGrowth = 16
+
+// adaptLocked moves the limit in force as the last interval of the CPU
+// readings says (once per interval), and reports whether the machine's
+// processors were all busy.
+func (l *limiter) adaptLocked(now time.Duration) bool {
+	busy, procIdle, fresh := l.cpu.sample(now)
+	switch {
+	case !fresh:
+	case busy:
+		l.cur = max(l.max, l.cur-max(1, l.cur/10))
+	case procIdle > 0.10:
+		l.cur = min(maxGrowth*l.max, l.cur+l.cur/4+1)
+	}
+	return busy
 }
 
 // stuckLocked counts the goroutines whose Wake began more than after
@@ -182,11 +211,14 @@ func (pk *Parker) runLimited(i int) {
 }
 
 // cpuLoad tells whether the machine's processors were all busy lately,
-// from /proc/stat, read at most every cpuEvery.
+// from /proc/stat, and how much of its processors this process left idle
+// (getrusage), read at most every cpuEvery.
 type cpuLoad struct {
 	at          time.Duration // when last read (since the Parker's epoch); 0 never
-	idle, total uint64        // the counters then
+	idle, total uint64        // the machine's counters then
+	self        time.Duration // this process's CPU time then
 	isBusy      bool          // the verdict on the interval that ended then
+	procIdle    float64       // the share of this process's processors left idle in it
 	buf         []byte
 }
 
@@ -195,31 +227,45 @@ type cpuLoad struct {
 // nothing of now.
 const cpuEvery, cpuStale = 100 * time.Millisecond, time.Second
 
-// busy reports whether the idle share of the machine's CPU time was under
-// busyIdle over the last interval of at least cpuEvery. Until there is
-// such an interval (the first call, or the first after cpuStale) it
-// reports true: a burst's first tenth of a second is served within the
-// limit. Unreadable, it reports false (the limit then holds a Wake back
-// for stuckAfter only).
-func (c *cpuLoad) busy(now time.Duration) bool {
+// sample returns the verdict on the last interval of at least cpuEvery:
+// whether the idle share of the machine's CPU time was under busyIdle,
+// and the share of its processors (GOMAXPROCS) this process left idle;
+// fresh is set when the interval ended now. Until there is such an
+// interval (the first call, or the first after cpuStale) the machine
+// counts as busy: a burst's first tenth of a second is served within the
+// limit set. Unreadable, it is not busy and the process not idle (the
+// limit then holds a Wake back for stuckAfter only, and does not grow).
+func (c *cpuLoad) sample(now time.Duration) (busy bool, procIdle float64, fresh bool) {
 	if c.at != 0 && now-c.at < cpuEvery {
-		return c.isBusy
+		return c.isBusy, c.procIdle, false
 	}
 	idle, total, ok := cpuTimes(c)
-	if !ok {
-		c.at, c.isBusy = now, false
-		return false
+	self, ok2 := selfCPU()
+	if !ok || !ok2 {
+		c.at, c.isBusy, c.procIdle = now, false, 0
+		return false, 0, false
 	}
 	if c.at == 0 || now-c.at > cpuStale || total <= c.total {
-		c.isBusy = true
+		c.isBusy, c.procIdle, fresh = true, 0, false
 	} else {
 		c.isBusy = float64(idle-c.idle) < busyIdle*float64(total-c.total)
+		c.procIdle = max(0, 1-float64(self-c.self)/(float64(now-c.at)*float64(runtime.GOMAXPROCS(0))))
+		fresh = true
 	}
-	c.at, c.idle, c.total = now, idle, total
-	return c.isBusy
+	c.at, c.idle, c.total, c.self = now, idle, total, self
+	return c.isBusy, c.procIdle, fresh
 }
 
-// cpuTimes is how busy reads the machine's CPU times (tests replace it).
+// selfCPU is how sample reads this process's CPU time (tests replace it).
+var selfCPU = func() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+// cpuTimes is how sample reads the machine's CPU times (tests replace it).
 var cpuTimes = (*cpuLoad).read
 
 // read returns the idle (idle and iowait) and total CPU time of the

@@ -3,6 +3,7 @@
 package park
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,5 +153,64 @@ func TestLimitStuck(t *testing.T) {
 		for blocked.running.Load() > 0 {
 			time.Sleep(time.Millisecond)
 		}
+	}
+}
+
+// TestLimitAdapts: the limit in force grows while the machine and this
+// process leave processors idle with Wakes waiting (requests that wait on
+// their upstreams), up to 16 times the limit set; holds while this process
+// keeps its processors busy; and shrinks back to the limit set, never
+// below, while the machine is busy.
+func TestLimitAdapts(t *testing.T) {
+	var machineBusy bool
+	var self time.Duration
+	var selfRate float64 // of GOMAXPROCS processors, per interval
+	var idle, total uint64
+	oldTimes, oldSelf := cpuTimes, selfCPU
+	t.Cleanup(func() { cpuTimes, selfCPU = oldTimes, oldSelf })
+	cpuTimes = func(*cpuLoad) (uint64, uint64, bool) {
+		total += 100
+		if !machineBusy {
+			idle += 50
+		}
+		return idle, total, true
+	}
+	selfCPU = func() (time.Duration, bool) { return self, true }
+	l := &limiter{max: 8, cur: 8}
+	now := time.Duration(0)
+	step := func() int {
+		now += cpuEvery
+		self += time.Duration(selfRate * float64(cpuEvery) * float64(runtime.GOMAXPROCS(0)))
+		l.adaptLocked(now)
+		return l.cur
+	}
+	step() // the first reading: no interval yet
+	if l.cur != 8 {
+		t.Fatalf("the first reading moved the limit to %d", l.cur)
+	}
+	prev := 8
+	for range 30 {
+		if cur := step(); cur < prev {
+			t.Fatalf("idle processors: the limit shrank from %d to %d", prev, cur)
+		} else {
+			prev = cur
+		}
+	}
+	if prev != 8*maxGrowth {
+		t.Errorf("idle processors: the limit grew to %d, want %d", prev, 8*maxGrowth)
+	}
+	selfRate = 0.95 // the process keeps its processors busy: the limit holds
+	l.cur = 20
+	for range 5 {
+		if cur := step(); cur != 20 {
+			t.Fatalf("busy process, idle machine: the limit moved to %d", cur)
+		}
+	}
+	machineBusy = true
+	for range 40 {
+		step()
+	}
+	if l.cur != 8 {
+		t.Errorf("busy machine: the limit is %d, want the 8 set", l.cur)
 	}
 }
