@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,14 @@ import (
 	"github.com/fwdproxy/fwdproxy/internal/telemetry"
 	"github.com/fwdproxy/fwdproxy/internal/throttle"
 )
+
+// servedPerProc is how many keep-alive connections a processor serves at
+// once when more are open (internal/park's limit). 64 keeps a processor
+// busy through the waits of a request on its upstream and the scheduler;
+// measured at 1,000 busy connections (docs/benchmarks.md, "Issue 16"), 32
+// and 64 a processor served as many requests a second as no limit, at about
+// half its peak memory.
+const servedPerProc = 64
 
 // Proxy is a forward proxy. It implements http.Handler: absolute-form
 // requests ("GET http://host/path") are forwarded through one shared,
@@ -100,6 +109,11 @@ func New(opts ...Option) (*Proxy, error) {
 	}
 	p.dialer = net.Dialer{KeepAlive: 30 * time.Second}
 	p.parker = park.New()
+	// Keep-alive connections take turns on at most servedPerProc Wakes a
+	// processor (internal/park: SetLimit, which lets long requests out of
+	// the count), so a thousand busy clients hold about a hundred
+	// goroutines, buffers and upstream connections instead of a thousand.
+	p.parker.SetLimit(servedPerProc * runtime.GOMAXPROCS(0))
 	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
 	}

@@ -44,7 +44,11 @@ type srvConn struct {
 	// Between requests the connection waits in the Server's Parker, if
 	// it has one, without a goroutine or a read buffer (park, Wake).
 	entry    park.Entry
-	parkable bool // entry is set up
+	parkable bool // entry is set up (newConn: before Shutdown can see the connection)
+	// fresh: parked before its first request (the Server was crowded),
+	// which must come by firstBy (ReadHeaderTimeout from the accept).
+	fresh   bool
+	firstBy time.Time
 }
 
 const (
@@ -65,7 +69,9 @@ func (sc *srvConn) Wake(expired bool) {
 		sc.finish(false)
 		return
 	}
-	sc.loop(false)
+	first := sc.fresh
+	sc.fresh = false
+	sc.loop(first)
 }
 
 // loop serves requests on the connection until it closes, is hijacked,
@@ -86,11 +92,15 @@ func (sc *srvConn) loop(first bool) {
 	for served := false; ; first, served = false, true {
 		st := s.settings() // read once per request, so that a new value applies to the next one
 		timed := false     // the wait for the next request has its deadline
-		if served && s.parker != nil && (st.IdleTimeout <= 0 || st.IdleTimeout > parkLinger) &&
+		crowded := served && s.crowded()
+		if served && s.parker != nil && (crowded || st.IdleTimeout <= 0 || st.IdleTimeout > parkLinger) &&
 			(sc.br == nil || sc.br.Buffered() == 0) {
 			idleFrom := time.Now()
-			if timed = sc.lingered(); !timed {
-				if sc.park(st, idleFrom) {
+			if !crowded {
+				timed = sc.lingered()
+			}
+			if !timed {
+				if sc.park(idleDeadline(st, idleFrom)) {
 					parked = true
 					return
 				}
@@ -105,12 +115,15 @@ func (sc *srvConn) loop(first bool) {
 				timed = true
 			}
 		}
-		if !timed {
-			timeout := st.IdleTimeout
-			if first {
-				timeout = st.ReadHeaderTimeout
-			}
-			sc.setReadTimeout(timeout)
+		switch {
+		case timed:
+		case first && !sc.firstBy.IsZero():
+			sc.dlValid = false // woken before its first request: the accept's timeout runs on
+			_ = sc.c.SetReadDeadline(sc.firstBy)
+		case first:
+			sc.setReadTimeout(st.ReadHeaderTimeout)
+		default:
+			sc.setReadTimeout(st.IdleTimeout)
 		}
 		sc.reader()
 		b, err := sc.br.Peek(1)
@@ -174,7 +187,7 @@ func (sc *srvConn) loop(first bool) {
 // deadline that times the linger is the connection's own, refreshed at
 // most every tenth of the linger (setReadTimeout), so a busy connection
 // costs no timer work per request.
-const parkLinger = 250 * time.Millisecond
+var parkLinger = 250 * time.Millisecond // a variable for tests only
 
 // lingered waits up to parkLinger for the next request and reports
 // whether its first bytes came (they are then buffered) or the
@@ -188,13 +201,41 @@ func (sc *srvConn) lingered() bool {
 	return err == nil || !netx.IsTimeout(err)
 }
 
+// idleDeadline returns the deadline and slack of a connection parked
+// after a response: idle since idleFrom for st.IdleTimeout, told at most
+// an eighth of it late.
+func idleDeadline(st *ServerSettings, idleFrom time.Time) (time.Time, time.Duration) {
+	if st.IdleTimeout <= 0 {
+		return time.Time{}, 0
+	}
+	return idleFrom.Add(st.IdleTimeout), st.IdleTimeout / 8
+}
+
+// parkFirst parks a connection just accepted by a crowded Server before
+// its first request, which must come within st.ReadHeaderTimeout; it
+// reports false, having parked nothing, as park does.
+func (sc *srvConn) parkFirst(st *ServerSettings) bool {
+	var slack time.Duration
+	if st.ReadHeaderTimeout > 0 {
+		sc.firstBy = time.Now().Add(st.ReadHeaderTimeout)
+		slack = min(st.ReadHeaderTimeout/8, time.Second)
+	}
+	sc.fresh = true
+	if !sc.park(sc.firstBy, slack) {
+		sc.fresh = false
+		return false
+	}
+	return true
+}
+
 // park gives the idle connection to the Server's Parker, with its read
-// buffer given back, until it is readable (Wake) or has been idle, since
-// idleFrom, for st.IdleTimeout (at most an eighth more). It reports
+// buffer given back, until it is readable (Wake) or deadline passed (the
+// zero time for none; it is told at most slack late). Readable, it counts
+// against the Parker's limit on the connections served at once. It reports
 // false, having parked nothing, when there is no Parker, the connection
 // holds bytes it read from its socket (a TCPCarrier that is not drained),
 // or the Parker would not take it: the loop then waits itself.
-func (sc *srvConn) park(st *ServerSettings, idleFrom time.Time) bool {
+func (sc *srvConn) park(deadline time.Time, slack time.Duration) bool {
 	pk := sc.s.parker
 	sc.dlValid = false // the next wait sets its own read deadline
 	if pk == nil {
@@ -204,17 +245,7 @@ func (sc *srvConn) park(st *ServerSettings, idleFrom time.Time) bool {
 		return false // a PROXY protocol connection holds bytes back: read them first
 	}
 	if !sc.parkable {
-		rc, err := sc.tcp.SyscallConn()
-		if err != nil {
-			return false
-		}
-		sc.entry.Init(pk, rc, sc)
-		sc.parkable = true
-	}
-	var deadline time.Time
-	var slack time.Duration
-	if st.IdleTimeout > 0 {
-		deadline, slack = idleFrom.Add(st.IdleTimeout), st.IdleTimeout/8
+		return false
 	}
 	sc.releaseReader()
 	return sc.entry.Park(deadline, slack)

@@ -58,6 +58,12 @@ func defaultSettings() *ServerSettings {
 // ends.
 func startServer(t testing.TB, h http.Handler, mod func(*ServerSettings), logger *slog.Logger) *testServer {
 	t.Helper()
+	return startServerParker(t, h, mod, logger, park.New())
+}
+
+// startServerParker is startServer with the Parker pk (a limited one, say).
+func startServerParker(t testing.TB, h http.Handler, mod func(*ServerSettings), logger *slog.Logger, pk *park.Parker) *testServer {
+	t.Helper()
 	st := defaultSettings()
 	if mod != nil {
 		mod(st)
@@ -95,7 +101,7 @@ func startServer(t testing.TB, h http.Handler, mod func(*ServerSettings), logger
 		Logger:   logger,
 		Conns:    &ts.open,
 		Refused:  &ts.refused,
-		Parker:   park.New(), // as the proxy serves: idle keep-alive connections parked
+		Parker:   pk, // as the proxy serves: idle keep-alive connections parked
 	})
 	served := make(chan error, 1)
 	go func() { served <- ts.Serve() }()

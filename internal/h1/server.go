@@ -140,6 +140,7 @@ type Server struct {
 	open     *atomic.Int64
 	refused  *atomic.Uint64
 	parker   *park.Parker
+	crowd    int64 // more open connections than this are crowded (crowded); 0 never
 
 	// The listeners of the hand-off servers, one per server handed
 	// connections to (handOffTo); closed by Serve's end.
@@ -180,6 +181,9 @@ func NewServer(ln net.Listener, cfg ServerConfig) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.parker != nil {
+		s.crowd = int64(s.parker.Limit())
 	}
 	if s.open == nil {
 		s.open = new(atomic.Int64)
@@ -277,8 +281,21 @@ func (s *Server) acceptLoop() error {
 		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
+		if s.crowded() && sc.parkFirst(s.settings()) {
+			continue // served once readable, in turn (park.Parker.SetLimit)
+		}
 		go sc.serve()
 	}
+}
+
+// crowded reports whether the Server holds more connections than its
+// Parker serves at once (park.Parker.SetLimit). A crowded Server parks a
+// connection as soon as it waits for a request, its first one included,
+// instead of keeping its goroutine and read buffer for a while: the
+// connections then take their turns on the Parker's goroutines, and a
+// thousand busy clients cost about as much memory as the limit's worth.
+func (s *Server) crowded() bool {
+	return s.crowd > 0 && s.open.Load() > s.crowd
 }
 
 // RetryableAccept reports whether an Accept error may pass (see
@@ -328,6 +345,12 @@ func (s *Server) newConn(c net.Conn, tcp *net.TCPConn) *srvConn {
 	sc := &srvConn{s: s, c: c, tcp: tcp, remote: c.RemoteAddr().String()}
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	sc.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+	if s.parker != nil {
+		if rc, err := tcp.SyscallConn(); err == nil {
+			sc.entry.InitLimited(s.parker, rc, sc)
+			sc.parkable = true
+		}
+	}
 	return sc
 }
 

@@ -50,6 +50,8 @@ type Parker struct {
 	ctlOp  int
 	ctlEv  unix.EpollEvent
 	ctlErr error
+
+	lim limiter // the limited Wakes (limit_linux.go)
 }
 
 // New returns a Parker. Its goroutine starts with the first Park.
@@ -86,12 +88,13 @@ type Entry struct {
 	inSet    bool  // the socket is in the epoll set (added, not deleted)
 	deadline int64 // ns since the Parker's epoch; 0 none
 	by       int64 // deadline plus slack
+	limited  bool  // its readable Wakes count against the Parker's limit (InitLimited)
 }
 
 // Init sets the Parker (nil parks nothing), the socket and the owner of
 // e, which must not be parked.
 func (e *Entry) Init(pk *Parker, rc syscall.RawConn, w Waker) {
-	e.pk, e.rc, e.w = pk, rc, w
+	e.pk, e.rc, e.w, e.limited = pk, rc, w, false
 }
 
 // Park parks the connection until it is readable, or until deadline (the
@@ -262,6 +265,7 @@ func (pk *Parker) setDeadlineLocked(at int64) {
 type woken struct {
 	w       Waker
 	expired bool
+	limited bool // a readable Wake of an Entry made with InitLimited
 }
 
 // wakes is the queue of the Wakers due, which every Parker shares: wakeAll
@@ -307,7 +311,7 @@ func runWake() {
 func (pk *Parker) loop(f *os.File, rc syscall.RawConn) {
 	events := make([]unix.EpollEvent, 128)
 	var got int
-	var due []woken
+	var due, limited []woken
 	ready := func(fd uintptr) bool {
 		for {
 			n, err := unix.EpollWait(int(fd), events, 0)
@@ -345,7 +349,21 @@ func (pk *Parker) loop(f *os.File, rc syscall.RawConn) {
 		}
 		pk.mu.Unlock()
 		if len(due) > 0 {
-			wakeAll(due)
+			n := 0
+			for _, d := range due {
+				if d.limited {
+					limited = append(limited, d)
+				} else {
+					due[n] = d
+					n++
+				}
+			}
+			if len(limited) > 0 {
+				pk.wakeLimited(limited)
+				clear(limited)
+				limited = limited[:0]
+			}
+			wakeAll(due[:n])
 			clear(due)
 			due = due[:0]
 		}
@@ -368,7 +386,7 @@ func (pk *Parker) readyLocked(evs []unix.EpollEvent, due []woken) []woken {
 			continue // an event for an Entry released or unparked since
 		}
 		e.armed = false // the one-shot registration is disabled now
-		due = append(due, woken{w: e.w})
+		due = append(due, woken{w: e.w, limited: e.limited})
 	}
 	return due
 }

@@ -28,3 +28,12 @@ func (e *Entry) Unpark() bool { return false }
 
 // Release does nothing.
 func (e *Entry) Release() {}
+
+// SetLimit does nothing: nothing is parked here.
+func (pk *Parker) SetLimit(n int) {}
+
+// Limit returns 0: nothing is limited here.
+func (pk *Parker) Limit() int { return 0 }
+
+// InitLimited is Init.
+func (e *Entry) InitLimited(pk *Parker, rc syscall.RawConn, w Waker) {}

@@ -433,8 +433,10 @@ func (h *harness) runOne(ctx context.Context, round int, s scenario, t target) *
 			rr.CPU = cpu / float64(res.Requests) * 1e4
 		}
 		rr.RSSMiB = float64(treeHWM(p.pid())) / (1 << 20)
+		rr.FileMiB = float64(treeStatus(p.pid(), "RssFile")) / (1 << 20)
 		if hop != nil {
 			rr.RSSMiB += float64(treeHWM(hop.pid())) / (1 << 20)
+			rr.FileMiB += float64(treeStatus(hop.pid(), "RssFile")) / (1 << 20)
 		}
 	}
 	if dt := mach2.total - mach.total; dt > 0 {

@@ -19,6 +19,7 @@ type runResult struct {
 	RedisPerRequest       float64 // a redis target's: Redis round trips (scripts run) per request
 	KernelPct             float64 // the share of the proxy's CPU time spent in the kernel
 	RSSMiB                float64 // proxy peak RSS (VmHWM, summed over its process tree)
+	FileMiB               float64 // of the proxy's RSS at the run's end, the pages mapped from files (RssFile: its program and libraries, clean and shared with the page cache)
 	Errors                int64   // non-2xx/3xx responses plus socket errors
 	IdlePct               float64 // machine CPU idle during the run
 	OthersCPU             float64 // CPU used by processes the harness did not start, in cores
@@ -157,8 +158,8 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 			unit, cpuUnit = "MiB/s", "CPU s/GiB"
 		}
 		fmt.Fprintf(w, "\n### %s: %s\n\n", s.name, s.desc)
-		fmt.Fprintf(w, "| target | %s | × direct | p50 ms | p99 ms | %s | kernel %% of CPU | peak RSS MiB | errors (all rounds) | others' CPU (cores) |\n", unit, cpuUnit)
-		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(w, "| target | %s | × direct | p50 ms | p99 ms | %s | kernel %% of CPU | peak RSS MiB | of it, file-backed MiB | errors (all rounds) | others' CPU (cores) |\n", unit, cpuUnit)
+		fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 		var notes []string
 		for _, t := range ts {
 			var ok []*runResult
@@ -193,7 +194,7 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 				}
 				return spread(get(f), format)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", t.name,
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", t.name,
 				spread(get(func(r *runResult) float64 { return r.Throughput }), "%.0f"),
 				proxyOnly(func(r *runResult) float64 { return r.Ratio }, "%.2f"),
 				lat(func(r *runResult) float64 { return r.P50ms }),
@@ -201,6 +202,7 @@ func writeReport(w io.Writer, m meta, ss []scenario, ts []target, runs []*runRes
 				proxyOnly(func(r *runResult) float64 { return r.CPU }, "%.2f"),
 				proxyOnly(func(r *runResult) float64 { return r.KernelPct }, "%.0f"),
 				proxyOnly(func(r *runResult) float64 { return r.RSSMiB }, "%.0f"),
+				proxyOnly(func(r *runResult) float64 { return r.FileMiB }, "%.0f"),
 				errs, spread(get(func(r *runResult) float64 { return r.OthersCPU }), "%.2f"))
 		}
 		for _, t := range ts {

@@ -1,0 +1,299 @@
+//go:build linux
+
+package park
+
+import (
+	"bytes"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// A Parker may bound how many of its connections are served at once
+// (SetLimit): the Wakes of Entries made with InitLimited then run on a
+// limited number of goroutines, which take the connections that became
+// readable in turn, while the others wait unread in their sockets, in the
+// order they became readable, with nothing of theirs in memory but their
+// Entry and its owner. A thousand busy keep-alive clients then cost a
+// thousand parked connections and about the limit's worth of goroutines,
+// read buffers, requests and upstream connections, instead of a thousand of
+// each. With the processors busy, the requests past the limit would only
+// have waited for a processor instead, each holding its goroutine and
+// buffers meanwhile; the proxy serves as many a second.
+//
+// The limit set is a floor. The processors must stay busy: when Wakes wait
+// for a goroutine while the machine has idle CPU time and this process
+// used less than nine tenths of its processors (a limit too low for
+// requests that wait on their upstreams), it grows by a quarter every
+// tenth of a second, up to sixteen times the floor; while the machine is
+// busy it shrinks by a tenth, down to the floor.
+//
+// A served connection that blocks for long (a long poll, a slow upstream)
+// must not hold the others back while processors are free to serve them,
+// so a goroutine whose Wake has run for longer than stuckAfter does not
+// count against the limit. With every processor of the machine busy (as
+// /proc/stat says), more requests at once cannot be served faster, and a
+// Wake counts until it has run for stuckAfterBusy. While connections wait
+// for a goroutine, the Parker looks again every stuckAfter.
+const (
+	stuckAfter     = 20 * time.Millisecond
+	stuckAfterBusy = 250 * time.Millisecond
+	// busyIdle is the share of the machine's CPU time (idle and iowait,
+	// in /proc/stat) under which the machine counts as busy.
+	busyIdle = 0.05
+)
+
+// limiter is the state of a Parker's limited Wakes.
+type limiter struct {
+	mu      sync.Mutex
+	max     int     // the limit set; 0 none
+	cur     int     // the limit in force: from max up to maxGrowth times it
+	q       []woken // Wakes waiting for a goroutine, from head
+	head    int
+	active  int     // goroutines running limited Wakes
+	pending int     // of them, those started that have not taken a Wake yet
+	since   []int64 // per goroutine (by index): when its Wake began, ns since the Parker's epoch; 0 none
+	free    []int   // indexes of since not in use
+	timer   *time.Timer
+	timed   bool // the timer is set
+	cpu     cpuLoad
+}
+
+// SetLimit bounds the limited Wakes (InitLimited) running at once to n,
+// not counting those that have run for long (stuckAfter); 0 (as a Parker
+// starts) is no bound.
+func (pk *Parker) SetLimit(n int) {
+	l := &pk.lim
+	l.mu.Lock()
+	l.max = max(n, 0)
+	l.cur = l.max
+	pk.spawnLocked()
+	l.mu.Unlock()
+}
+
+// Limit returns the bound set by SetLimit (0 for none).
+func (pk *Parker) Limit() int {
+	l := &pk.lim
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.max
+}
+
+// InitLimited is Init for an Entry whose Wakes count against the Parker's
+// limit (SetLimit); only the Wakes of readable connections do: one whose
+// deadline passed is told at once.
+func (e *Entry) InitLimited(pk *Parker, rc syscall.RawConn, w Waker) {
+	e.Init(pk, rc, w)
+	e.limited = true
+}
+
+// wakeLimited queues the limited Wakes due and starts the goroutines the
+// limit allows; running goroutines take the rest as they finish.
+func (pk *Parker) wakeLimited(due []woken) {
+	l := &pk.lim
+	l.mu.Lock()
+	l.q = append(l.q, due...)
+	pk.spawnLocked()
+	l.mu.Unlock()
+}
+
+// spawnLocked starts goroutines for the queued Wakes that no goroutine is
+// on its way to take, as many as the limit allows, and sets the timer to
+// look again when some are left waiting.
+func (pk *Parker) spawnLocked() {
+	l := &pk.lim
+	waiting := len(l.q) - l.head - l.pending
+	if waiting <= 0 {
+		return
+	}
+	allowed := waiting
+	if l.max > 0 {
+		if allowed = l.cur - l.active; allowed < waiting {
+			now := time.Since(pk.epoch)
+			busy := l.adaptLocked(now)
+			after := stuckAfter
+			if busy {
+				after = stuckAfterBusy
+			}
+			allowed = l.cur - l.active + l.stuckLocked(int64(now), int64(after))
+		}
+	}
+	for ; waiting > 0 && allowed > 0; waiting, allowed = waiting-1, allowed-1 {
+		i := len(l.since)
+		if n := len(l.free); n > 0 {
+			i, l.free = l.free[n-1], l.free[:n-1]
+		} else {
+			l.since = append(l.since, 0)
+		}
+		l.active++
+		l.pending++
+		go pk.runLimited(i)
+	}
+	if waiting > 0 && !l.timed {
+		if l.timer == nil {
+			l.timer = time.AfterFunc(stuckAfter, pk.lookAgain)
+		} else {
+			l.timer.Reset(stuckAfter)
+		}
+		l.timed = true
+	}
+}
+
+// maxGrowth bounds the limit in force, as a multiple of the limit set.
+const maxGrowth = 16
+
+// adaptLocked moves the limit in force as the last interval of the CPU
+// readings says (once per interval), and reports whether the machine's
+// processors were all busy.
+func (l *limiter) adaptLocked(now time.Duration) bool {
+	busy, procIdle, fresh := l.cpu.sample(now)
+	switch {
+	case !fresh:
+	case busy:
+		l.cur = max(l.max, l.cur-max(1, l.cur/10))
+	case procIdle > 0.10:
+		l.cur = min(maxGrowth*l.max, l.cur+l.cur/4+1)
+	}
+	return busy
+}
+
+// stuckLocked counts the goroutines whose Wake began more than after
+// before now (both ns).
+func (l *limiter) stuckLocked(now, after int64) int {
+	n := 0
+	for _, t := range l.since {
+		if t != 0 && now-t > after {
+			n++
+		}
+	}
+	return n
+}
+
+// lookAgain is the timer's: Wakes have waited for stuckAfter.
+func (pk *Parker) lookAgain() {
+	l := &pk.lim
+	l.mu.Lock()
+	l.timed = false
+	pk.spawnLocked()
+	l.mu.Unlock()
+}
+
+// runLimited is a goroutine of the limited Wakes, with index i in since: it
+// runs the queued Wakes one after another until none is left.
+func (pk *Parker) runLimited(i int) {
+	l := &pk.lim
+	l.mu.Lock()
+	l.pending--
+	for l.head < len(l.q) {
+		d := l.q[l.head]
+		l.q[l.head] = woken{}
+		l.head++
+		switch n := len(l.q); {
+		case l.head == n:
+			l.q, l.head = l.q[:0], 0
+		case l.head >= 64 && 2*l.head >= n:
+			k := copy(l.q, l.q[l.head:])
+			clear(l.q[k:])
+			l.q, l.head = l.q[:k], 0
+		}
+		l.since[i] = max(int64(time.Since(pk.epoch)), 1)
+		l.mu.Unlock()
+		d.w.Wake(d.expired)
+		l.mu.Lock()
+	}
+	l.since[i] = 0
+	l.free = append(l.free, i)
+	l.active--
+	l.mu.Unlock()
+}
+
+// cpuLoad tells whether the machine's processors were all busy lately,
+// from /proc/stat, and how much of its processors this process left idle
+// (getrusage), read at most every cpuEvery.
+type cpuLoad struct {
+	at          time.Duration // when last read (since the Parker's epoch); 0 never
+	idle, total uint64        // the machine's counters then
+	self        time.Duration // this process's CPU time then
+	isBusy      bool          // the verdict on the interval that ended then
+	procIdle    float64       // the share of this process's processors left idle in it
+	buf         []byte
+}
+
+// cpuEvery is the shortest interval between two readings of /proc/stat
+// (its counters move every 10 ms); a reading older than cpuStale says
+// nothing of now.
+const cpuEvery, cpuStale = 100 * time.Millisecond, time.Second
+
+// sample returns the verdict on the last interval of at least cpuEvery:
+// whether the idle share of the machine's CPU time was under busyIdle,
+// and the share of its processors (GOMAXPROCS) this process left idle;
+// fresh is set when the interval ended now. Until there is such an
+// interval (the first call, or the first after cpuStale) the machine
+// counts as busy: a burst's first tenth of a second is served within the
+// limit set. Unreadable, it is not busy and the process not idle (the
+// limit then holds a Wake back for stuckAfter only, and does not grow).
+func (c *cpuLoad) sample(now time.Duration) (busy bool, procIdle float64, fresh bool) {
+	if c.at != 0 && now-c.at < cpuEvery {
+		return c.isBusy, c.procIdle, false
+	}
+	idle, total, ok := cpuTimes(c)
+	self, ok2 := selfCPU()
+	if !ok || !ok2 {
+		c.at, c.isBusy, c.procIdle = now, false, 0
+		return false, 0, false
+	}
+	if c.at == 0 || now-c.at > cpuStale || total <= c.total {
+		c.isBusy, c.procIdle, fresh = true, 0, false
+	} else {
+		c.isBusy = float64(idle-c.idle) < busyIdle*float64(total-c.total)
+		c.procIdle = max(0, 1-float64(self-c.self)/(float64(now-c.at)*float64(runtime.GOMAXPROCS(0))))
+		fresh = true
+	}
+	c.at, c.idle, c.total, c.self = now, idle, total, self
+	return c.isBusy, c.procIdle, fresh
+}
+
+// selfCPU is how sample reads this process's CPU time (tests replace it).
+var selfCPU = func() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+// cpuTimes is how sample reads the machine's CPU times (tests replace it).
+var cpuTimes = (*cpuLoad).read
+
+// read returns the idle (idle and iowait) and total CPU time of the
+// machine's first line of /proc/stat, in clock ticks.
+func (c *cpuLoad) read() (idle, total uint64, ok bool) {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	if c.buf == nil {
+		c.buf = make([]byte, 512)
+	}
+	n, _ := f.Read(c.buf)
+	line, _, _ := bytes.Cut(c.buf[:n], []byte{'\n'})
+	fields := bytes.Fields(line)
+	if len(fields) < 5 || string(fields[0]) != "cpu" {
+		return 0, 0, false
+	}
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(string(f), 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return idle, total, true
+}
