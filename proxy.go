@@ -19,11 +19,12 @@ import (
 )
 
 // servedPerProc is how many keep-alive connections a processor serves at
-// once when more are open (internal/park's limit). 64 keeps a processor
-// busy through the waits of a request on its upstream and the scheduler;
-// measured at 1,000 busy connections (docs/benchmarks.md, "Issue 16"), 32
-// and 64 a processor served as many requests a second as no limit, at about
-// half its peak memory.
+// once, at least, when more are open: the floor of internal/park's limit,
+// which grows while processors are left idle (requests waiting on their
+// upstreams) and does not count requests that run long. At 1,000 busy
+// connections it halved the proxy's peak memory and, with a processor of
+// its own, served 39 % more requests a second than no limit
+// (docs/benchmarks.md, "Issue 16").
 const servedPerProc = 64
 
 // Proxy is a forward proxy. It implements http.Handler: absolute-form
@@ -109,10 +110,9 @@ func New(opts ...Option) (*Proxy, error) {
 	}
 	p.dialer = net.Dialer{KeepAlive: 30 * time.Second}
 	p.parker = park.New()
-	// Keep-alive connections take turns on at most servedPerProc Wakes a
-	// processor (internal/park: SetLimit, which lets long requests out of
-	// the count), so a thousand busy clients hold about a hundred
-	// goroutines, buffers and upstream connections instead of a thousand.
+	// Keep-alive connections past the limit take turns (internal/park:
+	// SetLimit), so a thousand busy clients hold goroutines, buffers and
+	// upstream connections for the ones being served, not for all.
 	p.parker.SetLimit(servedPerProc * runtime.GOMAXPROCS(0))
 	if c.up, err = p.firstUpstream(c); err != nil { // upstream.go: the transports and the resolver
 		return nil, fmt.Errorf("fwdproxy.New: %w", err)
