@@ -3,10 +3,14 @@
 package fwdproxy
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,5 +76,87 @@ func TestKeepAliveParked(t *testing.T) {
 	if d := time.Since(start); d < idle-300*time.Millisecond || d > idle+idle/8+time.Second ||
 		(errors.As(err, &ne) && ne.Timeout()) {
 		t.Fatalf("idle connection ended after %v with %v, want closed at about %v", d, err, idle)
+	}
+}
+
+// TestCrowdedKeepAlive: with more keep-alive connections open than the
+// proxy serves at once (servedPerProc a processor, internal/park's limit),
+// every request is served, the connections taking turns; and requests that
+// wait on their upstream (long polls) hold no one back: with more of them
+// in flight than the limit, each reaches the origin, and every request of
+// the other connections is answered while they still wait.
+func TestCrowdedKeepAlive(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // a failure must not leave the origin's handlers blocked
+	var slowIn atomic.Int32
+	origin := proxytest.Origin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			slowIn.Add(1)
+			<-release
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	target := origin.Listener.Addr().String()
+	tp := startProxy(t)
+	limit := servedPerProc * runtime.GOMAXPROCS(0)
+	get := func(path string) string {
+		return "GET http://" + target + path + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n"
+	}
+	read := func(t *testing.T, br *bufio.Reader, want string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("%s: %v", want, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("%s: %d %q %v", want, resp.StatusCode, b, err)
+		}
+	}
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	dial := func(n int) []client {
+		cls := make([]client, n)
+		for i := range cls {
+			cls[i].c, cls[i].br = tp.rawConn(t)
+		}
+		return cls
+	}
+
+	// Every connection serves a first request, then waits parked: the
+	// long polls come through the limit, on parked connections woken.
+	slow, fast := dial(limit+8), dial(2*limit)
+	for _, cls := range [][]client{slow, fast} {
+		for _, cl := range cls {
+			proxytest.MustWrite(t, cl.c, get("/first"))
+		}
+		for _, cl := range cls {
+			read(t, cl.br, "/first")
+		}
+	}
+	for _, cl := range slow {
+		proxytest.MustWrite(t, cl.c, get("/slow"))
+	}
+	proxytest.Eventually(t, "every long poll to reach the origin", func() bool { return slowIn.Load() == int32(len(slow)) })
+
+	for round := range 3 {
+		for _, cl := range fast {
+			proxytest.MustWrite(t, cl.c, get("/fast"))
+		}
+		for _, cl := range fast {
+			read(t, cl.br, "/fast")
+		}
+		if n := slowIn.Load(); n != int32(len(slow)) {
+			t.Fatalf("round %d: %d long polls at the origin, want %d", round, n, len(slow))
+		}
+	}
+	unblock()
+	for _, cl := range slow {
+		read(t, cl.br, "/slow")
 	}
 }
