@@ -118,8 +118,11 @@ func (sc *srvConn) loop(first bool) {
 		switch {
 		case timed:
 		case first && !sc.firstBy.IsZero():
-			sc.dlValid = false // woken before its first request: the accept's timeout runs on
-			_ = sc.c.SetReadDeadline(sc.firstBy)
+			// Woken before its first request: the accept's header timeout
+			// runs on, but a connection whose turn came late (the Parker's
+			// limit) gets a moment to be read: its bytes are there.
+			sc.dlValid = false
+			_ = sc.c.SetReadDeadline(later(sc.firstBy, time.Now().Add(firstReadGrace)))
 		case first:
 			sc.setReadTimeout(st.ReadHeaderTimeout)
 		default:
@@ -201,6 +204,18 @@ func (sc *srvConn) lingered() bool {
 	return err == nil || !netx.IsTimeout(err)
 }
 
+// firstReadGrace is how long a connection parked from its accept may
+// still be read when its turn comes at or past its header timeout.
+const firstReadGrace = 100 * time.Millisecond
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // idleDeadline returns the deadline and slack of a connection parked
 // after a response: idle since idleFrom for st.IdleTimeout, told at most
 // an eighth of it late.
@@ -264,6 +279,7 @@ func (sc *srvConn) finish(keep bool) {
 	sc.releaseReader()
 	s.mu.Lock()
 	delete(s.conns, sc)
+	s.held.Add(-1)
 	s.mu.Unlock()
 	s.wg.Done()
 }

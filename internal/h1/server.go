@@ -140,7 +140,8 @@ type Server struct {
 	open     *atomic.Int64
 	refused  *atomic.Uint64
 	parker   *park.Parker
-	crowd    int64 // more open connections than this are crowded (crowded); 0 never
+	crowd    int64        // more connections in the loop than this are crowded (crowded); 0 never
+	held     atomic.Int64 // connections in the loop: len(conns), read without mu
 
 	// The listeners of the hand-off servers, one per server handed
 	// connections to (handOffTo); closed by Serve's end.
@@ -279,6 +280,7 @@ func (s *Server) acceptLoop() error {
 			continue
 		}
 		s.conns[sc] = struct{}{}
+		s.held.Add(1)
 		s.wg.Add(1)
 		s.mu.Unlock()
 		if s.crowded() && sc.parkFirst(s.settings()) {
@@ -288,14 +290,15 @@ func (s *Server) acceptLoop() error {
 	}
 }
 
-// crowded reports whether the Server holds more connections than its
-// Parker serves at once (park.Parker.SetLimit). A crowded Server parks a
+// crowded reports whether the loop holds more connections than its
+// Parker serves at once, at least (park.Parker.SetLimit); connections
+// net/http serves (handed off, TLS) do not count. A crowded Server parks a
 // connection as soon as it waits for a request, its first one included,
 // instead of keeping its goroutine and read buffer for a while: the
 // connections then take their turns on the Parker's goroutines, and a
 // thousand busy clients cost about as much memory as the limit's worth.
 func (s *Server) crowded() bool {
-	return s.crowd > 0 && s.open.Load() > s.crowd
+	return s.crowd > 0 && s.held.Load() > s.crowd
 }
 
 // RetryableAccept reports whether an Accept error may pass (see

@@ -24,20 +24,24 @@ import (
 // have waited for a processor instead, each holding its goroutine and
 // buffers meanwhile; the proxy serves as many a second.
 //
-// The limit set is a floor. The processors must stay busy: when Wakes wait
-// for a goroutine while the machine has idle CPU time and this process
-// used less than nine tenths of its processors (a limit too low for
-// requests that wait on their upstreams), it grows by a quarter every
-// tenth of a second, up to sixteen times the floor; while the machine is
-// busy it shrinks by a tenth, down to the floor.
+// No processor is to spare when the machine's CPU time was nearly all
+// used (/proc/stat) or this process used nine tenths of its processors
+// (GOMAXPROCS, which follows a container's quota) or more, over the last
+// tenth of a second. The limit set is a floor: while Wakes wait for a
+// goroutine and processors are to spare (a limit too low for requests that
+// wait on their upstreams), the limit in force grows by a quarter every
+// tenth of a second, up to sixteen times the floor; while none is, it
+// shrinks by a tenth, down to the floor, and it goes back to the floor once
+// nothing has waited for a second.
 //
 // A served connection that blocks for long (a long poll, a slow upstream)
-// must not hold the others back while processors are free to serve them,
-// so a goroutine whose Wake has run for longer than stuckAfter does not
-// count against the limit. With every processor of the machine busy (as
-// /proc/stat says), more requests at once cannot be served faster, and a
-// Wake counts until it has run for stuckAfterBusy. While connections wait
-// for a goroutine, the Parker looks again every stuckAfter.
+// must not hold the others back, so a goroutine whose Wake has run for
+// longer than stuckAfter does not count against the limit; while no
+// processor is to spare, more requests at once cannot be served sooner,
+// and a Wake counts until it has run for stuckAfterBusy. While connections
+// wait for a goroutine, the Parker looks again every stuckAfter. A
+// goroutine that finishes a Wake while more run than the limit allows (it
+// stood in for a stuck one that has returned) stops.
 const (
 	stuckAfter     = 20 * time.Millisecond
 	stuckAfterBusy = 250 * time.Millisecond
@@ -58,8 +62,10 @@ type limiter struct {
 	since   []int64 // per goroutine (by index): when its Wake began, ns since the Parker's epoch; 0 none
 	free    []int   // indexes of since not in use
 	timer   *time.Timer
-	timed   bool // the timer is set
-	cpu     cpuLoad
+	timed   bool          // the timer is set
+	busy    bool          // no processor to spare, as the last CPU reading said (stuckAfterBusy)
+	waited  time.Duration // when Wakes last had to wait (since the Parker's epoch)
+	cpu     cpuLoad       // read by the timer's goroutine only (lookAgain), outside mu
 }
 
 // SetLimit bounds the limited Wakes (InitLimited) running at once to n,
@@ -70,6 +76,7 @@ func (pk *Parker) SetLimit(n int) {
 	l.mu.Lock()
 	l.max = max(n, 0)
 	l.cur = l.max
+	l.busy = true // until the first reading says otherwise
 	pk.spawnLocked()
 	l.mu.Unlock()
 }
@@ -112,13 +119,7 @@ func (pk *Parker) spawnLocked() {
 	allowed := waiting
 	if l.max > 0 {
 		if allowed = l.cur - l.active; allowed < waiting {
-			now := time.Since(pk.epoch)
-			busy := l.adaptLocked(now)
-			after := stuckAfter
-			if busy {
-				after = stuckAfterBusy
-			}
-			allowed = l.cur - l.active + l.stuckLocked(int64(now), int64(after))
+			allowed += l.stuckLocked(time.Since(pk.epoch))
 		}
 	}
 	for ; waiting > 0 && allowed > 0; waiting, allowed = waiting-1, allowed-1 {
@@ -132,7 +133,11 @@ func (pk *Parker) spawnLocked() {
 		l.pending++
 		go pk.runLimited(i)
 	}
-	if waiting > 0 && !l.timed {
+	if waiting <= 0 {
+		return
+	}
+	l.waited = time.Since(pk.epoch)
+	if !l.timed {
 		if l.timer == nil {
 			l.timer = time.AfterFunc(stuckAfter, pk.lookAgain)
 		} else {
@@ -145,49 +150,67 @@ func (pk *Parker) spawnLocked() {
 // maxGrowth bounds the limit in force, as a multiple of the limit set.
 const maxGrowth = 16
 
-// adaptLocked moves the limit in force as the last interval of the CPU
-// readings says (once per interval), and reports whether the machine's
-// processors were all busy.
-func (l *limiter) adaptLocked(now time.Duration) bool {
-	busy, procIdle, fresh := l.cpu.sample(now)
+// adaptLocked takes a CPU reading (cpuLoad.sample): whether there is no
+// processor to spare, and, when the reading ends an interval, moves the
+// limit in force: down by a tenth towards the limit set when there is
+// none, else up by a quarter towards maxGrowth times it (adaptLocked runs
+// only while Wakes wait).
+func (l *limiter) adaptLocked(busy, fresh bool) {
+	l.busy = busy
 	switch {
 	case !fresh:
 	case busy:
 		l.cur = max(l.max, l.cur-max(1, l.cur/10))
-	case procIdle > 0.10:
+	default:
 		l.cur = min(maxGrowth*l.max, l.cur+l.cur/4+1)
 	}
-	return busy
 }
 
-// stuckLocked counts the goroutines whose Wake began more than after
-// before now (both ns).
-func (l *limiter) stuckLocked(now, after int64) int {
+// stuckLocked counts the goroutines whose Wake began more than stuckAfter
+// (stuckAfterBusy while busy) before now.
+func (l *limiter) stuckLocked(now time.Duration) int {
+	after := int64(stuckAfter)
+	if l.busy {
+		after = int64(stuckAfterBusy)
+	}
 	n := 0
 	for _, t := range l.since {
-		if t != 0 && now-t > after {
+		if t != 0 && int64(now)-t > after {
 			n++
 		}
 	}
 	return n
 }
 
-// lookAgain is the timer's: Wakes have waited for stuckAfter.
+// overLocked reports whether more goroutines run limited Wakes than the
+// limit in force and the stuck ones allow: one that has finished a Wake
+// then stops, and leaves the queue to the others.
+func (l *limiter) overLocked(now time.Duration) bool {
+	return l.max > 0 && l.active > l.cur && l.active-l.stuckLocked(now) > l.cur
+}
+
+// lookAgain is the timer's: Wakes have waited for stuckAfter. It reads
+// the CPU counters first, outside mu (the timer is set again only once
+// lookAgain has cleared timed, so two never read at once).
 func (pk *Parker) lookAgain() {
 	l := &pk.lim
+	busy, fresh := l.cpu.sample(time.Since(pk.epoch))
 	l.mu.Lock()
 	l.timed = false
+	l.adaptLocked(busy, fresh)
 	pk.spawnLocked()
 	l.mu.Unlock()
 }
 
 // runLimited is a goroutine of the limited Wakes, with index i in since: it
-// runs the queued Wakes one after another until none is left.
+// runs the queued Wakes one after another until none is left, or until it
+// is one past the limit (goroutines started in place of stuck ones whose
+// Wakes have since returned).
 func (pk *Parker) runLimited(i int) {
 	l := &pk.lim
 	l.mu.Lock()
 	l.pending--
-	for l.head < len(l.q) {
+	for l.head < len(l.q) && !l.overLocked(time.Since(pk.epoch)) {
 		d := l.q[l.head]
 		l.q[l.head] = woken{}
 		l.head++
@@ -203,10 +226,17 @@ func (pk *Parker) runLimited(i int) {
 		l.mu.Unlock()
 		d.w.Wake(d.expired)
 		l.mu.Lock()
+		l.since[i] = 0
 	}
-	l.since[i] = 0
 	l.free = append(l.free, i)
 	l.active--
+	if l.head == len(l.q) {
+		if l.cur > l.max && time.Since(pk.epoch)-l.waited > cpuStale {
+			l.cur = l.max // nothing has waited for a while: the next burst starts from the limit set
+		}
+	} else {
+		pk.spawnLocked() // left to the others: the timer looks again
+	}
 	l.mu.Unlock()
 }
 
@@ -218,7 +248,6 @@ type cpuLoad struct {
 	idle, total uint64        // the machine's counters then
 	self        time.Duration // this process's CPU time then
 	isBusy      bool          // the verdict on the interval that ended then
-	procIdle    float64       // the share of this process's processors left idle in it
 	buf         []byte
 }
 
@@ -228,32 +257,33 @@ type cpuLoad struct {
 const cpuEvery, cpuStale = 100 * time.Millisecond, time.Second
 
 // sample returns the verdict on the last interval of at least cpuEvery:
-// whether the idle share of the machine's CPU time was under busyIdle,
-// and the share of its processors (GOMAXPROCS) this process left idle;
-// fresh is set when the interval ended now. Until there is such an
-// interval (the first call, or the first after cpuStale) the machine
-// counts as busy: a burst's first tenth of a second is served within the
-// limit set. Unreadable, it is not busy and the process not idle (the
-// limit then holds a Wake back for stuckAfter only, and does not grow).
-func (c *cpuLoad) sample(now time.Duration) (busy bool, procIdle float64, fresh bool) {
+// busy when no processor was to spare — the idle share of the machine's
+// CPU time under busyIdle, or this process using nine tenths of its
+// processors (GOMAXPROCS, which follows a container's CPU quota) or more;
+// fresh when the interval ended now. Until there is such an interval (the
+// first call, or the first after cpuStale) it says busy: a burst's first
+// tenth of a second is served within the limit set. Unreadable, it says
+// not busy and never fresh (the limit then holds a Wake back for
+// stuckAfter only, and does not grow).
+func (c *cpuLoad) sample(now time.Duration) (busy, fresh bool) {
 	if c.at != 0 && now-c.at < cpuEvery {
-		return c.isBusy, c.procIdle, false
+		return c.isBusy, false
 	}
 	idle, total, ok := cpuTimes(c)
 	self, ok2 := selfCPU()
 	if !ok || !ok2 {
-		c.at, c.isBusy, c.procIdle = now, false, 0
-		return false, 0, false
+		c.at, c.isBusy = now, false
+		return false, false
 	}
 	if c.at == 0 || now-c.at > cpuStale || total <= c.total {
-		c.isBusy, c.procIdle, fresh = true, 0, false
+		c.isBusy = true
 	} else {
-		c.isBusy = float64(idle-c.idle) < busyIdle*float64(total-c.total)
-		c.procIdle = max(0, 1-float64(self-c.self)/(float64(now-c.at)*float64(runtime.GOMAXPROCS(0))))
-		fresh = true
+		machineIdle := float64(max(int64(idle)-int64(c.idle), 0)) / float64(total-c.total)
+		procIdle := 1 - float64(self-c.self)/(float64(now-c.at)*float64(runtime.GOMAXPROCS(0)))
+		c.isBusy, fresh = machineIdle < busyIdle || procIdle < 0.10, true
 	}
 	c.at, c.idle, c.total, c.self = now, idle, total, self
-	return c.isBusy, c.procIdle, fresh
+	return c.isBusy, fresh
 }
 
 // selfCPU is how sample reads this process's CPU time (tests replace it).
@@ -286,6 +316,9 @@ func (c *cpuLoad) read() (idle, total uint64, ok bool) {
 		return 0, 0, false
 	}
 	for i, f := range fields[1:] {
+		if i >= 8 {
+			break // guest and guest_nice: counted in user and nice already
+		}
 		v, err := strconv.ParseUint(string(f), 10, 64)
 		if err != nil {
 			return 0, 0, false

@@ -3,6 +3,7 @@
 package park
 
 import (
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -158,9 +159,10 @@ func TestLimitStuck(t *testing.T) {
 
 // TestLimitAdapts: the limit in force grows while the machine and this
 // process leave processors idle with Wakes waiting (requests that wait on
-// their upstreams), up to 16 times the limit set; holds while this process
-// keeps its processors busy; and shrinks back to the limit set, never
-// below, while the machine is busy.
+// their upstreams), up to 16 times the limit set; and shrinks back to the
+// limit set, never below, while the machine is busy or this process uses
+// its processors (a container's quota), more requests at once serving
+// none sooner.
 func TestLimitAdapts(t *testing.T) {
 	var machineBusy bool
 	var self time.Duration
@@ -178,15 +180,16 @@ func TestLimitAdapts(t *testing.T) {
 	selfCPU = func() (time.Duration, bool) { return self, true }
 	l := &limiter{max: 8, cur: 8}
 	now := time.Duration(0)
-	step := func() int {
+	step := func() int { // what lookAgain does, a reading every cpuEvery
 		now += cpuEvery
 		self += time.Duration(selfRate * float64(cpuEvery) * float64(runtime.GOMAXPROCS(0)))
-		l.adaptLocked(now)
+		busy, fresh := l.cpu.sample(now)
+		l.adaptLocked(busy, fresh)
 		return l.cur
 	}
-	step() // the first reading: no interval yet
-	if l.cur != 8 {
-		t.Fatalf("the first reading moved the limit to %d", l.cur)
+	step() // the first reading: no interval yet, counted busy
+	if l.cur != 8 || !l.busy {
+		t.Fatalf("the first reading: limit %d, busy %v; want 8, true", l.cur, l.busy)
 	}
 	prev := 8
 	for range 30 {
@@ -196,21 +199,133 @@ func TestLimitAdapts(t *testing.T) {
 			prev = cur
 		}
 	}
-	if prev != 8*maxGrowth {
-		t.Errorf("idle processors: the limit grew to %d, want %d", prev, 8*maxGrowth)
+	if prev != 8*maxGrowth || l.busy {
+		t.Errorf("idle processors: the limit grew to %d (busy %v), want %d", prev, l.busy, 8*maxGrowth)
 	}
-	selfRate = 0.95 // the process keeps its processors busy: the limit holds
-	l.cur = 20
-	for range 5 {
-		if cur := step(); cur != 20 {
-			t.Fatalf("busy process, idle machine: the limit moved to %d", cur)
+	for _, c := range []struct {
+		name        string
+		machineBusy bool
+		selfRate    float64
+	}{
+		{"busy process, idle machine", false, 0.95},
+		{"busy machine", true, 0},
+	} {
+		machineBusy, selfRate, l.cur = c.machineBusy, c.selfRate, 8*maxGrowth
+		prev := l.cur
+		for range 60 {
+			if cur := step(); cur > prev {
+				t.Fatalf("%s: the limit grew from %d to %d", c.name, prev, cur)
+			} else {
+				prev = cur
+			}
+		}
+		if l.cur != 8 || !l.busy {
+			t.Errorf("%s: the limit is %d (busy %v), want the 8 set", c.name, l.cur, l.busy)
 		}
 	}
-	machineBusy = true
-	for range 40 {
-		step()
+}
+
+// churner is a connection that keeps its Waker busy: each Wake reads what
+// came, holds for a millisecond and parks the connection again, while the
+// test keeps writing to it.
+type churner struct {
+	e                    Entry
+	srv                  *net.TCPConn
+	stop                 *atomic.Bool
+	running, most, woken *atomic.Int32
+}
+
+func (c *churner) Wake(expired bool) {
+	n := c.running.Add(1)
+	for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
 	}
-	if l.cur != 8 {
-		t.Errorf("busy machine: the limit is %d, want the 8 set", l.cur)
+	c.woken.Add(1)
+	buf := make([]byte, 64)
+	_, _ = c.srv.Read(buf)
+	time.Sleep(time.Millisecond)
+	c.running.Add(-1)
+	if !c.stop.Load() {
+		c.e.Park(time.Time{}, 0)
 	}
+}
+
+// TestLimitAfterStuck: goroutines started in place of stuck Wakes stop once
+// those return, though the queue never empties (clients that send their
+// next request as soon as they are answered): the limit holds again.
+func TestLimitAfterStuck(t *testing.T) {
+	fakeCPU(t, true) // no growth; a Wake is stuck after stuckAfterBusy
+	pk := New()
+	pk.SetLimit(2)
+	ps := pairs(t, 14)
+	blocked := &gauge{release: make(chan struct{}), started: make(chan struct{}, 2)}
+	var stop atomic.Bool
+	var running, most, woken atomic.Int32
+	chs := make([]*churner, 12)
+	var blockers [2]Entry
+	for i := range blockers {
+		blockers[i].InitLimited(pk, rawConn(t, ps[i].srv), blocked)
+		blockers[i].Park(time.Time{}, 0)
+		if _, err := ps[i].cli.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-blocked.started
+	<-blocked.started // the limit is taken by Wakes that block
+	for i := range chs {
+		p := ps[2+i]
+		chs[i] = &churner{srv: p.srv, stop: &stop, running: &running, most: &most, woken: &woken}
+		chs[i].e.InitLimited(pk, rawConn(t, p.srv), chs[i])
+		chs[i].e.Park(time.Time{}, 0)
+	}
+	var writers sync.WaitGroup
+	done := make(chan struct{})
+	for i := range chs {
+		cli := ps[2+i].cli
+		writers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(2 * time.Millisecond):
+					if _, err := cli.Write([]byte{1}); err != nil {
+						return
+					}
+				}
+			}
+		})
+	}
+	// Past stuckAfterBusy, goroutines stand in for the blocked Wakes.
+	for end := time.Now().Add(10 * time.Second); woken.Load() < 50; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the churning connections were not served past the blocked Wakes (%d wakes)", woken.Load())
+		}
+	}
+	close(blocked.release)
+	for blocked.running.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the goroutines past the limit finish their Wakes
+	most.Store(0)
+	from := woken.Load()
+	time.Sleep(400 * time.Millisecond)
+	if woken.Load()-from < 20 {
+		t.Errorf("only %d Wakes in 400 ms after the blocked ones returned", woken.Load()-from)
+	}
+	if m := most.Load(); m > 2 {
+		t.Errorf("%d Wakes ran at once after the blocked ones returned, past the limit of 2", m)
+	}
+	close(done)
+	writers.Wait()
+	stop.Store(true)
+	for running.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // Wakes queued when stop was set run and end
+	for i := range blockers {
+		blockers[i].Release()
+	}
+	for _, c := range chs {
+		c.e.Release()
+	}
+	stopped(t, pk)
 }
