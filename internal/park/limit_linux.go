@@ -46,8 +46,12 @@ const (
 	stuckAfter     = 20 * time.Millisecond
 	stuckAfterBusy = 250 * time.Millisecond
 	// busyIdle is the share of the machine's CPU time (idle and iowait,
-	// in /proc/stat) under which the machine counts as busy.
-	busyIdle = 0.05
+	// in /proc/stat) under which no processor counts as spare. At 0.05,
+	// a loaded 2-processor machine (wrk, an origin and the proxy) showed
+	// 5–12 % idle in scheduling gaps, and the limit grew to no use: the
+	// peak memory of 1,000 busy connections went from 33 to 48 MiB for
+	// the same requests a second (docs/benchmarks.md, "Issue 16").
+	busyIdle = 0.15
 )
 
 // limiter is the state of a Parker's limited Wakes.
