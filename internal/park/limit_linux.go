@@ -57,14 +57,13 @@ const (
 // limiter is the state of a Parker's limited Wakes.
 type limiter struct {
 	mu      sync.Mutex
-	max     int     // the limit set; 0 none
-	cur     int     // the limit in force: from max up to maxGrowth times it
-	q       []woken // Wakes waiting for a goroutine, from head
-	head    int
-	active  int     // goroutines running limited Wakes
-	pending int     // of them, those started that have not taken a Wake yet
-	since   []int64 // per goroutine (by index): when its Wake began, ns since the Parker's epoch; 0 none
-	free    []int   // indexes of since not in use
+	max     int       // the limit set; 0 none
+	cur     int       // the limit in force: from max up to maxGrowth times it
+	q       wakeQueue // Wakes waiting for a goroutine
+	active  int       // goroutines running limited Wakes
+	pending int       // of them, those started that have not taken a Wake yet
+	since   []int64   // per goroutine (by index): when its Wake began, ns since the Parker's epoch; 0 none
+	free    []int     // indexes of since not in use
 	timer   *time.Timer
 	timed   bool          // the timer is set
 	busy    bool          // no processor to spare, as the last CPU reading said (stuckAfterBusy)
@@ -106,7 +105,7 @@ func (e *Entry) InitLimited(pk *Parker, rc syscall.RawConn, w Waker) {
 func (pk *Parker) wakeLimited(due []woken) {
 	l := &pk.lim
 	l.mu.Lock()
-	l.q = append(l.q, due...)
+	l.q.push(due)
 	pk.spawnLocked()
 	l.mu.Unlock()
 }
@@ -116,7 +115,7 @@ func (pk *Parker) wakeLimited(due []woken) {
 // look again when some are left waiting.
 func (pk *Parker) spawnLocked() {
 	l := &pk.lim
-	waiting := len(l.q) - l.head - l.pending
+	waiting := l.q.len() - l.pending
 	if waiting <= 0 {
 		return
 	}
@@ -214,18 +213,8 @@ func (pk *Parker) runLimited(i int) {
 	l := &pk.lim
 	l.mu.Lock()
 	l.pending--
-	for l.head < len(l.q) && !l.overLocked(time.Since(pk.epoch)) {
-		d := l.q[l.head]
-		l.q[l.head] = woken{}
-		l.head++
-		switch n := len(l.q); {
-		case l.head == n:
-			l.q, l.head = l.q[:0], 0
-		case l.head >= 64 && 2*l.head >= n:
-			k := copy(l.q, l.q[l.head:])
-			clear(l.q[k:])
-			l.q, l.head = l.q[:k], 0
-		}
+	for l.q.len() > 0 && !l.overLocked(time.Since(pk.epoch)) {
+		d := l.q.pop()
 		l.since[i] = max(int64(time.Since(pk.epoch)), 1)
 		l.mu.Unlock()
 		d.w.Wake(d.expired)
@@ -234,7 +223,7 @@ func (pk *Parker) runLimited(i int) {
 	}
 	l.free = append(l.free, i)
 	l.active--
-	if l.head == len(l.q) {
+	if l.q.len() == 0 {
 		if l.cur > l.max && time.Since(pk.epoch)-l.waited > cpuStale {
 			l.cur = l.max // nothing has waited for a while: the next burst starts from the limit set
 		}

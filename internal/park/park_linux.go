@@ -274,14 +274,13 @@ type woken struct {
 // closure; one calling a plain function without arguments does not, and
 // keep-alive connections wake once a request.
 var wakes struct {
-	mu   sync.Mutex
-	q    []woken
-	head int
+	mu sync.Mutex
+	q  wakeQueue
 }
 
 func wakeAll(due []woken) {
 	wakes.mu.Lock()
-	wakes.q = append(wakes.q, due...)
+	wakes.q.push(due)
 	wakes.mu.Unlock()
 	for range due {
 		go runWake()
@@ -290,19 +289,37 @@ func wakeAll(due []woken) {
 
 func runWake() {
 	wakes.mu.Lock()
-	d := wakes.q[wakes.head]
-	wakes.q[wakes.head] = woken{}
-	wakes.head++
-	switch n := len(wakes.q); {
-	case wakes.head == n:
-		wakes.q, wakes.head = wakes.q[:0], 0
-	case wakes.head >= 64 && 2*wakes.head >= n:
-		k := copy(wakes.q, wakes.q[wakes.head:])
-		clear(wakes.q[k:])
-		wakes.q, wakes.head = wakes.q[:k], 0
-	}
+	d := wakes.q.pop()
 	wakes.mu.Unlock()
 	d.w.Wake(d.expired)
+}
+
+// wakeQueue is a FIFO of Wakes due; its owner locks it.
+type wakeQueue struct {
+	q    []woken // from head
+	head int
+}
+
+func (wq *wakeQueue) push(due []woken) { wq.q = append(wq.q, due...) }
+
+// len returns how many Wakes are queued.
+func (wq *wakeQueue) len() int { return len(wq.q) - wq.head }
+
+// pop takes the first Wake queued (there must be one), and moves the rest
+// to the front of the slice once it is empty or half taken.
+func (wq *wakeQueue) pop() woken {
+	d := wq.q[wq.head]
+	wq.q[wq.head] = woken{}
+	wq.head++
+	switch n := len(wq.q); {
+	case wq.head == n:
+		wq.q, wq.head = wq.q[:0], 0
+	case wq.head >= 64 && 2*wq.head >= n:
+		k := copy(wq.q, wq.q[wq.head:])
+		clear(wq.q[k:])
+		wq.q, wq.head = wq.q[:k], 0
+	}
+	return d
 }
 
 // loop is the Parker's goroutine: it waits for the epoll set to be
