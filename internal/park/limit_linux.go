@@ -213,9 +213,13 @@ func (pk *Parker) runLimited(i int) {
 	l := &pk.lim
 	l.mu.Lock()
 	l.pending--
-	for l.q.len() > 0 && !l.overLocked(time.Since(pk.epoch)) {
+	for l.q.len() > 0 {
+		now := time.Since(pk.epoch)
+		if l.overLocked(now) {
+			break
+		}
 		d := l.q.pop()
-		l.since[i] = max(int64(time.Since(pk.epoch)), 1)
+		l.since[i] = max(int64(now), 1)
 		l.mu.Unlock()
 		d.w.Wake(d.expired)
 		l.mu.Lock()
@@ -233,9 +237,9 @@ func (pk *Parker) runLimited(i int) {
 	l.mu.Unlock()
 }
 
-// cpuLoad tells whether the machine's processors were all busy lately,
-// from /proc/stat, and how much of its processors this process left idle
-// (getrusage), read at most every cpuEvery.
+// cpuLoad tells whether a processor was to spare lately, from the
+// machine's CPU time (/proc/stat) and this process's (getrusage), read at
+// most every cpuEvery.
 type cpuLoad struct {
 	at          time.Duration // when last read (since the Parker's epoch); 0 never
 	idle, total uint64        // the machine's counters then
