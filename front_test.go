@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,12 @@ type ingress struct {
 	// dial opens a client connection to addr, ready for HTTP/1.1, HTTP/2
 	// or SOCKS5 as the front end speaks.
 	dial func(t testing.TB, pki *proxytest.PKI, addr string) net.Conn
+}
+
+// tcp reports whether the front end's client connection is plain TCP to
+// the proxy (HTTP/1.1, SOCKS5, the PROXY protocol): not TLS, not HTTP/2.
+func (fe *ingress) tcp() bool {
+	return !fe.h2 && (fe.options == nil || !strings.HasPrefix(fe.name, "HTTPS"))
 }
 
 // proxyProtoClient is the client address the PROXY protocol front end's

@@ -771,7 +771,7 @@ func TestParkedTunnelEveryTCPFrontEnd(t *testing.T) {
 	addr := tcpOrigin(t, "tcp", "127.0.0.1:0", echo)
 	for i := range ingresses {
 		fe := &ingresses[i]
-		if fe.h2 || fe.options != nil && strings.HasPrefix(fe.name, "HTTPS") {
+		if !fe.tcp() {
 			continue
 		}
 		t.Run(fe.name, func(t *testing.T) {

@@ -30,6 +30,13 @@ func fakeCPU(t *testing.T, busy bool) {
 	t.Cleanup(func() { cpuTimes = old })
 }
 
+// enter counts one more Wake running, and keeps the most seen at once.
+func enter(running, most *atomic.Int32) {
+	n := running.Add(1)
+	for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+	}
+}
+
 // gauge is a Waker that counts the Wakes running at once: each holds for
 // hold, or until release is closed when hold is 0.
 type gauge struct {
@@ -40,9 +47,7 @@ type gauge struct {
 }
 
 func (g *gauge) Wake(expired bool) {
-	n := g.running.Add(1)
-	for m := g.most.Load(); n > m && !g.most.CompareAndSwap(m, n); m = g.most.Load() {
-	}
+	enter(&g.running, &g.most)
 	g.woken.Add(1)
 	if g.started != nil {
 		g.started <- struct{}{}
@@ -236,9 +241,7 @@ type churner struct {
 }
 
 func (c *churner) Wake(expired bool) {
-	n := c.running.Add(1)
-	for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
-	}
+	enter(c.running, c.most)
 	c.woken.Add(1)
 	buf := make([]byte, 64)
 	_, _ = c.srv.Read(buf)
